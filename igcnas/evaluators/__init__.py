@@ -1,0 +1,1 @@
+"""Measuring networks: costs (fvcore, torch's flop counter, latency), data and training."""

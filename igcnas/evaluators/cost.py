@@ -1,0 +1,131 @@
+"""Measured costs of built networks: fvcore counts, a torch flop-counter cross-check, CPU latency.
+
+Units: fvcore counts one unit per multiply-accumulate for convolutions and
+linear layers, so its ``conv`` + ``linear`` are MACs; ``torch.utils.flop_counter``
+counts FLOPs (2 per MAC), which is exactly what the cross-check asserts.
+Operators fvcore does not count are returned by name (``uncounted``), never
+folded silently into a zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from igcnas.search_space.config import NetworkConfig
+
+__all__ = ["MeasuredCosts", "Latency", "measure_costs", "measure_latency", "measure_config"]
+
+log = logging.getLogger(__name__)
+
+_MAC_OPERATORS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum")
+
+
+@dataclass(frozen=True)
+class MeasuredCosts:
+    params: int  # trainable parameters of the module
+    conv_params: int  # weights of nn.Conv2d layers only
+    macs: int  # fvcore conv + linear counts (multiply-accumulates)
+    fvcore_total: int  # everything fvcore counts (adds BatchNorm and pooling)
+    by_operator: dict[str, int]
+    uncounted: dict[str, int]  # operators fvcore saw but does not count, with occurrences
+    torch_flops: int  # torch.utils.flop_counter total (FLOPs, 2 per MAC)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["flops"] = self.flops
+        return data
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Median milliseconds per forward pass at each batch size, and what they were measured with."""
+
+    ms_by_batch: dict[int, float]
+    min_ms_by_batch: dict[int, float]
+    repeats: int
+    threads: int
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def measure_costs(model: nn.Module, input_shape: tuple[int, int, int]) -> MeasuredCosts:
+    """Count ``model`` on one input of ``input_shape`` (C, H, W) in eval mode with fvcore and torch."""
+    from fvcore.nn import FlopCountAnalysis
+
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, *input_shape)
+        analysis = FlopCountAnalysis(model, x)
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        by_operator = {k: int(v) for k, v in analysis.by_operator().items()}
+        total = int(analysis.total())
+        uncounted = {k: int(v) for k, v in analysis.unsupported_ops().items()}
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+        torch_flops = int(counter.get_total_flops())
+    finally:
+        model.train(was_training)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    conv_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
+    macs = sum(v for k, v in by_operator.items() if k in _MAC_OPERATORS)
+    return MeasuredCosts(params, conv_params, macs, total, by_operator, uncounted, torch_flops)
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    *,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    repeats: int = 10,
+    warmup: int = 2,
+    threads: int | None = None,
+) -> Latency:
+    """Median wall time of ``repeats`` inference passes per batch size (after ``warmup`` passes)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    was_training = model.training
+    model.eval()
+    medians: dict[int, float] = {}
+    minima: dict[int, float] = {}
+    try:
+        with torch.inference_mode():
+            for batch in batch_sizes:
+                x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+                for _ in range(warmup):
+                    model(x)
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    model(x)
+                    times.append((time.perf_counter() - start) * 1000.0)
+                medians[batch] = statistics.median(times)
+                minima[batch] = min(times)
+        used_threads = torch.get_num_threads()
+    finally:
+        model.train(was_training)
+        torch.set_num_threads(previous_threads)
+    return Latency(medians, minima, repeats, used_threads)
+
+
+def measure_config(config: NetworkConfig) -> MeasuredCosts:
+    """Build ``config`` and measure it (fvcore traces the module once)."""
+    from igcnas.models import build_model
+
+    model = build_model(config, seed=0)
+    return measure_costs(model, (config.in_channels, config.input_size, config.input_size))

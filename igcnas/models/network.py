@@ -1,0 +1,119 @@
+"""Whole networks built from a :class:`NetworkConfig` via its resolved plan.
+
+Structure and the choices the paper leaves open are documented in
+:mod:`igcnas.search_space.plan`; this module only instantiates them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from igcnas.models.registry import get_block
+from igcnas.search_space.config import NetworkConfig
+from igcnas.search_space.plan import NetworkPlan, ShortcutPlan, UnitPlan, resolve
+
+__all__ = ["IGCNet", "build_model", "ZeroPadShortcut"]
+
+
+class ZeroPadShortcut(nn.Module):
+    """Parameter-free skip across a shape change: subsample by the stride, zero-pad new channels."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.extra = c_out - c_in
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.extra:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
+        return x
+
+
+def _shortcut(plan: ShortcutPlan) -> nn.Module:
+    if plan.kind == "identity":
+        return nn.Identity()
+    if plan.kind == "zero_pad":
+        return ZeroPadShortcut(plan.c_in, plan.c_out, plan.stride)
+    p = plan.projection
+    if p is None:
+        raise ValueError("projection shortcut without a projection convolution")
+    return nn.Sequential(nn.Conv2d(p.c_in, p.c_out, 1, stride=p.stride, bias=False), nn.BatchNorm2d(p.c_out))
+
+
+class Unit(nn.Module):
+    """Blocks with one skip connection around them (post-activation: ReLU after the sum)."""
+
+    def __init__(self, family: str, plan: UnitPlan) -> None:
+        super().__init__()
+        block_cls = get_block(family)
+        n = len(plan.blocks)
+        has_skip = plan.shortcut is not None
+        self.blocks = nn.Sequential(
+            *(block_cls(b, final_activation=not (has_skip and i == n - 1)) for i, b in enumerate(plan.blocks))
+        )
+        self.shortcut = _shortcut(plan.shortcut) if plan.shortcut is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.blocks(x)
+        if self.shortcut is None:
+            return out
+        return F.relu(out + self.shortcut(x))
+
+
+class IGCNet(nn.Module):
+    """stem -> stages of units -> (head 1x1) -> global average pool -> classifier."""
+
+    def __init__(self, config: NetworkConfig, *, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.config = config
+        plan: NetworkPlan = resolve(config)
+        self.plan = plan
+        act = nn.ReLU6 if config.family == "igcv3" else nn.ReLU
+        s = plan.stem
+        self.stem = nn.Sequential(
+            nn.Conv2d(s.c_in, s.c_out, 3, stride=s.stride, padding=1, bias=False),
+            nn.BatchNorm2d(s.c_out),
+            act(inplace=True),
+        )
+        self.stages = nn.Sequential(
+            *(nn.Sequential(*(Unit(config.family, unit) for unit in stage)) for stage in plan.stages)
+        )
+        self.head: nn.Module = nn.Identity()
+        if plan.head is not None:
+            h = plan.head
+            self.head = nn.Sequential(nn.Conv2d(h.c_in, h.c_out, 1, bias=False), nn.BatchNorm2d(h.c_out),
+                                      act(inplace=True))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(plan.final_channels, config.num_classes)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """He init for convolutions, unit BN, small classifier; deterministic given ``generator``."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01, generator=generator)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.forward_features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def build_model(config: NetworkConfig, *, seed: int | None = 0) -> IGCNet:
+    """Build ``config`` with weights drawn from a generator seeded with ``seed`` (None: global RNG)."""
+    generator = None
+    if seed is not None:
+        generator = torch.Generator().manual_seed(seed)
+    return IGCNet(config, generator=generator)

@@ -1,0 +1,211 @@
+"""Frozen configuration dataclasses for IGC-family networks.
+
+A network is a stem convolution, a sequence of stages and a classifier. Every
+stage has a width, a number of blocks, a stride (applied by its first block)
+and the parameters of the block family that fills it. The fields a family
+does not use must stay ``None``; the family decides which are required (see
+:mod:`igcnas.search_space.families`).
+
+Validation happens in ``__post_init__`` and raises :class:`ValueError` whose
+message names the offending field and the allowed values, so that the CLI can
+print it as a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["StageConfig", "NetworkConfig", "config_from_dict", "config_to_dict", "load_config"]
+
+SHORTCUTS = ("zero_pad", "projection")
+TRANSITIONS = ("input_width", "expand")
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageConfig:
+    """One stage: ``blocks`` blocks of one family at ``width`` channels.
+
+    Family parameters (``None`` where the family does not use them):
+
+    * ``k1``: input channels per group of the spatial 3x3 convolution
+      (``deep_roots`` group size, ``igcv1`` partition size M, ``igcv2``'s first
+      kernel; 1 means channel-wise).
+    * ``chain``: channels per branch ``(K_2, ..., K_L)`` of the group 1x1
+      convolutions that follow the spatial one (``igcv2``).
+    * ``k`` and ``l``: branch size and number of group convolutions L* of
+      ``igcv2_star`` (``l - 1`` group 1x1 convolutions of ``k`` channels).
+    * ``expansion`` and ``groups``: expansion ratio and number of groups of
+      the 1x1 convolutions of an ``igcv3`` inverted residual block.
+    """
+
+    width: int
+    blocks: int
+    stride: int = 1
+    k1: int | None = None
+    chain: tuple[int, ...] | None = None
+    k: int | None = None
+    l: int | None = None  # noqa: E741 - the paper's name
+    expansion: int | None = None
+    groups: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("width", self.width, minimum=1)
+        _check_int("blocks", self.blocks, minimum=1)
+        if self.stride not in (1, 2):
+            raise ValueError(f"stride must be one of 1, 2, got {self.stride!r}")
+        if self.chain is not None:
+            if isinstance(self.chain, list):
+                object.__setattr__(self, "chain", tuple(self.chain))
+            if not isinstance(self.chain, tuple) or not self.chain:
+                raise ValueError(f"chain must be a non-empty list of integers >= 1, got {self.chain!r}")
+            for value in self.chain:
+                _check_int("chain entry", value, minimum=1)
+        for name in ("k1", "k", "expansion", "groups"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, minimum=1)
+        if self.l is not None:
+            _check_int("l (L, the number of group convolutions)", self.l, minimum=2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkConfig:
+    """A whole network. ``name`` is a label and takes no part in identity."""
+
+    family: str
+    stages: tuple[StageConfig, ...]
+    stem_width: int
+    stem_stride: int = 1
+    num_classes: int = 10
+    input_size: int = 32
+    in_channels: int = 3
+    head_width: int | None = None
+    shortcut: str = "zero_pad"
+    transition: str = "input_width"
+    name: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        from igcnas.search_space.families import get_family  # local: families imports config
+
+        if isinstance(self.stages, list):
+            object.__setattr__(self, "stages", tuple(self.stages))
+        if not isinstance(self.stages, tuple) or not self.stages:
+            raise ValueError("stages must be a non-empty list of stage objects")
+        for stage in self.stages:
+            if not isinstance(stage, StageConfig):
+                raise ValueError(f"stages must hold StageConfig objects, got {type(stage).__name__}")
+        _check_int("stem_width", self.stem_width, minimum=1)
+        if self.stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be one of 1, 2, got {self.stem_stride!r}")
+        _check_int("num_classes", self.num_classes, minimum=2)
+        _check_int("input_size", self.input_size, minimum=1)
+        _check_int("in_channels", self.in_channels, minimum=1)
+        if self.head_width is not None:
+            _check_int("head_width", self.head_width, minimum=1)
+        if self.shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {self.shortcut!r}")
+        if self.transition not in TRANSITIONS:
+            raise ValueError(f"transition must be one of {', '.join(TRANSITIONS)}, got {self.transition!r}")
+        family = get_family(self.family)  # raises ValueError naming the families
+        family.validate(self)
+        from igcnas.search_space.plan import resolve  # local: plan imports config
+
+        resolve(self)  # every layer shape must fit (group divisibility across stage transitions)
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers as the paper counts them: stem + blocks + classifier (3B + 2)."""
+        return sum(s.blocks for s in self.stages) + 2
+
+    def replace(self, **changes: Any) -> NetworkConfig:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(changes)
+        return NetworkConfig(**data)
+
+
+_STAGE_FIELDS = {f.name for f in fields(StageConfig)}
+_NETWORK_FIELDS = {f.name for f in fields(NetworkConfig)}
+
+
+def config_to_dict(config: NetworkConfig) -> dict[str, Any]:
+    """A JSON-ready dict; ``None`` stage fields are dropped to keep files short."""
+    data = asdict(config)
+    data["stages"] = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in stage.items() if v is not None}
+        for stage in data["stages"]
+    ]
+    if data.get("name") is None:
+        data.pop("name", None)
+    if data.get("head_width") is None:
+        data.pop("head_width", None)
+    return data
+
+
+def config_from_dict(data: Any) -> NetworkConfig:
+    """Parse a dict (from JSON or TOML) into a validated :class:`NetworkConfig`."""
+    if not isinstance(data, dict):
+        raise ValueError(f"config must be a JSON object, got {type(data).__name__}")
+    unknown = set(data) - _NETWORK_FIELDS
+    if unknown:
+        raise ValueError(
+            f"unknown config field {sorted(unknown)[0]!r}; allowed fields: {', '.join(sorted(_NETWORK_FIELDS))}"
+        )
+    for required in ("family", "stages", "stem_width"):
+        if required not in data:
+            raise ValueError(f"config field {required!r} is missing")
+    stages_raw = data["stages"]
+    if not isinstance(stages_raw, list):
+        raise ValueError("stages must be a list of stage objects")
+    stages = []
+    for index, stage in enumerate(stages_raw):
+        if not isinstance(stage, dict):
+            raise ValueError(f"stages[{index}] must be an object")
+        unknown = set(stage) - _STAGE_FIELDS
+        if unknown:
+            raise ValueError(
+                f"unknown field {sorted(unknown)[0]!r} in stages[{index}]; "
+                f"allowed fields: {', '.join(sorted(_STAGE_FIELDS))}"
+            )
+        for required in ("width", "blocks"):
+            if required not in stage:
+                raise ValueError(f"stages[{index}].{required} is missing")
+        stage = dict(stage)
+        if isinstance(stage.get("chain"), list):
+            stage["chain"] = tuple(stage["chain"])
+        stages.append(StageConfig(**stage))
+    rest = {k: v for k, v in data.items() if k != "stages"}
+    return NetworkConfig(stages=tuple(stages), **rest)
+
+
+def load_config(path: str | Path) -> NetworkConfig:
+    """Read a configuration file as data (JSON, or TOML by extension); never executed."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"config file {str(path)!r} cannot be read: {exc}") from None
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"config file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    return config_from_dict(data)

@@ -1,0 +1,245 @@
+"""Enumerating and sampling the valid IGC design space.
+
+For one block family and a stage width ``C`` the valid choices are those the
+conditions allow: IGC-V1 and IGC-V2 blocks must be complementary (``k1 *
+prod(K_l) = C``, checked exactly by :mod:`.conditions` in the tests), Deep
+Roots takes any proper group size, IGC-V2* any branch size with its L*.
+A network is a fixed stage template (widths x, 2x, 4x, B blocks each) with one
+choice per stage, so the space for a family is a product of per-stage lists
+and can be counted, indexed and sampled uniformly without materialising it.
+Encodings that describe the same architecture (an IGC-V2 block with one
+branch is Xception) are excluded by construction and identified by
+:func:`arch_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from igcnas.search_space.config import NetworkConfig, StageConfig
+from igcnas.search_space.families import FAMILIES, Interleaved, _divisors, get_family, igcv2_star_l
+from igcnas.search_space.plan import InterleavedPlan, resolve, resolve_interleaved, resolve_inverted
+
+__all__ = ["ordered_factorizations", "block_options", "SpaceSpec", "DesignSpace", "arch_id"]
+
+
+def ordered_factorizations(n: int, *, min_factor: int = 2, max_parts: int | None = None) -> list[tuple[int, ...]]:
+    """All ordered tuples of factors >= ``min_factor`` whose product is ``n`` (at most ``max_parts``)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    results: list[tuple[int, ...]] = []
+
+    def extend(prefix: tuple[int, ...], rest: int) -> None:
+        if rest == 1:
+            if prefix:
+                results.append(prefix)
+            return
+        if max_parts is not None and len(prefix) >= max_parts:
+            return
+        for d in _divisors(rest):
+            if d >= min_factor:
+                extend(prefix + (d,), rest // d)
+
+    extend((), n)
+    return results
+
+
+def block_options(
+    family: str, width: int, *, max_l: int = 4, c_in: int | None = None, transition: str = "input_width"
+) -> list[dict[str, Any]]:
+    """Valid stage parameters for ``family`` at ``width`` channels (each a dict of StageConfig fields).
+
+    ``max_l`` bounds L, the number of group convolutions in a block. With ``c_in`` (the width
+    entering the stage), options whose first block cannot map ``c_in -> width`` are dropped.
+    """
+    options = _options(family, width, max_l)
+    if c_in is None or c_in == width:
+        return options
+    fam = get_family(family)
+    kept = []
+    for option in options:
+        structure = fam.structure(StageConfig(width=width, blocks=1, **option))
+        try:
+            if isinstance(structure, Interleaved):
+                resolve_interleaved(structure, c_in=c_in, c_out=width, stride=2, size=2, transition=transition)
+            else:
+                resolve_inverted(structure, c_in=c_in, c_out=width, stride=2, size=2)
+        except ValueError:
+            continue
+        kept.append(option)
+    return kept
+
+
+def _options(family: str, width: int, max_l: int) -> list[dict[str, Any]]:
+    get_family(family)
+    if max_l < 1:
+        raise ValueError(f"max_l must be >= 1, got {max_l}")
+    proper = [d for d in _divisors(width) if 1 < d < width]
+    if family in ("dense", "xception"):
+        return [{}]
+    if family == "deep_roots":
+        return [{"k1": g} for g in proper]
+    if family == "igcv1":
+        return [{"k1": m} for m in proper]
+    if family == "igcv2":
+        # L >= 3 (L = 2 with one branch is Xception); channel-wise spatial conv, complementary chain.
+        return [{"chain": c} for c in ordered_factorizations(width, max_parts=max_l - 1) if len(c) >= 2]
+    if family == "igcv2_star":
+        options = []
+        for k in proper:
+            l_star = igcv2_star_l(width, k)
+            if l_star <= max_l:
+                options.append({"k": k, "l": l_star})
+        return options
+    if family == "igcv3":
+        return [{"expansion": t, "groups": g} for t in (2, 4, 6) for g in (1, 2, 4) if width % g == 0]
+    raise ValueError(f"no enumeration rule for family {family!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpaceSpec:
+    """The template every sampled network follows, and the ranges searched."""
+
+    families: tuple[str, ...] = tuple(f for f in FAMILIES if f != "igcv3")
+    widths: tuple[int, ...] = (16, 24, 32, 48, 64)
+    blocks_per_stage: int = 2
+    num_stages: int = 3
+    max_l: int = 4
+    num_classes: int = 10
+    input_size: int = 32
+    in_channels: int = 3
+    stem_stride: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.families, list):
+            object.__setattr__(self, "families", tuple(self.families))
+        if isinstance(self.widths, list):
+            object.__setattr__(self, "widths", tuple(self.widths))
+        if not self.families:
+            raise ValueError(f"families must name at least one of {', '.join(FAMILIES)}")
+        for name in self.families:
+            get_family(name)
+        if not self.widths or any((not isinstance(w, int)) or w < 1 for w in self.widths):
+            raise ValueError(f"widths must be positive integers, got {self.widths!r}")
+        for name, value, low in (("blocks_per_stage", self.blocks_per_stage, 1), ("num_stages", self.num_stages, 1),
+                                 ("max_l", self.max_l, 2), ("num_classes", self.num_classes, 2)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+@dataclass
+class DesignSpace:
+    """Counting, indexing, enumeration and uniform sampling over :class:`SpaceSpec`."""
+
+    spec: SpaceSpec = field(default_factory=SpaceSpec)
+
+    def __post_init__(self) -> None:
+        # (family, width) -> per-stage option lists; only non-empty products are kept.
+        self._cells: list[tuple[str, int, list[list[dict[str, Any]]], int]] = []
+        for family in self.spec.families:
+            for width in self.spec.widths:
+                per_stage = self.stage_options(family, width)
+                size = math.prod(len(options) for options in per_stage)
+                if size:
+                    self._cells.append((family, width, per_stage, size))
+
+    def stage_options(self, family: str, width: int) -> list[list[dict[str, Any]]]:
+        """Per-stage option lists; stage i > 0 receives width * 2**(i-1) channels."""
+        return [
+            block_options(family, width * 2**i, max_l=self.spec.max_l, c_in=width * 2 ** max(i - 1, 0))
+            for i in range(self.spec.num_stages)
+        ]
+
+    def count(self) -> int:
+        return sum(size for *_, size in self._cells)
+
+    def count_by_family(self) -> dict[str, int]:
+        counts: dict[str, int] = {f: 0 for f in self.spec.families}
+        for family, _, _, size in self._cells:
+            counts[family] += size
+        return counts
+
+    def build(self, family: str, width: int, choices: list[dict[str, Any]]) -> NetworkConfig:
+        stages = tuple(
+            StageConfig(width=width * 2**i, blocks=self.spec.blocks_per_stage, stride=1 if i == 0 else 2,
+                        **choices[i])
+            for i in range(self.spec.num_stages)
+        )
+        return NetworkConfig(
+            family=family,
+            stages=stages,
+            stem_width=width,
+            stem_stride=self.spec.stem_stride,
+            num_classes=self.spec.num_classes,
+            input_size=self.spec.input_size,
+            in_channels=self.spec.in_channels,
+            head_width=None,
+        )
+
+    def __getitem__(self, index: int) -> NetworkConfig:
+        if not 0 <= index < self.count():
+            raise IndexError(f"index {index} outside the space of {self.count()} networks")
+        for family, width, per_stage, size in self._cells:
+            if index < size:
+                choices = []
+                for options in reversed(per_stage):
+                    index, digit = divmod(index, len(options))
+                    choices.append(options[digit])
+                return self.build(family, width, list(reversed(choices)))
+            index -= size
+        raise IndexError(index)  # unreachable: the range was checked above
+
+    def __iter__(self) -> Iterator[NetworkConfig]:
+        for index in range(self.count()):
+            yield self[index]
+
+    def sample(self, n: int, *, seed: int) -> list[NetworkConfig]:
+        """``n`` networks drawn uniformly (with replacement) using ``random.Random(seed)``."""
+        rng = random.Random(seed)
+        total = self.count()
+        if total == 0:
+            raise ValueError("the design space is empty: no width admits a valid configuration")
+        return [self[rng.randrange(total)] for _ in range(n)]
+
+
+def _canonical(config: NetworkConfig) -> dict[str, Any]:
+    """What the network computes, independent of how it was encoded (family name, transition flag)."""
+    plan = resolve(config)
+
+    def conv(c: Any) -> list[int]:
+        return [c.c_in, c.c_out, c.kernel, c.stride, c.groups, c.size_in]
+
+    stages = []
+    for stage in plan.stages:
+        units = []
+        for unit in stage:
+            blocks = []
+            for block in unit.blocks:
+                if isinstance(block, InterleavedPlan):
+                    blocks.append(["i", [conv(c) for c in block.convs], list(block.shuffles)])
+                else:
+                    blocks.append(["v", [conv(c) for c in block.convs], block.groups, block.residual])
+            shortcut = None
+            if unit.shortcut is not None:
+                shortcut = [unit.shortcut.kind, unit.shortcut.c_in, unit.shortcut.c_out, unit.shortcut.stride]
+            units.append([blocks, shortcut])
+        stages.append(units)
+    return {
+        "input": [config.in_channels, config.input_size],
+        "stem": conv(plan.stem),
+        "stages": stages,
+        "head": conv(plan.head) if plan.head is not None else None,
+        "classes": config.num_classes,
+        "activation": "relu6" if config.family == "igcv3" else "relu",
+    }
+
+
+def arch_id(config: NetworkConfig) -> str:
+    """A short stable id: equal for configurations that build the same network."""
+    text = json.dumps(_canonical(config), separators=(",", ":"), sort_keys=True)
+    return "igc-" + hashlib.sha256(text.encode()).hexdigest()[:16]

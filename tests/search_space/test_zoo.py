@@ -1,0 +1,68 @@
+"""Our exact counts against the figures printed in the papers."""
+
+import pytest
+
+from igcnas.search_space.costs import closed_form_costs
+from igcnas.search_space.plan import resolve
+from igcnas.search_space.zoo import ZOO, register_zoo
+
+# Rows whose printed figures no single documented convention reproduces within the tolerance (the
+# closing note of the foundation issue lists each with its ratio). Bounds keep them from drifting.
+KNOWN_DEVIATIONS = {
+    ("xception_c58_d20", "3"): (1.00, 1.02),
+    ("xception_c35_d8", "4"): (1.00, 1.02),
+    ("igcv2_c64_d8", "4"): (0.97, 1.00),
+    ("igcv2_c80_d8", "6"): (0.96, 1.00),
+    ("igcv1_c48_d8", "6"): (0.90, 1.00),
+    ("igcv1_c48_d20", "6"): (0.96, 1.00),
+    ("igcv1_c48_d26", "6"): (0.97, 1.00),
+    ("igcv1_c96_d20", "3"): (1.2, 1.6),
+    ("igcv1_c126_d20", "3"): (1.2, 1.8),
+    ("igcv1_c150_d20", "3"): (1.3, 1.8),
+}
+
+
+def ratios(entry, figures):
+    if figures.scope == "block":
+        block = resolve(entry.config).blocks()[1]
+        ours_params = sum(c.params for c in block.convs)
+        ours_macs = sum(c.macs for c in block.convs)
+    else:
+        costs = closed_form_costs(entry.config)
+        ours_params = getattr(costs, figures.params_field)
+        ours_macs = costs.macs
+    params_ratio = None if figures.params is None else ours_params / figures.params
+    macs_ratio = None if figures.macs is None else ours_macs / figures.macs
+    return params_ratio, macs_ratio
+
+
+CASES = [(name, figures) for name, entry in ZOO.items() for figures in entry.paper]
+
+
+@pytest.mark.parametrize("name, figures", CASES, ids=[f"{n}-T{f.table}" for n, f in CASES])
+def test_counts_match_the_paper(name, figures):
+    entry = ZOO[name]
+    params_ratio, macs_ratio = ratios(entry, figures)
+    key = (name, figures.table)
+    if key in KNOWN_DEVIATIONS:
+        low, high = KNOWN_DEVIATIONS[key]
+        assert low <= params_ratio <= high
+        assert not figures.within(params_ratio, macs_ratio)  # if it starts to fit, drop it from the list
+    else:
+        assert figures.within(params_ratio, macs_ratio), (params_ratio, macs_ratio)
+
+
+def test_every_table_of_the_paper_is_covered():
+    tables = {f.table for e in ZOO.values() for f in e.paper}
+    assert {"2", "3", "4", "5", "6", "IGCV3"} <= tables
+    assert len([c for c in CASES if c[1].table in {"3", "4", "6"}]) == 21
+
+
+def test_igcv3_has_3_49m_params():
+    assert closed_form_costs(ZOO["igcv3_1.0"].config).params == pytest.approx(3.49e6, rel=0.01)
+
+
+def test_zoo_names_are_unique():
+    entry = next(iter(ZOO.values()))
+    with pytest.raises(ValueError, match="registered twice"):
+        register_zoo(entry)
