@@ -312,6 +312,128 @@ def cmd_count(args: argparse.Namespace) -> int:
     return 0
 
 
+
+# ------------------------------------------------------------------------------------- search
+
+
+def _options_from_args(args: argparse.Namespace) -> Any:
+    from igcnas.nas.optuna_driver import SearchOptions
+    from igcnas.nas.space import Budget, parse_count
+
+    budget = Budget(
+        max_params=parse_count(args.max_params, "--max-params"),
+        max_macs=parse_count(args.max_macs, "--max-macs"),
+        max_latency_ms=parse_count(args.max_latency_ms, "--max-latency-ms"),
+    )
+    if args.data_dir is not None and not Path(args.data_dir).expanduser().exists() and not args.download:
+        raise UsageError(f"--data-dir {args.data_dir!r} does not exist")
+    return SearchOptions(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        download=args.download,
+        families=tuple(dict.fromkeys(args.family)) if args.family else None,
+        widths=tuple(args.width) if args.width else None,
+        blocks=tuple(args.blocks),
+        max_l=args.max_l,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        sampler=args.sampler,
+        storage=args.storage,
+        study=args.study,
+        output_dir=args.output_dir,
+        backend=args.backend,
+        address=args.address,
+        budget=budget,
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        n_jobs=args.n_jobs,
+        cpus_per_trial=args.cpus_per_trial,
+        max_concurrent=args.max_concurrent,
+        latency_objective=args.latency_objective,
+    )
+
+
+def _trial_line(study: Any, trial: Any) -> None:
+    attrs = trial.user_attrs
+    what = attrs.get("structure", "?")
+    if trial.state.name == "COMPLETE" and trial.values:
+        acc, params, macs = trial.values[:3]
+        text = f"val acc {acc:.4f}  params {_fmt_int(params)}  MACs {_fmt_int(macs)}"
+    elif trial.state.name == "PRUNED":
+        text = "not trained: over budget"
+    else:
+        text = f"{trial.state.name.lower()}: {attrs.get('fail_reason', '')}"
+    seconds = trial.duration.total_seconds() if trial.duration else 0.0
+    print(f"trial {trial.number:>4}  {text}  ({seconds:.1f}s)  {what}", file=sys.stderr, flush=True)
+
+
+def _print_front(front: Any, limit: int = 30) -> None:
+    rows = []
+    for _, r in front.head(limit).iterrows():
+        rows.append({
+            "number": r["number"],
+            "acc": f"{r['val_accuracy']:.4f}",
+            "params": _fmt_int(r["params"]),
+            "macs": _fmt_int(r["macs"]),
+            "flops": _fmt_int(2 * r["macs"]),
+            "structure": r["structure"],
+        })
+    _print_table(rows, [("number", "trial"), ("acc", "val acc"), ("params", "params"), ("macs", "MACs"),
+                        ("flops", "FLOPs=2*MACs"), ("structure", "architecture (family, blocks, C:L K per stage)")])
+    if len(front) > limit:
+        print(f"... {len(front) - limit} more on the front")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from igcnas.nas.optuna_driver import run_search
+
+    options = _options_from_args(args)
+
+    def ready(prep: Any) -> None:
+        existing = len(prep.study.get_trials(deepcopy=False))
+        print(f"igc-nas search: study {options.study_name!r} ({existing} earlier trials) in {options.storage_url}; "
+              f"{options.backend} backend, {options.sampler} sampler, {options.n_trials} trials of "
+              f"{options.epochs} epochs on {options.dataset}", file=sys.stderr, flush=True)
+
+    outcome = run_search(options, callbacks=[_trial_line], on_ready=ready)
+    print(f"Pareto front of study {options.study_name!r} (feasible, non-dominated; "
+          f"{len(outcome.front)} of {len(outcome.study.trials)} trials, "
+          f"{outcome.completed_this_run} trained in this run):")
+    _print_front(outcome.front)
+    print(f"hypervolume (normalised objectives, reference point 1,1,1): {outcome.hypervolume:.4f}")
+    print(f"storage: {outcome.storage_url}")
+    for label, path in outcome.files.items():
+        print(f"{label}: {path}")
+    return 0
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    from igcnas.nas.optuna_driver import open_storage, open_study
+    from igcnas.nas.pareto import export_trials, pareto_front, trials_frame
+
+    storage = open_storage(args.storage, heartbeat=False)
+    study = open_study(storage, args.study, create=False)
+    df = trials_frame(study)
+    table = pareto_front(df) if args.pareto else df
+    if args.csv:
+        export_trials(table, args.csv)
+        print(f"wrote {len(table)} trials to {args.csv}", file=sys.stderr)
+    if args.json:
+        print(table.to_json(orient="records", date_format="iso"))
+        return 0
+    if args.pareto:
+        _print_front(table, limit=len(table))
+        return 0
+    rows = [{"number": r["number"], "state": r["state"],
+             "acc": "-" if r["val_accuracy"] != r["val_accuracy"] else f"{r['val_accuracy']:.4f}",
+             "params": _fmt_int(r["params"]), "macs": _fmt_int(r["macs"]), "structure": r["structure"]}
+            for _, r in table.iterrows()]
+    _print_table(rows, [("number", "trial"), ("state", "state"), ("acc", "val acc"), ("params", "params"),
+                        ("macs", "MACs"), ("structure", "architecture")])
+    return 0
+
 # --------------------------------------------------------------------------------------- main
 
 
@@ -359,6 +481,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=32, help="larger batch size for --latency (default 32)")
     p.add_argument("--repeats", type=int, default=10, help="timed repeats for --latency (default 10)")
     p.set_defaults(func=cmd_count)
+
+    p = sub.add_parser(
+        "search",
+        help="multi-objective search (accuracy, params, MACs) over valid IGC networks",
+        description="Search the IGC design space for networks on the Pareto front of validation accuracy, "
+                    "params and MACs (FLOPs = 2*MACs). Only configurations the complementary condition allows "
+                    "are sampled; one over a budget is never trained. Results go to an Optuna study (SQLite "
+                    "in OUTPUT_DIR/STUDY/study.db unless --storage); running again continues the study.",
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="digits",
+                   help="digits (bundled, default), cifar10, cifar100, tinyimagenet, imagefolder")
+    g.add_argument("--data-dir", help="folder with the data set's official files (or your class folders)")
+    g.add_argument("--download", action="store_true", help="download CIFAR when it is not in --data-dir")
+    g = p.add_argument_group("space")
+    g.add_argument("--family", action="append",
+                   help="block family to search (repeatable; default: all of dense, xception, deep_roots, "
+                        "igcv1, igcv2, igcv2_star, igcv3)")
+    g.add_argument("--width", type=int, action="append", help="first-stage width to search (repeatable)")
+    g.add_argument("--blocks", type=int, nargs="+", default=[1, 2], help="blocks per stage to search (default 1 2)")
+    g.add_argument("--max-l", type=int, default=4, help="largest L (group convolutions per block, default 4)")
+    g = p.add_argument_group("budget (human units: 250k, 1.5M, 30M)")
+    g.add_argument("--max-params", help="parameter budget")
+    g.add_argument("--max-macs", help="MAC budget (multiply-accumulates; FLOPs = 2*MACs)")
+    g.add_argument("--max-latency-ms", help="CPU latency budget at batch 1 (measured)")
+    g.add_argument("--latency-objective", action="store_true", help="add measured CPU latency as an objective")
+    g = p.add_argument_group("search")
+    g.add_argument("--n-trials", type=int, default=40, help="trained trials to add in this run (default 40)")
+    g.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    g.add_argument("--sampler", default="nsga2", help="nsga2 (default), tpe, nsga3, random, gp")
+    g.add_argument("--seed", type=int, default=0, help="seed of the sampler, data split and training")
+    g.add_argument("--epochs", type=int, default=4, help="training epochs per trial (default 4)")
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD, Nesterov, cosine)")
+    g.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process (optuna backend)")
+    g = p.add_argument_group("storage and output")
+    g.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///OUTPUT_DIR/STUDY/study.db); use "
+                                     "postgresql://... for many processes or machines")
+    g.add_argument("--study", help="study name (default igc-nas-DATASET); an existing study is continued")
+    g.add_argument("--output-dir", default="igc-nas-runs", help="where run folders go (default igc-nas-runs)")
+    g = p.add_argument_group("backend")
+    g.add_argument("--backend", default="optuna", help="optuna (default) or ray (Ray Tune + OptunaSearch)")
+    g.add_argument("--address", help="Ray cluster address (auto or HOST:PORT); default: a local Ray instance")
+    g.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per Ray trial (default 1)")
+    g.add_argument("--max-concurrent", type=int, help="concurrent Ray trials (default: as many as fit)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("trials", help="list the trials of a study", description="List a study's trials, or its "
+                       "Pareto front, and optionally export them to CSV.")
+    p.add_argument("--storage", required=True, help="Optuna RDB URL, e.g. sqlite:///igc-nas-runs/x/study.db")
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument("--pareto", action="store_true", help="only the feasible non-dominated trials")
+    p.add_argument("--csv", help="also write the table to this CSV (or .parquet) file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_trials)
     return parser
 
 

@@ -1,0 +1,130 @@
+"""Evaluating one configuration: costs before training, budget check, training, measured costs.
+
+Shared by the Optuna and the Ray Tune drivers so that both record the same
+things. A configuration whose closed-form params or MACs exceed the budget is
+never built or trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from igcnas.nas.space import Budget
+from igcnas.search_space.config import NetworkConfig, config_to_dict
+from igcnas.search_space.costs import closed_form_costs
+from igcnas.search_space.enumerate import arch_id
+from igcnas.search_space.families import Interleaved, get_family
+
+__all__ = ["Evaluation", "evaluate_config", "describe_structure", "precheck"]
+
+log = logging.getLogger(__name__)
+
+
+def describe_structure(config: NetworkConfig) -> str:
+    """Human-readable architecture: family, width, blocks, L and K per stage."""
+    family = get_family(config.family)
+    parts = []
+    for i, stage in enumerate(config.stages):
+        structure = family.structure(stage, i)
+        if isinstance(structure, Interleaved):
+            chain = "x".join(str(k) for k in structure.chain) or "-"
+            parts.append(f"C{stage.width}:L{structure.num_convs} K1={structure.k1} K={chain}")
+        else:
+            parts.append(f"C{stage.width}:t{structure.expansion} G{structure.groups}")
+    return f"{config.family} B{config.stages[0].blocks} | " + " | ".join(parts)
+
+
+@dataclass
+class Evaluation:
+    """Everything a trial records; ``status`` is ``complete``, ``over_budget`` or ``failed``."""
+
+    config: NetworkConfig
+    status: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    constraints: dict[str, float] = field(default_factory=dict)
+    val_accuracy: float | None = None
+    params: int = 0
+    macs: int = 0
+    latency_ms: float | None = None
+    reason: str = ""
+
+
+def precheck(config: NetworkConfig, budget: Budget) -> Evaluation:
+    """Closed-form costs and budget check; microseconds, no torch."""
+    costs = closed_form_costs(config)
+    attrs = {
+        "config": config_to_dict(config),
+        "arch_id": arch_id(config),
+        "family": config.family,
+        "width": config.stages[0].width,
+        "blocks": config.stages[0].blocks,
+        "structure": describe_structure(config),
+        "params": costs.params,
+        "conv_params": costs.conv_params,
+        "macs": costs.macs,
+    }
+    constraints = budget.violations(params=costs.params, macs=costs.macs)
+    status = "pending"
+    reason = ""
+    over = [k for k, v in constraints.items() if v > 0]
+    if over:
+        status = "over_budget"
+        reason = "over budget before training (closed form): " + ", ".join(
+            f"{k.removeprefix('max_')} {getattr(costs, k.removeprefix('max_')):,} > {getattr(budget, k):,.0f}"
+            for k in over
+        )
+    return Evaluation(config=config, status=status, attrs=attrs, constraints=constraints, params=costs.params,
+                      macs=costs.macs, reason=reason)
+
+
+def evaluate_config(
+    config: NetworkConfig,
+    data: Any,
+    *,
+    train_settings: Any,
+    budget: Budget,
+    measure_latency: bool = False,
+    model_seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> Evaluation:
+    """Check the budget, build, measure with fvcore (and latency), train; never trains over budget."""
+    from igcnas.evaluators.cost import measure_costs
+    from igcnas.evaluators.cost import measure_latency as time_model
+    from igcnas.evaluators.train import train_model
+    from igcnas.models import build_model
+
+    evaluation = precheck(config, budget)
+    if evaluation.status == "over_budget":
+        return evaluation
+    model = build_model(config, seed=model_seed)
+    shape = (config.in_channels, config.input_size, config.input_size)
+    measured = measure_costs(model, shape)
+    evaluation.attrs.update(fvcore_macs=measured.macs, fvcore_total=measured.fvcore_total,
+                            fvcore_params=measured.params)
+    if measured.macs != evaluation.macs or measured.params != evaluation.params:
+        log.warning("closed form and fvcore disagree for %s: %s vs %s MACs", evaluation.attrs["arch_id"],
+                    evaluation.macs, measured.macs)
+    evaluation.macs, evaluation.params = measured.macs, measured.params  # the design's required counter
+    if measure_latency:
+        latency = time_model(model, shape, batch_sizes=(1,), repeats=5, warmup=1)
+        evaluation.latency_ms = latency.ms_by_batch[1]
+        evaluation.attrs["latency_ms"] = evaluation.latency_ms
+        evaluation.attrs["latency_threads"] = latency.threads
+        evaluation.constraints = budget.violations(params=evaluation.params, macs=evaluation.macs,
+                                                   latency_ms=evaluation.latency_ms)
+        if evaluation.constraints.get("max_latency_ms", 0.0) > 0:
+            evaluation.status = "over_budget"
+            evaluation.reason = (f"over budget before training: latency {evaluation.latency_ms:.2f} ms > "
+                                 f"{budget.max_latency_ms} ms")
+            return evaluation
+    start = time.perf_counter()
+    result = train_model(model, data, train_settings, on_epoch=on_epoch)
+    evaluation.val_accuracy = result.val_accuracy
+    evaluation.status = "complete"
+    evaluation.attrs.update(curve=result.curve, train_loss=result.train_loss, epochs=len(result.curve),
+                            train_seconds=round(time.perf_counter() - start, 3),
+                            images_per_second=round(result.images_per_second, 1))
+    return evaluation

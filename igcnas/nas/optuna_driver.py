@@ -1,0 +1,398 @@
+"""The Optuna backend: a multi-objective study over valid IGC configurations.
+
+Storage is any Optuna RDB URL (a SQLite file in the output directory by
+default; PostgreSQL for many machines); running again with the same study
+name continues the study. Every trial stores its full configuration, arch id,
+costs and per-epoch validation curve as user attributes, so the study alone is
+enough to rebuild any model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from igcnas.nas.space import Budget, SearchSpec, space_bounds, suggest_config
+
+__all__ = ["SearchOptions", "SearchOutcome", "SAMPLERS", "open_storage", "open_study", "make_sampler",
+           "run_search", "prepare", "DIRECTIONS", "OBJECTIVE_NAMES"]
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("nsga2", "tpe", "nsga3", "random", "gp")
+BACKENDS = ("optuna", "ray")
+OBJECTIVE_NAMES = ("val_accuracy", "params", "macs")
+DIRECTIONS = ("maximize", "minimize", "minimize")
+DATASET_ATTR = "igcnas:dataset"
+SPEC_ATTR = "igcnas:search_spec"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOptions:
+    """Everything ``igc-nas search`` takes; validated on construction."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    families: tuple[str, ...] | None = None
+    widths: tuple[int, ...] | None = None
+    blocks: tuple[int, ...] = (1, 2)
+    max_l: int = 4
+    n_trials: int = 40
+    timeout: float | None = None
+    sampler: str = "nsga2"
+    storage: str | None = None
+    study: str | None = None
+    output_dir: str = "igc-nas-runs"
+    backend: str = "optuna"
+    address: str | None = None
+    budget: Budget = field(default_factory=Budget)
+    seed: int = 0
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 0.05
+    n_jobs: int = 1
+    cpus_per_trial: int = 1
+    max_concurrent: int | None = None
+    latency_objective: bool = False
+    val_fraction: float = 0.2
+    max_batches_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        from igcnas.evaluators.data import DATASETS
+
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        for name in ("n_trials", "epochs", "batch_size", "n_jobs", "cpus_per_trial", "max_l"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.study is not None and not self.study.strip():
+            raise ValueError("study name must not be empty")
+        if self.address is not None and self.backend != "ray":
+            raise ValueError("--address only applies to --backend ray")
+
+    @property
+    def study_name(self) -> str:
+        return self.study or f"igc-nas-{self.dataset}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.study_name
+
+    @property
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
+
+    @property
+    def directions(self) -> list[str]:
+        return list(DIRECTIONS) + (["minimize"] if self.latency_objective else [])
+
+    @property
+    def measure_latency(self) -> bool:
+        return self.latency_objective or self.budget.max_latency_ms is not None
+
+
+@dataclass
+class SearchOutcome:
+    study: Any
+    run_dir: Path
+    storage_url: str
+    completed_this_run: int
+    files: dict[str, Path]
+    front: Any  # pandas DataFrame
+    hypervolume: float
+
+
+def open_storage(url: str, *, heartbeat: bool = True) -> Any:
+    """An Optuna RDB storage for ``url``; ValueError with a one-line reason when it cannot be used."""
+    import optuna
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"storage URL {url!r} is not a valid SQLAlchemy URL "
+                         "(e.g. sqlite:///path/study.db or postgresql://user@host/db)") from None
+    if parsed.drivername.startswith("sqlite") and parsed.database:
+        folder = Path(parsed.database).expanduser().parent
+        if not folder.exists():
+            raise ValueError(f"storage URL {url!r}: folder {str(folder)!r} does not exist")
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        import warnings
+
+        # A worker that dies (SIGKILL, lost node) stops beating; after the grace period its trial is
+        # marked failed and re-enqueued with the same parameters.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+        kwargs.update(heartbeat_interval=20, grace_period=60, heartbeat_stale_trial_callback=retry)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **kwargs)
+    except Exception as exc:  # SQLAlchemy/driver errors vary by backend
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"storage {url!r} cannot be opened: {reason}") from None
+
+
+def make_sampler(name: str, seed: int) -> Any:
+    import optuna
+
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
+    if name == "nsga3":
+        return optuna.samplers.NSGAIIISampler(seed=seed, population_size=16)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+
+
+def open_study(storage: Any, name: str, *, create: bool, directions: list[str] | None = None,
+               sampler: Any = None) -> Any:
+    """Load (or create) a study; a missing study without ``create`` is a ValueError."""
+    import optuna
+
+    if not create:
+        try:
+            return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        except KeyError:
+            names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+            raise ValueError(f"study {name!r} does not exist in this storage; studies there: "
+                             f"{', '.join(names) or 'none'}") from None
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions,
+                                load_if_exists=True)
+    if directions is not None and [d.name.lower() for d in study.directions] != directions:
+        raise ValueError(f"study {name!r} exists with objectives {[d.name.lower() for d in study.directions]}, "
+                         f"not {directions} (use another --study name)")
+    return study
+
+
+@dataclass
+class Prepared:
+    options: SearchOptions
+    spec: SearchSpec
+    data: Any
+    storage: Any
+    study: Any
+    reference: Any
+
+
+def prepare(options: SearchOptions, *, sampler: Any = None) -> Prepared:
+    """Load data, build the search spec, check budgets against the space, open the study.
+
+    Everything that can be wrong with the input fails here, before the study is touched.
+    """
+    from igcnas.evaluators.data import load_dataset
+    from igcnas.nas.pareto import REFERENCE_ATTR, ReferencePoint
+
+    data = load_dataset(options.dataset, data_dir=options.data_dir, download=options.download,
+                        seed=options.seed, val_fraction=options.val_fraction)
+    default_widths = (8, 16, 24, 32, 48) if data.input_size <= 16 else (16, 24, 32, 48, 64)
+    spec = SearchSpec(
+        families=options.families or SearchSpec().families,
+        widths=options.widths or default_widths,
+        blocks=options.blocks,
+        max_l=options.max_l,
+        in_channels=data.in_channels,
+        input_size=data.input_size,
+        num_classes=data.num_classes,
+        stem_stride=2 if data.input_size >= 64 else 1,
+    )
+    bounds = space_bounds(spec)
+    budget = options.budget
+    if budget.max_params is not None and bounds.min_params > budget.max_params:
+        raise ValueError(f"no configuration meets --max-params {budget.max_params:,.0f}: the smallest network in "
+                         f"this space has {bounds.min_params:,} params")
+    if budget.max_macs is not None and bounds.min_macs > budget.max_macs:
+        raise ValueError(f"no configuration meets --max-macs {budget.max_macs:,.0f}: the cheapest network in "
+                         f"this space needs {bounds.min_macs:,} MACs")
+    if not options.storage:
+        options.run_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(options.storage_url)
+    study = open_study(storage, options.study_name, create=True, directions=options.directions,
+                       sampler=sampler if sampler is not None else make_sampler(options.sampler, options.seed))
+    attrs = study.user_attrs
+    if DATASET_ATTR in attrs and attrs[DATASET_ATTR] != options.dataset:
+        raise ValueError(f"study {options.study_name!r} was created for dataset {attrs[DATASET_ATTR]!r}, "
+                         f"not {options.dataset!r}")
+    if REFERENCE_ATTR in attrs:
+        reference = ReferencePoint.from_dict(attrs[REFERENCE_ATTR])
+    else:
+        reference = ReferencePoint(params=float(bounds.max_params), macs=float(bounds.max_macs),
+                                   latency_ms=budget.max_latency_ms * 4 if budget.max_latency_ms else None)
+        study.set_user_attr(REFERENCE_ATTR, reference.as_dict())
+        study.set_user_attr(DATASET_ATTR, options.dataset)
+        study.set_user_attr(SPEC_ATTR, spec.as_dict())
+        study.set_user_attr("igcnas:objectives", list(OBJECTIVE_NAMES) +
+                            (["latency_ms"] if options.latency_objective else []))
+    return Prepared(options, spec, data, storage, study, reference)
+
+
+def make_objective(prep: Prepared) -> Callable[[Any], Any]:
+    """The Optuna objective: suggest a valid config, check the budget, train, record everything."""
+    import optuna
+
+    from igcnas.evaluators.train import TrainSettings
+    from igcnas.nas.objective import evaluate_config, precheck
+
+    options = prep.options
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        config = suggest_config(trial, prep.spec)
+        pre = precheck(config, options.budget)
+        for key, value in pre.attrs.items():
+            trial.set_user_attr(key, value)
+        for key, value in pre.constraints.items():
+            trial.set_constraint(key, value)
+        if pre.status == "over_budget":
+            trial.set_user_attr("status", "over_budget")
+            raise optuna.TrialPruned(pre.reason)
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            curve = list(trial.user_attrs.get("curve", []))
+            curve.append(accuracy)
+            trial.set_user_attr("curve", curve)
+
+        settings = TrainSettings(epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
+                                 seed=options.seed + trial.number,
+                                 max_batches_per_epoch=options.max_batches_per_epoch)
+        try:
+            evaluation = evaluate_config(config, prep.data, train_settings=settings, budget=options.budget,
+                                         measure_latency=options.measure_latency,
+                                         model_seed=options.seed + trial.number, on_epoch=on_epoch)
+        except Exception as exc:
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            raise
+        for key, value in evaluation.attrs.items():
+            if pre.attrs.get(key) != value:
+                trial.set_user_attr(key, value)
+        if evaluation.status == "over_budget":  # measured latency over its budget: not trained
+            for key, value in evaluation.constraints.items():
+                if key not in pre.constraints:
+                    trial.set_constraint(key, value)
+            trial.set_user_attr("status", "over_budget")
+            raise optuna.TrialPruned(evaluation.reason)
+        if options.latency_objective and "max_latency_ms" in evaluation.constraints:
+            trial.set_constraint("max_latency_ms", evaluation.constraints["max_latency_ms"])
+        trial.set_user_attr("status", "complete")
+        values: tuple[float, ...] = (float(evaluation.val_accuracy or 0.0), float(evaluation.params),
+                                     float(evaluation.macs))
+        if options.latency_objective:
+            values += (float(evaluation.latency_ms or 0.0),)
+        return values
+
+    return objective
+
+
+class _StopAfter:
+    """Stops the study once this run has completed ``n`` trained trials (or skipped far too many)."""
+
+    def __init__(self, n: int, start_number: int, max_skipped: int) -> None:
+        self.n = n
+        self.start_number = start_number
+        self.max_skipped = max_skipped
+        self.completed = 0
+        self.skipped = 0
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        import optuna
+
+        if trial.number < self.start_number:
+            return
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            self.completed += 1
+        elif trial.state == optuna.trial.TrialState.PRUNED:
+            self.skipped += 1
+        if self.completed >= self.n or self.skipped >= self.max_skipped:
+            study.stop()
+
+
+def run_search(options: SearchOptions, *, callbacks: list[Callable[[Any, Any], None]] | None = None,
+               on_ready: Callable[[Prepared], None] | None = None) -> SearchOutcome:
+    """Run (or continue) the search and write the trial table and front into the run directory.
+
+    ``on_ready`` is called once the input has been validated and the study opened.
+    """
+    import optuna
+    import torch
+
+    prep = prepare(options)
+    if on_ready is not None:
+        on_ready(prep)
+    if options.backend == "ray":
+        from igcnas.nas.ray_driver import run_ray_search
+
+        completed = run_ray_search(prep, callbacks=callbacks)
+    else:
+        cpus = os.cpu_count() or 1
+        torch.set_num_threads(max(1, cpus // options.n_jobs))
+        start_number = len(prep.study.get_trials(deepcopy=False))
+        stopper = _StopAfter(options.n_trials, start_number, max_skipped=max(200, 20 * options.n_trials))
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        prep.study.optimize(make_objective(prep), n_trials=None, timeout=options.timeout, n_jobs=options.n_jobs,
+                            catch=(Exception,), callbacks=[stopper, *(callbacks or [])], gc_after_trial=False)
+        completed = stopper.completed
+        if stopper.completed == 0 and stopper.skipped >= stopper.max_skipped:
+            raise ValueError(f"no configuration within the budget was found in {stopper.skipped} samples; "
+                             "loosen --max-params/--max-macs/--max-latency-ms")
+    return finish(prep, completed)
+
+
+def finish(prep: Prepared, completed: int) -> SearchOutcome:
+    from igcnas.nas.pareto import export_trials, hypervolume, pareto_front, trials_frame
+
+    options = prep.options
+    study = prep.study
+    df = trials_frame(study)
+    front = pareto_front(df, with_latency=options.latency_objective)
+    files: dict[str, Path] = {}
+    run_dir = options.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    files["trials"] = export_trials(df, run_dir / "trials.csv")
+    files["pareto"] = export_trials(front, run_dir / "pareto.csv")
+    summary = {
+        "study": options.study_name,
+        "storage": options.storage_url,
+        "dataset": options.dataset,
+        "trials": int(len(df)),
+        "completed": int((df["state"] == "COMPLETE").sum()),
+        "pareto_size": int(len(front)),
+        "hypervolume": hypervolume(df, prep.reference, with_latency=options.latency_objective),
+        "reference_point": prep.reference.as_dict(),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    files["summary"] = run_dir / "summary.json"
+    tmp = files["summary"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(files["summary"])
+    return SearchOutcome(study, run_dir, options.storage_url, completed, files, front, summary["hypervolume"])
+
+
+def with_overrides(options: SearchOptions, **changes: Any) -> SearchOptions:
+    return replace(options, **changes)

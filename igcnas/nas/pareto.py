@@ -1,0 +1,194 @@
+"""Pareto fronts, hypervolume and exports of a study (data only; figures live in ``dashboards``).
+
+Objectives: maximise validation accuracy, minimise params, minimise MACs
+(optionally also latency). For the hypervolume every objective is turned into a
+loss in [0, 1]-ish units against a **declared, fixed** reference: error = 1 -
+accuracy, params / ref_params, MACs / ref_macs (latency / ref_latency_ms); the
+reference point is 1 in every coordinate. The study stores the reference when
+it is created so that every later reading, from either backend, uses the same
+one. Hypervolume and non-dominated sorting use Optuna's maintained
+implementations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ReferencePoint", "trials_frame", "pareto_mask", "pareto_front", "hypervolume",
+           "hypervolume_history", "export_trials", "REFERENCE_ATTR"]
+
+REFERENCE_ATTR = "igcnas:reference_point"
+
+
+@dataclass(frozen=True)
+class ReferencePoint:
+    """Normalisers of the cost objectives; the reference point is (1, 1, 1[, 1]) after normalising."""
+
+    params: float
+    macs: float
+    latency_ms: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReferencePoint:
+        return cls(params=float(data["params"]), macs=float(data["macs"]),
+                   latency_ms=None if data.get("latency_ms") is None else float(data["latency_ms"]))
+
+
+def _loads(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def trials_frame(study: Any) -> pd.DataFrame:
+    """One row per trial with objectives, costs, architecture fields, constraints and feasibility."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        constraints = dict(t.constraints)
+        values = t.values if t.values is not None else [math.nan] * len(study.directions)
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "val_accuracy": values[0] if len(values) > 0 else math.nan,
+            "params": values[1] if len(values) > 1 else attrs.get("params", math.nan),
+            "macs": values[2] if len(values) > 2 else attrs.get("macs", math.nan),
+            "latency_ms": values[3] if len(values) > 3 else attrs.get("latency_ms", math.nan),
+            "family": attrs.get("family"),
+            "width": attrs.get("width"),
+            "arch_id": attrs.get("arch_id"),
+            "structure": attrs.get("structure"),
+            "epochs": attrs.get("epochs"),
+            "curve": json.dumps(_loads(attrs.get("curve", []))),
+            "config": json.dumps(_loads(attrs.get("config"))),
+            "feasible": all(v <= 0.0 for v in constraints.values()),
+            "constraints": json.dumps(constraints),
+            "status": attrs.get("status", t.state.name.lower()),
+            "fail_reason": t.system_attrs.get("fail_reason") or attrs.get("fail_reason"),
+            "datetime_start": t.datetime_start,
+            "datetime_complete": t.datetime_complete,
+            "duration_s": t.duration.total_seconds() if t.duration else math.nan,
+        }
+        if row["params"] is None or (isinstance(row["params"], float) and math.isnan(row["params"])):
+            row["params"] = attrs.get("params", math.nan)
+        if row["macs"] is None or (isinstance(row["macs"], float) and math.isnan(row["macs"])):
+            row["macs"] = attrs.get("macs", math.nan)
+        rows.append(row)
+    columns = ["number", "state", "val_accuracy", "params", "macs", "latency_ms", "family", "width", "arch_id",
+               "structure", "epochs", "curve", "config", "feasible", "constraints", "status", "fail_reason",
+               "datetime_start", "datetime_complete", "duration_s"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _objective_columns(df: pd.DataFrame, with_latency: bool) -> list[str]:
+    cols = ["val_accuracy", "params", "macs"]
+    if with_latency and "latency_ms" in df and df["latency_ms"].notna().any():
+        cols.append("latency_ms")
+    return cols
+
+
+def _losses(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    losses = df[cols].to_numpy(dtype=float).copy()
+    losses[:, 0] = -losses[:, 0]  # maximise accuracy
+    return losses
+
+
+def pareto_mask(df: pd.DataFrame, *, with_latency: bool = False) -> np.ndarray:
+    """Boolean mask over ``df``: complete, feasible and not dominated by another such trial."""
+    from optuna.study._multi_objective import _is_pareto_front
+
+    mask = np.zeros(len(df), dtype=bool)
+    candidates = (df["state"] == "COMPLETE") & df["feasible"].astype(bool)
+    cols = _objective_columns(df, with_latency)
+    candidates &= df[cols].notna().all(axis=1)
+    idx = np.flatnonzero(candidates.to_numpy())
+    if len(idx):
+        mask[idx] = _is_pareto_front(_losses(df.iloc[idx], cols), assume_unique_lexsorted=False)
+    return mask
+
+
+def pareto_front(df: pd.DataFrame, *, with_latency: bool = False) -> pd.DataFrame:
+    """The non-dominated feasible trials, most accurate first."""
+    front = df[pareto_mask(df, with_latency=with_latency)]
+    return front.sort_values(["val_accuracy", "params"], ascending=[False, True])
+
+
+def _normalised(df: pd.DataFrame, reference: ReferencePoint, with_latency: bool) -> np.ndarray:
+    cols = ["val_accuracy", "params", "macs"]
+    scale = [1.0, reference.params, reference.macs]
+    if with_latency and reference.latency_ms is not None:
+        cols.append("latency_ms")
+        scale.append(reference.latency_ms)
+    values = df[cols].to_numpy(dtype=float)
+    out = values / np.asarray(scale)
+    out[:, 0] = 1.0 - values[:, 0]
+    return out
+
+
+def hypervolume(df: pd.DataFrame, reference: ReferencePoint, *, with_latency: bool = False) -> float:
+    """Hypervolume of the feasible complete trials, normalised objectives, reference point all ones."""
+    from optuna._hypervolume import compute_hypervolume
+
+    ok = (df["state"] == "COMPLETE") & df["feasible"].astype(bool) & df[["val_accuracy", "params", "macs"]
+                                                                         ].notna().all(axis=1)
+    points = _normalised(df[ok], reference, with_latency)
+    if len(points) == 0:
+        return 0.0
+    ref = np.ones(points.shape[1])
+    points = points[(points < ref).all(axis=1)]  # points outside the reference box add nothing
+    if len(points) == 0:
+        return 0.0
+    return float(compute_hypervolume(points, ref, assume_pareto=False))
+
+
+def hypervolume_history(df: pd.DataFrame, reference: ReferencePoint, *, with_latency: bool = False,
+                        order: str = "number") -> pd.DataFrame:
+    """Hypervolume after each trial (in ``order``), recomputed on the front so far."""
+    from optuna._hypervolume import compute_hypervolume
+
+    ordered = df.sort_values(order)
+    ok = ((ordered["state"] == "COMPLETE") & ordered["feasible"].astype(bool)
+          & ordered[["val_accuracy", "params", "macs"]].notna().all(axis=1)).to_numpy()
+    points = _normalised(ordered, reference, with_latency)
+    ref = np.ones(points.shape[1])
+    history, front = [], np.empty((0, points.shape[1]))
+    value = 0.0
+    for i in range(len(ordered)):
+        if ok[i] and (points[i] < ref).all():
+            p = points[i]
+            if not ((front <= p).all(axis=1) & (front < p).any(axis=1)).any():
+                keep = ~((p <= front).all(axis=1) & (p < front).any(axis=1))
+                front = np.vstack([front[keep], p])
+                value = float(compute_hypervolume(front, ref, assume_pareto=True))
+        history.append(value)
+    return pd.DataFrame({order: ordered[order].to_numpy(), "number": ordered["number"].to_numpy(),
+                         "hypervolume": history})
+
+
+def export_trials(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` to CSV or Parquet (by extension), via a temporary file so nothing is half-written."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ValueError(f"export path must end in .csv or .parquet, got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if suffix == ".csv":
+        df.to_csv(tmp, index=False)
+    else:
+        df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,201 @@
+"""The Ray Tune backend (the only module that imports ray).
+
+The same define-by-run space and evaluation as the Optuna backend run as Ray
+Tune trials, with :class:`~ray.tune.search.optuna.OptunaSearch` asking and
+telling the **same Optuna storage and study**. One study can therefore be
+grown by either backend and read by the same tools. Trial attributes (config,
+arch id, costs, curve) are written on the Optuna trial: before training by the
+define-by-run function, after it by :class:`RecordingOptunaSearch`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["run_ray_search", "RecordingOptunaSearch"]
+
+log = logging.getLogger(__name__)
+
+_DATA_CACHE: dict[tuple[Any, ...], Any] = {}
+
+METRICS = ["val_accuracy", "params", "macs"]
+MODES = ["max", "min", "min"]
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """A Ray Tune function trainable: one configuration, trained and reported."""
+    import torch
+    from ray import tune
+
+    from igcnas.evaluators.data import load_dataset
+    from igcnas.evaluators.train import TrainSettings
+    from igcnas.nas.objective import evaluate_config
+    from igcnas.nas.space import Budget
+    from igcnas.search_space.config import config_from_dict
+
+    run = config["igcnas_run"]
+    network = config_from_dict(config["igcnas_config"])
+    if config.get("igcnas_status") == "over_budget":
+        tune.report({"igcnas_status": "over_budget"})  # no objective values: recorded as pruned, not trained
+        return
+    torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
+    key = (run["dataset"], run["data_dir"], run["seed"], run["val_fraction"])
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = load_dataset(run["dataset"], data_dir=run["data_dir"], seed=run["seed"],
+                                        val_fraction=run["val_fraction"])
+    data = _DATA_CACHE[key]
+    seed = int(run["seed"]) + int(config["igcnas_number"])
+    settings = TrainSettings(epochs=run["epochs"], batch_size=run["batch_size"], lr=run["lr"], seed=seed,
+                             max_batches_per_epoch=run["max_batches_per_epoch"])
+    budget = Budget(**run["budget"])
+    curve: list[float] = []
+
+    def on_epoch(epoch: int, accuracy: float) -> None:
+        curve.append(accuracy)
+        if epoch < settings.epochs:
+            tune.report({"epoch": epoch, "val_accuracy_epoch": accuracy})
+
+    evaluation = evaluate_config(network, data, train_settings=settings, budget=budget,
+                                 measure_latency=run["measure_latency"], model_seed=seed, on_epoch=on_epoch)
+    # Nested values travel JSON-encoded so that Tune's result loggers see flat scalars only.
+    result: dict[str, Any] = {"igcnas_status": evaluation.status, "igcnas_attrs": json.dumps(evaluation.attrs),
+                              "igcnas_constraints": json.dumps(evaluation.constraints), "epoch": len(curve)}
+    if evaluation.status == "complete":
+        result.update(val_accuracy=float(evaluation.val_accuracy or 0.0), params=float(evaluation.params),
+                      macs=float(evaluation.macs))
+        if run["latency_objective"]:
+            result["latency_ms"] = float(evaluation.latency_ms or 0.0)
+    tune.report(result)
+
+
+class _DefineByRun:
+    """The define-by-run space for OptunaSearch (a class so that Tune can pickle the searcher)."""
+
+    def __init__(self, spec: Any, budget: Any, run: dict[str, Any]) -> None:
+        self.spec, self.budget, self.run = spec, budget, run
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        from igcnas.nas.objective import precheck
+        from igcnas.nas.space import suggest_config
+        from igcnas.search_space.config import config_to_dict
+
+        config = suggest_config(trial, self.spec)
+        pre = precheck(config, self.budget)
+        for key, value in pre.attrs.items():
+            trial.set_user_attr(key, value)
+        for key, value in pre.constraints.items():
+            trial.set_constraint(key, value)
+        return {"igcnas_config": config_to_dict(config), "igcnas_status": pre.status,
+                "igcnas_number": trial.number, "igcnas_run": self.run}
+
+
+def _make_searcher_class() -> type:
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _Recording(OptunaSearch):
+        """OptunaSearch that also stores what the trial measured as Optuna user attributes."""
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is not None:
+                try:
+                    if result:
+                        for key, value in json.loads(result.get("igcnas_attrs") or "{}").items():
+                            if ot_trial.user_attrs.get(key) != value:
+                                ot_trial.set_user_attr(key, value)
+                        for key, value in json.loads(result.get("igcnas_constraints") or "{}").items():
+                            if key not in ot_trial.constraints:
+                                ot_trial.set_constraint(key, value)
+                        ot_trial.set_user_attr("status", result.get("igcnas_status", "complete"))
+                    elif error:
+                        ot_trial.set_user_attr("status", "failed")
+                        ot_trial.set_user_attr("fail_reason", "the Ray trial raised an error (see Ray logs)")
+                    ot_trial.set_user_attr("backend", "ray")
+                except Exception as exc:  # recording is best effort; never lose the tell below
+                    log.warning("could not record attributes of %s: %s", trial_id, exc)
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+    return _Recording
+
+
+def RecordingOptunaSearch(**kwargs: Any) -> Any:  # noqa: N802 - a class factory (ray imported lazily)
+    return _make_searcher_class()(**kwargs)
+
+
+def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | None = None) -> int:
+    """Run ``options.n_trials`` Ray Tune trials into the prepared study; returns how many completed."""
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from igcnas.nas.optuna_driver import make_sampler
+
+    options = prep.options
+    run = {
+        "dataset": options.dataset,
+        "data_dir": str(Path(options.data_dir).resolve()) if options.data_dir else None,
+        "seed": options.seed,
+        "val_fraction": options.val_fraction,
+        "epochs": options.epochs,
+        "batch_size": options.batch_size,
+        "lr": options.lr,
+        "max_batches_per_epoch": options.max_batches_per_epoch,
+        "budget": options.budget.as_dict(),
+        "measure_latency": options.measure_latency,
+        "latency_objective": options.latency_objective,
+        "cpus_per_trial": options.cpus_per_trial,
+    }
+
+    define = _DefineByRun(prep.spec, options.budget, run)
+    metrics, modes = list(METRICS), list(MODES)
+    if options.latency_objective:
+        metrics.append("latency_ms")
+        modes.append("min")
+    searcher = RecordingOptunaSearch(space=define, metric=metrics, mode=modes,
+                                     sampler=make_sampler(options.sampler, options.seed),
+                                     study_name=options.study_name, storage=prep.storage)
+    search_alg: Any = searcher
+    if options.max_concurrent:
+        search_alg = ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard/CSV/JSON result files
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    started_here = not ray.is_initialized()
+    if started_here:
+        init_kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                       "configure_logging": False}
+        if options.address:
+            init_kwargs["address"] = options.address
+        else:
+            init_kwargs["num_cpus"] = os.cpu_count() or 1
+        # Workers import igcnas from this checkout or installed package; make sure they can.
+        package_root = str(Path(__file__).resolve().parents[2])
+        init_kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+            p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}}
+        try:
+            ray.init(**init_kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ValueError(f"cannot connect to the Ray cluster at {options.address!r}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    before = {t.number for t in prep.study.get_trials(deepcopy=False)}
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(_trainable, {"cpu": options.cpus_per_trial}),
+            tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=options.n_trials,
+                                        time_budget_s=options.timeout),
+            run_config=tune.RunConfig(name=f"{options.study_name}-ray",
+                                      storage_path=str((options.run_dir / "ray").resolve()), verbose=0),
+        )
+        tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+    new = [t for t in prep.study.get_trials(deepcopy=False) if t.number not in before]
+    for trial in new:
+        for callback in callbacks or []:
+            callback(prep.study, trial)
+    return sum(1 for t in new if t.state == optuna.trial.TrialState.COMPLETE)
