@@ -352,6 +352,7 @@ def _options_from_args(args: argparse.Namespace) -> Any:
         cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent,
         latency_objective=args.latency_objective,
+        max_batches_per_epoch=args.max_batches_per_epoch,
     )
 
 
@@ -516,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD, Nesterov, cosine)")
     g.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process (optuna backend)")
+    g.add_argument("--max-batches-per-epoch", type=int,
+                   help="cap the batches of every epoch (smoke tests and quick looks; default: full epochs)")
     g = p.add_argument_group("storage and output")
     g.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///OUTPUT_DIR/STUDY/study.db); use "
                                      "postgresql://... for many processes or machines")

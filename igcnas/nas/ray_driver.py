@@ -126,6 +126,22 @@ def RecordingOptunaSearch(**kwargs: Any) -> Any:  # noqa: N802 - a class factory
     return _make_searcher_class()(**kwargs)
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (ray.init would retry for minutes)."""
+    import socket
+
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--address must be auto or HOST:PORT, got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {exc.strerror or exc}") from None
+
+
 def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | None = None) -> int:
     """Run ``options.n_trials`` Ray Tune trials into the prepared study; returns how many completed."""
     import optuna
@@ -169,6 +185,7 @@ def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | N
         init_kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                        "configure_logging": False}
         if options.address:
+            _check_reachable(options.address)
             init_kwargs["address"] = options.address
         else:
             init_kwargs["num_cpus"] = os.cpu_count() or 1

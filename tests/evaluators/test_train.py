@@ -1,0 +1,49 @@
+import dataclasses
+
+import pytest
+import torch
+
+from igcnas.evaluators.data import load_dataset
+from igcnas.evaluators.train import TrainSettings, TrialDiverged, evaluate, train_model
+from igcnas.models import build_model
+from igcnas.search_space.zoo import cifar_network
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", seed=0)
+
+
+def small_net():
+    return cifar_network("igcv2", 16, 5, [{"chain": (4, 4)}, {"chain": (4, 8)}, {"chain": (8, 8)}],
+                         num_classes=10, input_size=8).replace(in_channels=1)
+
+
+def test_training_learns_digits_and_reports_each_epoch(digits):
+    model = build_model(small_net(), seed=0)
+    before = evaluate(model, digits.val_x, digits.val_y)
+    seen = []
+    result = train_model(model, digits, TrainSettings(epochs=3, seed=0, threads=1),
+                         on_epoch=lambda e, a: seen.append((e, a)))
+    assert [e for e, _ in seen] == [1, 2, 3]
+    assert result.curve == [a for _, a in seen]
+    assert result.val_accuracy > 0.8 > before
+    assert torch.get_num_threads() >= 1
+
+
+def test_training_is_reproducible_with_a_seed(digits):
+    settings = TrainSettings(epochs=1, seed=3, threads=1, max_batches_per_epoch=5)
+    a = train_model(build_model(small_net(), seed=1), digits, settings)
+    b = train_model(build_model(small_net(), seed=1), digits, settings)
+    assert a.curve == b.curve and a.train_loss == b.train_loss
+
+
+def test_nan_loss_fails_the_trial_with_a_reason(digits):
+    broken = dataclasses.replace(digits, train_x=torch.full_like(digits.train_x, float("nan")))
+    with pytest.raises(TrialDiverged, match="loss became nan"):
+        train_model(build_model(small_net()), broken, TrainSettings(epochs=1, max_batches_per_epoch=2))
+
+
+def test_settings_validate():
+    with pytest.raises(ValueError, match="epochs"):
+        TrainSettings(epochs=0)

@@ -1,0 +1,117 @@
+import json
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+
+from igcnas.cli import main
+from igcnas.nas.optuna_driver import SearchOptions, open_storage, open_study, run_search
+from igcnas.nas.space import Budget
+from igcnas.search_space.config import config_from_dict
+from igcnas.search_space.costs import closed_form_costs
+from igcnas.search_space.enumerate import arch_id
+
+SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-sample"
+
+
+def quick(tmp_path, **changes):
+    base = dict(output_dir=str(tmp_path), n_trials=3, epochs=1, max_batches_per_epoch=3, widths=(8, 16),
+                blocks=(1,), study="t")
+    base.update(changes)
+    return SearchOptions(**base)
+
+
+def test_search_records_everything_needed_to_rebuild_and_continues(tmp_path):
+    first = run_search(quick(tmp_path))
+    study = first.study
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert first.completed_this_run == 3 and len(complete) == 3
+    for t in complete:
+        config = config_from_dict(t.user_attrs["config"])
+        assert arch_id(config) == t.user_attrs["arch_id"]
+        costs = closed_form_costs(config)
+        assert t.values[1] == costs.params and t.values[2] == costs.macs  # fvcore-measured == closed form
+        assert len(t.user_attrs["curve"]) == 1 and t.values[0] == t.user_attrs["curve"][-1]
+        assert t.user_attrs["fvcore_macs"] == costs.macs
+    assert (tmp_path / "t" / "study.db").is_file() and first.files["trials"].is_file()
+    before = {t.number: (t.values, t.params) for t in complete}
+
+    second = run_search(quick(tmp_path, seed=1))
+    trials = {t.number: t for t in second.study.trials}
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials.values()) == 6
+    for number, (values, params) in before.items():
+        assert trials[number].values == values and trials[number].params == params
+
+
+def test_budget_nothing_meets_fails_before_touching_the_study(tmp_path):
+    with pytest.raises(ValueError, match="no configuration meets --max-params"):
+        run_search(quick(tmp_path, budget=Budget(max_params=50)))
+    assert not (tmp_path / "t" / "study.db").exists()
+
+
+def test_budget_some_meet_trains_only_those(tmp_path):
+    limit = 3000
+    outcome = run_search(quick(tmp_path, n_trials=3, budget=Budget(max_params=limit), sampler="random"))
+    trained = [t for t in outcome.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    skipped = [t for t in outcome.study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(trained) == 3
+    assert all(t.values[1] <= limit and t.constraints["max_params"] <= 0 for t in trained)
+    assert all(t.user_attrs["params"] > limit and "curve" not in t.user_attrs for t in skipped)
+    assert all(t.user_attrs["status"] == "over_budget" for t in skipped)
+
+
+def test_cli_search_on_the_real_cifar_sample(tmp_path, capsys):
+    if not SAMPLE.is_dir():
+        pytest.skip("shared CIFAR-10 sample not present")
+    code = main(["search", "--dataset", "cifar10", "--data-dir", str(SAMPLE), "--n-trials", "2", "--epochs", "1",
+                 "--max-batches-per-epoch", "2", "--width", "8", "--blocks", "1", "--output-dir", str(tmp_path),
+                 "--family", "igcv2", "--family", "xception"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Pareto front" in out and "trial    1" in err
+    db = tmp_path / "igc-nas-cifar10" / "study.db"
+    code = main(["trials", "--storage", f"sqlite:///{db}", "--study", "igc-nas-cifar10", "--json"])
+    rows = json.loads(capsys.readouterr()[0])
+    assert code == 0 and len(rows) == 2 and {r["family"] for r in rows} <= {"igcv2", "xception"}
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--dataset", "mnist"], "dataset must be one of"),
+        (["--dataset", "cifar10", "--data-dir", "/no/such/dir"], "does not exist"),
+        (["--dataset", "cifar10"], "needs --data-dir"),
+        (["--storage", "not a url"], "not a valid SQLAlchemy URL"),
+        (["--storage", "sqlite:////no/such/folder/x.db"], "does not exist"),
+        (["--max-params", "-3"], "--max-params must be"),
+        (["--max-macs", "12Q"], "--max-macs must be"),
+        (["--max-latency-ms", "0"], "--max-latency-ms must be > 0"),
+        (["--sampler", "cmaes"], "sampler must be one of"),
+        (["--backend", "dask"], "backend must be one of"),
+        (["--family", "resnet"], "family must be one of"),
+        (["--n-trials", "0"], "n-trials must be"),
+        (["--max-params", "10"], "no configuration meets --max-params"),
+    ],
+)
+def test_search_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, expected):
+    code = main(["search", "--output-dir", str(tmp_path), *argv])
+    _, err = capsys.readouterr()
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.startswith("igc-nas: error")]
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in err
+    assert not list(tmp_path.rglob("*.db"))  # nothing written
+
+
+def test_trials_on_a_missing_study_is_a_clear_error(tmp_path, capsys):
+    run_search(quick(tmp_path, n_trials=1))
+    code = main(["trials", "--storage", f"sqlite:///{tmp_path / 't' / 'study.db'}", "--study", "nope"])
+    assert code == 2 and "study 'nope' does not exist" in capsys.readouterr()[1]
+
+
+def test_open_study_refuses_other_objectives(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat=False)
+    optuna.create_study(study_name="x", storage=storage, directions=["maximize"])
+    with pytest.raises(ValueError, match="exists with objectives"):
+        open_study(storage, "x", create=True, directions=["maximize", "minimize", "minimize"])
+    assert sqlite3.connect(tmp_path / "s.db").execute("select count(*) from studies").fetchone() == (1,)
