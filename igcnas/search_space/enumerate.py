@@ -149,11 +149,27 @@ class DesignSpace:
                     self._cells.append((family, width, per_stage, size))
 
     def stage_options(self, family: str, width: int) -> list[list[dict[str, Any]]]:
-        """Per-stage option lists; stage i > 0 receives width * 2**(i-1) channels."""
-        return [
-            block_options(family, width * 2**i, max_l=self.spec.max_l, c_in=width * 2 ** max(i - 1, 0))
-            for i in range(self.spec.num_stages)
-        ]
+        """Per-stage option lists; stage i > 0 receives width * 2**(i-1) channels.
+
+        Two options that build the same stage (possible when a stage has one block, which is
+        its width-changing block) are kept once, so that counting equals distinct networks.
+        """
+        out = []
+        fam = get_family(family)
+        for i in range(self.spec.num_stages):
+            c_out, c_in = width * 2**i, width * 2 ** max(i - 1, 0)
+            seen, kept = set(), []
+            for option in block_options(family, c_out, max_l=self.spec.max_l, c_in=c_in):
+                structure = fam.structure(StageConfig(width=c_out, blocks=1, **option))
+                key: Any = structure
+                if self.spec.blocks_per_stage == 1 and c_in != c_out and isinstance(structure, Interleaved):
+                    first = resolve_interleaved(structure, c_in=c_in, c_out=c_out, stride=2, size=2)
+                    key = (first.convs, first.shuffles)
+                if key not in seen:
+                    seen.add(key)
+                    kept.append(option)
+            out.append(kept)
+        return out
 
     def count(self) -> int:
         return sum(size for *_, size in self._cells)

@@ -15,13 +15,17 @@ reproduced (see ``igc-nas zoo``):
   the chain (so the chain is one structured-sparse factorisation of a dense
   1x1 kernel) -> BN -> ReLU. A dense block is conv -> BN -> ReLU.
 * **Stage transition** (first block of a stage, stride 2 and/or a width
-  change ``c_in -> c_out``): when ``c_out`` is a multiple of ``c_in`` the
+  change ``c_in -> c_out``) with ``transition="expand"``: when ``c_out`` is a multiple of ``c_in`` the
   spatial conv expands the channels (each group keeps its ``k1`` inputs and
   produces ``k1 * c_out / c_in`` outputs, as a channel multiplier), so the
   block costs what a block of the new stage costs, as the paper's Table 1
   lists it. Otherwise (for example a 35-channel stem before a 58-wide
   stage) the spatial conv keeps ``c_in`` channels and the first 1x1
-  convolution maps ``c_in -> c_out``.
+  convolution maps ``c_in -> c_out``. With ``transition="input_width"`` (the
+  default) the spatial conv always runs at ``c_in`` (stride 2) and the first
+  1x1 convolution widens; a widening group convolution keeps the stage's
+  number of groups where that divides the input width (else ``k`` channels
+  per input group).
 * **Residuals**: interleaved families add a skip every two blocks (Table 1);
   a skip across a shape change is parameter-free by default (stride-2
   subsampling and zero channel padding, ResNet's option A) or a 1x1
@@ -215,7 +219,12 @@ def resolve_interleaved(
     size_out = conv_out_size(size, 3, stride)
     expand = not structure.chain or (transition == "expand" and c_out % c_in == 0)
     c_mid = c_out if expand else c_in
-    g_spatial = _groups_for(c_in, structure.k1, f"{where} spatial conv")
+    k1_in = min(structure.k1, c_in)
+    stage_groups = c_out // structure.k1 if structure.k1 < c_out and c_out % structure.k1 == 0 else 0
+    if c_in % k1_in != 0 and stage_groups and c_in % stage_groups == 0 and c_mid % stage_groups == 0:
+        g_spatial = stage_groups  # width change where k1 does not divide the input: keep the stage's groups
+    else:
+        g_spatial = _groups_for(c_in, structure.k1, f"{where} spatial conv")
     if c_mid % g_spatial != 0:
         raise ValueError(f"{where} spatial conv: {g_spatial} groups do not divide {c_mid} output channels")
     spatial = ConvOp(c_in, c_mid, 3, stride, g_spatial, size, size_out)
