@@ -435,6 +435,89 @@ def cmd_trials(args: argparse.Namespace) -> int:
                         ("macs", "MACs"), ("structure", "architecture")])
     return 0
 
+
+# ---------------------------------------------------------------------------- dashboard / pick
+
+
+def _open_existing_study(storage_url: str, study_name: str | None) -> Any:
+    """Open a study for reading; with no name, the storage's only study."""
+    import optuna
+
+    from igcnas.nas.optuna_driver import open_storage, open_study
+
+    storage = open_storage(storage_url, heartbeat=False)
+    if study_name is None:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        if len(names) != 1:
+            raise UsageError(f"--study is required: this storage holds {len(names)} studies"
+                             + (f" ({', '.join(names)})" if names else ""))
+        study_name = names[0]
+    return storage, open_study(storage, study_name, create=False)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from igcnas.dashboards import serve, write_report
+
+    storage, study = _open_existing_study(args.storage, args.study)
+    if args.html:
+        path = write_report(study, args.html)
+        print(f"wrote {path} (self-contained; opens offline)")
+        return 0
+    name = study.study_name
+    # One study object for the server's life: Optuna's cache then reads only new or running trials on
+    # each refresh instead of the whole study.
+    server = serve(lambda: study, title=f"study {name}", host=args.host, port=args.port, refresh_s=args.refresh)
+    server.warm()  # read the study and build the page data before the first browser asks
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}: anyone who can reach this machine on port {server.port} can "
+              "read the study", file=sys.stderr)
+    print(f"dashboard for study {name!r}: {server.url} (refreshes every {args.refresh:g}s; Ctrl-C stops)",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+    return 0
+
+
+def cmd_pick(args: argparse.Namespace) -> int:
+    from igcnas.nas.pareto import pareto_front, trials_frame
+    from igcnas.nas.pick import NothingFits, choose, export_model
+    from igcnas.nas.space import Budget, parse_count
+
+    budget = Budget(
+        max_params=parse_count(args.max_params, "--max-params"),
+        max_macs=parse_count(args.max_macs, "--max-macs"),
+        max_latency_ms=parse_count(args.max_latency_ms, "--max-latency-ms"),
+    )
+    if args.retrain_epochs is not None and args.retrain_epochs < 1:
+        raise UsageError(f"--retrain-epochs must be >= 1, got {args.retrain_epochs}")
+    _, study = _open_existing_study(args.storage, args.study)
+    df = trials_frame(study)
+    try:
+        row = choose(df, budget)
+    except NothingFits as exc:
+        if budget.max_latency_ms is not None and df["latency_ms"].isna().all():
+            raise UsageError("no trial of this study has a measured latency; search with --max-latency-ms or "
+                             "--latency-objective to pick by latency") from None
+        print(f"igc-nas: error: {exc}", file=sys.stderr)
+        return 2
+    front = pareto_front(df)
+    print(f"picked trial {int(row['number'])}: val acc {row['val_accuracy']:.4f}, params {int(row['params']):,}, "
+          f"MACs {int(row['macs']):,} (FLOPs = 2*MACs = {2 * int(row['macs']):,}) - {row['structure']}")
+    if not args.export:
+        return 0
+    result = export_model(study=study, trial_row=row, directory=args.export, front=front, budget=budget,
+                          artifacts_dir=args.artifacts, retrain_epochs=args.retrain_epochs, data_dir=args.data_dir,
+                          seed=args.seed)
+    test = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
+    print(f"exported to {result.directory}: val acc {result.val_accuracy:.4f}, test acc {test}")
+    for label, path in result.files.items():
+        print(f"  {label}: {path}")
+    return 0
+
 # --------------------------------------------------------------------------------------- main
 
 
@@ -539,6 +622,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="also write the table to this CSV (or .parquet) file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_trials)
+
+    p = sub.add_parser("dashboard", help="browse a study's Pareto front in the browser",
+                       description="Serve a live dashboard of a study (it refreshes while a search is running), "
+                                   "or write it as one self-contained HTML file with --html.")
+    p.add_argument("--storage", required=True, help="Optuna RDB URL of the study")
+    p.add_argument("--study", help="study name (default: the storage's only study)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8050, help="port (default 8050; 0 picks a free one)")
+    p.add_argument("--refresh", type=float, default=5.0, help="seconds between refreshes of the live page")
+    p.add_argument("--html", help="write a static report to this file instead of serving")
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("pick", help="pick the most accurate model within a budget and export it",
+                       description="Choose the most accurate feasible trial on the Pareto front within the "
+                                   "budget (human units: 250k, 1.5M), optionally retrain it, and export "
+                                   "config.json, model.pt (state dict), model.pt2 (exported program) and "
+                                   "report.md. Load it with igcnas.models.load(DIR).")
+    p.add_argument("--storage", required=True, help="Optuna RDB URL of the study")
+    p.add_argument("--study", help="study name (default: the storage's only study)")
+    p.add_argument("--max-params", help="parameter budget")
+    p.add_argument("--max-macs", help="MAC budget (multiply-accumulates; FLOPs = 2*MACs)")
+    p.add_argument("--max-latency-ms", help="CPU latency budget (needs latency measured during the search)")
+    p.add_argument("--retrain-epochs", type=int, help="retrain the pick from scratch for E epochs before export")
+    p.add_argument("--export", help="directory to write the model to (must not exist or be empty)")
+    p.add_argument("--artifacts", help="artifact folder holding the trials' weights (default: from the study)")
+    p.add_argument("--data-dir", help="data folder, for data sets that need one")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data split and of retraining")
+    p.set_defaults(func=cmd_pick)
     return parser
 
 

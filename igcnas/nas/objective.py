@@ -50,6 +50,7 @@ class Evaluation:
     macs: int = 0
     latency_ms: float | None = None
     reason: str = ""
+    model: Any = field(default=None, repr=False)  # the trained module (not recorded in the study)
 
 
 def precheck(config: NetworkConfig, budget: Budget) -> Evaluation:
@@ -123,6 +124,7 @@ def evaluate_config(
     start = time.perf_counter()
     result = train_model(model, data, train_settings, on_epoch=on_epoch)
     evaluation.val_accuracy = result.val_accuracy
+    evaluation.model = model
     evaluation.status = "complete"
     evaluation.attrs.update(curve=result.curve, train_loss=result.train_loss, epochs=len(result.curve),
                             train_seconds=round(time.perf_counter() - start, 3),

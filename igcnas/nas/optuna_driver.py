@@ -29,6 +29,7 @@ BACKENDS = ("optuna", "ray")
 OBJECTIVE_NAMES = ("val_accuracy", "params", "macs")
 DIRECTIONS = ("maximize", "minimize", "minimize")
 DATASET_ATTR = "igcnas:dataset"
+ARTIFACTS_ATTR = "igcnas:artifacts"
 SPEC_ATTR = "igcnas:search_spec"
 
 
@@ -62,6 +63,9 @@ class SearchOptions:
     latency_objective: bool = False
     val_fraction: float = 0.2
     max_batches_per_epoch: int | None = None
+    save_weights: bool = True
+    artifacts_dir: str | None = None
+    write_dashboard: bool = True
 
     def __post_init__(self) -> None:
         from igcnas.evaluators.data import DATASETS
@@ -98,6 +102,11 @@ class SearchOptions:
         if self.storage:
             return self.storage
         return f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
+
+    @property
+    def artifacts_path(self) -> Path:
+        """Where trained weights go (an Optuna FileSystemArtifactStore); shared by all workers."""
+        return Path(self.artifacts_dir) if self.artifacts_dir else self.run_dir / "artifacts"
 
     @property
     def directions(self) -> list[str]:
@@ -250,6 +259,8 @@ def prepare(options: SearchOptions, *, sampler: Any = None) -> Prepared:
         study.set_user_attr(SPEC_ATTR, spec.as_dict())
         study.set_user_attr("igcnas:objectives", list(OBJECTIVE_NAMES) +
                             (["latency_ms"] if options.latency_objective else []))
+    if options.save_weights and attrs.get(ARTIFACTS_ATTR) != str(options.artifacts_path.resolve()):
+        study.set_user_attr(ARTIFACTS_ATTR, str(options.artifacts_path.resolve()))
     return Prepared(options, spec, data, storage, study, reference)
 
 
@@ -300,6 +311,8 @@ def make_objective(prep: Prepared) -> Callable[[Any], Any]:
             raise optuna.TrialPruned(evaluation.reason)
         if options.latency_objective and "max_latency_ms" in evaluation.constraints:
             trial.set_constraint("max_latency_ms", evaluation.constraints["max_latency_ms"])
+        if options.save_weights:
+            trial.set_user_attr("weights_artifact", store_weights(trial, evaluation.model, options.artifacts_path))
         trial.set_user_attr("status", "complete")
         values: tuple[float, ...] = (float(evaluation.val_accuracy or 0.0), float(evaluation.params),
                                      float(evaluation.macs))
@@ -308,6 +321,23 @@ def make_objective(prep: Prepared) -> Callable[[Any], Any]:
         return values
 
     return objective
+
+
+def store_weights(trial: Any, model: Any, artifacts: Path, *, file_path: Path | None = None) -> str:
+    """Store a trained state dict (or the saved ``file_path``) as an Optuna artifact of ``trial``."""
+    import tempfile
+
+    import torch
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    artifacts.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(str(artifacts))
+    if file_path is not None:
+        return upload_artifact(artifact_store=store, file_path=str(file_path), study_or_trial=trial)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"trial_{trial.number}.pt"
+        torch.save(model.state_dict(), path)
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
 
 class _StopAfter:
@@ -391,6 +421,10 @@ def finish(prep: Prepared, completed: int) -> SearchOutcome:
     tmp = files["summary"].with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(files["summary"])
+    if options.write_dashboard:
+        from igcnas.dashboards import write_report
+
+        files["dashboard"] = write_report(study, run_dir / "dashboard.html")
     return SearchOutcome(study, run_dir, options.storage_url, completed, files, front, summary["hypervolume"])
 
 

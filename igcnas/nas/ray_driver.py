@@ -67,6 +67,12 @@ def _trainable(config: dict[str, Any]) -> None:
     if evaluation.status == "complete":
         result.update(val_accuracy=float(evaluation.val_accuracy or 0.0), params=float(evaluation.params),
                       macs=float(evaluation.macs))
+        if run["artifacts"]:
+            pending = Path(run["artifacts"]) / "pending"
+            pending.mkdir(parents=True, exist_ok=True)
+            weights = pending / f"trial_{config['igcnas_number']}_{os.getpid()}.pt"
+            torch.save(evaluation.model.state_dict(), weights)
+            result["igcnas_weights_file"] = str(weights)
         if run["latency_objective"]:
             result["latency_ms"] = float(evaluation.latency_ms or 0.0)
     tune.report(result)
@@ -111,6 +117,14 @@ def _make_searcher_class() -> type:
                             if key not in ot_trial.constraints:
                                 ot_trial.set_constraint(key, value)
                         ot_trial.set_user_attr("status", result.get("igcnas_status", "complete"))
+                        weights = result.get("igcnas_weights_file")
+                        if weights and Path(weights).is_file():
+                            from igcnas.nas.optuna_driver import store_weights
+
+                            artifact = store_weights(ot_trial, None, Path(weights).parent.parent,
+                                                     file_path=Path(weights))
+                            ot_trial.set_user_attr("weights_artifact", artifact)
+                            Path(weights).unlink()
                     elif error:
                         ot_trial.set_user_attr("status", "failed")
                         ot_trial.set_user_attr("fail_reason", "the Ray trial raised an error (see Ray logs)")
@@ -165,6 +179,7 @@ def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | N
         "measure_latency": options.measure_latency,
         "latency_objective": options.latency_objective,
         "cpus_per_trial": options.cpus_per_trial,
+        "artifacts": str(options.artifacts_path.resolve()) if options.save_weights else None,
     }
 
     define = _DefineByRun(prep.spec, options.budget, run)

@@ -1,0 +1,218 @@
+"""Picking the model for a budget, and exporting it.
+
+Rule (shared with the dashboard's highlight, see ``dashboards/page.js``): among
+the complete, feasible trials on the Pareto front whose params, MACs (and
+latency, when a latency budget is given and was measured) are within the
+budget, take the most accurate; ties go to fewer MACs, then fewer params,
+then the lower trial number. The most accurate trial within a budget is
+always on the front, so restricting to the front loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from igcnas.nas.pareto import pareto_mask
+from igcnas.nas.space import Budget
+
+__all__ = ["NothingFits", "choose", "nearest_over_budget", "export_model", "PickResult"]
+
+log = logging.getLogger(__name__)
+
+
+class NothingFits(ValueError):
+    """No trial on the front meets the budget; carries the nearest ones."""
+
+    def __init__(self, message: str, nearest: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.nearest = nearest
+
+
+def _within(df: pd.DataFrame, budget: Budget) -> pd.Series:
+    ok = pd.Series(True, index=df.index)
+    if budget.max_params is not None:
+        ok &= df["params"] <= budget.max_params
+    if budget.max_macs is not None:
+        ok &= df["macs"] <= budget.max_macs
+    if budget.max_latency_ms is not None:
+        ok &= df["latency_ms"].notna() & (df["latency_ms"] <= budget.max_latency_ms)
+    return ok
+
+
+def _excess(row: pd.Series, budget: Budget) -> float:
+    """Largest relative overshoot of the budget (0 when within)."""
+    parts = [0.0]
+    if budget.max_params is not None:
+        parts.append(row["params"] / budget.max_params - 1.0)
+    if budget.max_macs is not None:
+        parts.append(row["macs"] / budget.max_macs - 1.0)
+    if budget.max_latency_ms is not None:
+        latency = row["latency_ms"]
+        parts.append(math.inf if pd.isna(latency) else latency / budget.max_latency_ms - 1.0)
+    return max(parts)
+
+
+def nearest_over_budget(front: pd.DataFrame, budget: Budget, n: int = 5) -> pd.DataFrame:
+    """Front trials ordered by how far over the budget they are (``over_by`` is relative)."""
+    out = front.copy()
+    out["over_by"] = [_excess(r, budget) for _, r in out.iterrows()]
+    return out.sort_values(["over_by", "val_accuracy"], ascending=[True, False]).head(n)
+
+
+def choose(df: pd.DataFrame, budget: Budget) -> pd.Series:
+    """The trial to pick from a trials frame (see the module docstring for the rule)."""
+    front = df[pareto_mask(df)]
+    if front.empty:
+        raise NothingFits("the study has no complete feasible trials yet", front)
+    inside = front[_within(front, budget)]
+    if inside.empty:
+        nearest = nearest_over_budget(front, budget)
+        lines = "; ".join(
+            f"trial {int(r.number)} ({r.structure}) acc {r.val_accuracy:.4f}, params {int(r.params):,}, "
+            f"MACs {int(r.macs):,}: {100 * r.over_by:.1f}% over" for r in nearest.itertuples()
+        )
+        raise NothingFits(f"no trial on the front fits the budget; nearest: {lines}", nearest)
+    ordered = inside.sort_values(["val_accuracy", "macs", "params", "number"],
+                                 ascending=[False, True, True, True])
+    return ordered.iloc[0]
+
+
+@dataclass
+class PickResult:
+    trial_number: int
+    directory: Path
+    val_accuracy: float
+    test_accuracy: float | None
+    params: int
+    macs: int
+    retrained_epochs: int | None
+    files: dict[str, Path]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def export_model(
+    *,
+    study: Any,
+    trial_row: pd.Series,
+    directory: str | Path,
+    front: pd.DataFrame,
+    budget: Budget,
+    artifacts_dir: str | None = None,
+    retrain_epochs: int | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+) -> PickResult:
+    """Write ``config.json``, ``model.pt`` (state dict), ``model.pt2`` (exported program) and ``report.md``.
+
+    Weights come from the trial's stored artifact, or from retraining for ``retrain_epochs``.
+    Everything is written to a temporary folder first and moved into place at the end, so an
+    error leaves nothing half-written.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+
+    from igcnas.evaluators.data import load_dataset
+    from igcnas.evaluators.train import TrainSettings, evaluate, train_model
+    from igcnas.models import build_model
+    from igcnas.search_space.config import config_from_dict, config_to_dict
+
+    number = int(trial_row["number"])
+    trial = study.trials[number]
+    config = config_from_dict(trial.user_attrs["config"])
+    dataset = study.user_attrs.get("igcnas:dataset", "digits")
+    target = Path(directory)
+    if target.exists() and any(target.iterdir()):
+        raise ValueError(f"export directory {str(target)!r} exists and is not empty")
+    data = load_dataset(dataset, data_dir=data_dir, seed=seed)
+    model = build_model(config, seed=seed)
+    if retrain_epochs is not None:
+        if retrain_epochs < 1:
+            raise ValueError(f"--retrain-epochs must be >= 1, got {retrain_epochs}")
+        train_model(model, data, TrainSettings(epochs=retrain_epochs, seed=seed, progress=True))
+    else:
+        artifact = trial.user_attrs.get("weights_artifact")
+        store_dir = artifacts_dir or study.user_attrs.get("igcnas:artifacts")
+        if artifact is None or store_dir is None:
+            raise ValueError(f"trial {number} has no stored weights; use --retrain-epochs E to train it")
+        from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "weights.pt"
+            try:
+                download_artifact(artifact_store=FileSystemArtifactStore(str(store_dir)), file_path=str(local),
+                                  artifact_id=artifact)
+            except Exception as exc:
+                raise ValueError(f"weights of trial {number} cannot be read from {store_dir!r}: {exc}") from None
+            model.load_state_dict(torch.load(local, weights_only=True))
+    model.eval()
+    val_accuracy = evaluate(model, data.val_x, data.val_y)
+    test_accuracy = None if data.test_x is None else evaluate(model, data.test_x, data.test_y)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".igcnas-export-", dir=target.parent))
+    try:
+        files = {
+            "config": staging / "config.json",
+            "weights": staging / "model.pt",
+            "exported_program": staging / "model.pt2",
+            "report": staging / "report.md",
+        }
+        _atomic_write(files["config"], json.dumps(config_to_dict(config), indent=2))
+        torch.save(model.state_dict(), files["weights"])
+        example = torch.zeros(2, config.in_channels, config.input_size, config.input_size)
+        exported = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.export.save(exported, str(files["exported_program"]))
+        rank = front.sort_values("val_accuracy", ascending=False).reset_index(drop=True)
+        position = int(rank.index[rank["number"] == number][0]) + 1 if number in set(rank["number"]) else None
+        lines = [
+            f"# igc-nas pick: trial {number} of study `{study.study_name}`",
+            "",
+            f"- architecture: {trial_row['structure']}",
+            f"- arch id: `{trial.user_attrs.get('arch_id')}`",
+            f"- data set: {dataset}",
+            f"- params: {int(trial_row['params']):,}",
+            f"- MACs: {int(trial_row['macs']):,} (FLOPs = 2 x MACs = {2 * int(trial_row['macs']):,})",
+            f"- validation accuracy (search): {float(trial_row['val_accuracy']):.4f}",
+            f"- validation accuracy (exported weights): {val_accuracy:.4f}",
+            f"- test accuracy (exported weights): "
+            + ("n/a (no test split)" if test_accuracy is None else f"{test_accuracy:.4f}"),
+            f"- weights: " + (f"retrained for {retrain_epochs} epochs" if retrain_epochs else "the trial's own"),
+            f"- budget: {json.dumps({k: v for k, v in budget.as_dict().items() if v is not None})}",
+            f"- position on the Pareto front: {position} of {len(rank)} by accuracy" if position else
+            "- position on the Pareto front: not on the front",
+            "",
+            "## Pareto front",
+            "",
+            "| trial | val acc | params | MACs | architecture |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in rank.itertuples():
+            mark = " **(picked)**" if int(r.number) == number else ""
+            lines.append(f"| {int(r.number)}{mark} | {r.val_accuracy:.4f} | {int(r.params):,} | {int(r.macs):,} | "
+                         f"{r.structure} |")
+        lines += ["", "Load it with `igcnas.models.load(DIR)` (a ready `nn.Module` in eval mode), or the "
+                  "exported program with `torch.export.load(DIR/model.pt2).module()`."]
+        _atomic_write(files["report"], "\n".join(lines) + "\n")
+        if target.exists():
+            target.rmdir()
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    files = {k: target / v.name for k, v in files.items()}
+    return PickResult(number, target, val_accuracy, test_accuracy, int(trial_row["params"]),
+                      int(trial_row["macs"]), retrain_epochs, files)

@@ -1,0 +1,58 @@
+"""Shared fixtures: studies made directly through Optuna's API (real storage, no training)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import optuna
+import pytest
+
+from igcnas.nas.optuna_driver import DIRECTIONS, open_storage
+from igcnas.nas.pareto import REFERENCE_ATTR
+from igcnas.nas.objective import describe_structure
+from igcnas.search_space.config import config_to_dict
+from igcnas.search_space.costs import closed_form_costs
+from igcnas.search_space.enumerate import DesignSpace, SpaceSpec, arch_id
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def make_study(url: str, name: str, n: int, *, seed: int = 0, infeasible_every: int = 0) -> optuna.Study:
+    """A study of ``n`` completed trials over real configurations, with made-up accuracies and curves."""
+    rng = random.Random(seed)
+    storage = open_storage(url, heartbeat=False)
+    study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
+    space = DesignSpace(SpaceSpec(widths=(8, 16, 24), blocks_per_stage=1, input_size=8, in_channels=1))
+    study.set_user_attr(REFERENCE_ATTR, {"params": 2e5, "macs": 5e6, "latency_ms": None})
+    study.set_user_attr("igcnas:dataset", "digits")
+    study.set_user_attr("igcnas:search_spec", {"in_channels": 1, "input_size": 8, "num_classes": 10})
+    trials = []
+    for i, config in enumerate(space.sample(n, seed=seed)):
+        costs = closed_form_costs(config)
+        accuracy = round(min(0.999, 0.55 + 0.1 * (costs.params ** 0.2) / 3 + rng.uniform(-0.08, 0.08)), 4)
+        curve = sorted(round(accuracy - rng.uniform(0, 0.2), 4) for _ in range(3)) + [accuracy]
+        system_attrs = {}
+        if infeasible_every and i % infeasible_every == 0:
+            system_attrs["constraints:max_params"] = 0.5
+        trials.append(optuna.trial.create_trial(
+            values=[accuracy, float(costs.params), float(costs.macs)],
+            user_attrs={"config": config_to_dict(config), "arch_id": arch_id(config), "family": config.family,
+                        "width": config.stages[0].width, "structure": describe_structure(config),
+                        "params": costs.params, "macs": costs.macs, "curve": curve, "status": "complete"},
+            system_attrs=system_attrs,
+        ))
+    study.add_trials(trials)
+    return study
+
+
+@pytest.fixture
+def synthetic_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    return url, make_study(url, "dash", 60, seed=1, infeasible_every=7)
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,165 @@
+"""The dashboard in a real headless Chromium (Debian's chromium, driven by Playwright)."""
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from igcnas.cli import main
+from igcnas.nas.pareto import pareto_mask, trials_frame
+from igcnas.nas.pick import choose
+from igcnas.nas.space import Budget
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed "
+                                "(.ci/run installs it)")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(synthetic_study):
+    url, _ = synthetic_study
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "igcnas.cli", "dashboard", "--storage", url, "--port", str(port),
+                             "--refresh", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}/", url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def front_numbers(page, figure: str) -> list[int]:
+    return sorted(page.evaluate(
+        f"document.getElementById('{figure}').data.find(t => t.meta === 'front').customdata.map(c => c[0])"))
+
+
+def test_live_dashboard_front_budget_pick_and_screenshot(browser, live_server, synthetic_study, artifacts_dir,
+                                                          capsys):
+    page_url, storage_url = live_server
+    _, study = synthetic_study
+    df = trials_frame(study)
+    expected_front = sorted(int(n) for n in df[pareto_mask(df)]["number"])
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(page_url)
+    page.wait_for_selector("body[data-rendered]", timeout=30000)
+    assert front_numbers(page, "pareto-params") == expected_front
+    assert front_numbers(page, "pareto-macs") == expected_front
+    # No budget: the most accurate trial overall is highlighted.
+    assert page.get_attribute("#pick", "data-trial") == str(int(choose(df, Budget())["number"]))
+    for params, macs in (("3k", None), ("1500", "40k"), (None, "25k")):
+        page.fill("#max-params", params or "")
+        page.fill("#max-macs", macs or "")
+        page.dispatch_event("#max-macs", "change")
+        budget = Budget(max_params=None if params is None else float(params.replace("k", "e3")),
+                        max_macs=None if macs is None else float(macs.replace("k", "e3")))
+        expected = str(int(choose(df, budget)["number"]))
+        assert page.get_attribute("#pick", "data-trial") == expected
+        star = page.evaluate("document.getElementById('pareto-params').data.find(t => t.meta === 'pick')"
+                             ".customdata[0][0]")
+        assert str(star) == expected
+        argv = ["pick", "--storage", storage_url, "--study", "dash"]
+        argv += ["--max-params", params] if params else []
+        argv += ["--max-macs", macs] if macs else []
+        assert main(argv) == 0
+        assert capsys.readouterr()[0].startswith(f"picked trial {expected}:")
+    page.click("#front-table tbody tr >> nth=0")
+    page.wait_for_function("document.getElementById('details-title').textContent.startsWith('Trial')")
+    assert page.locator("#drawing svg rect").count() > 0
+    assert "path" in page.text_content("#conditions")
+    page.screenshot(path=str(artifacts_dir / "dashboard.png"), full_page=True)
+    assert (artifacts_dir / "dashboard.png").stat().st_size > 10_000
+    assert errors == []
+
+
+def test_static_report_opens_offline_and_shows_the_same_front(browser, synthetic_study, tmp_path):
+    url, study = synthetic_study
+    report = tmp_path / "report.html"
+    assert main(["dashboard", "--storage", url, "--html", str(report)]) == 0
+    df = trials_frame(study)
+    expected_front = sorted(int(n) for n in df[pareto_mask(df)]["number"])
+    context = browser.new_context(offline=True)
+    requests = []
+    context.on("request", lambda r: requests.append(r.url))
+    page = context.new_page()
+    page.goto(report.as_uri())
+    page.wait_for_selector("body[data-rendered]", timeout=30000)
+    assert front_numbers(page, "pareto-params") == expected_front
+    assert all(r.startswith("file:") or r.startswith("data:") for r in requests)
+    context.close()
+
+
+def test_live_page_refreshes_while_the_study_grows(browser, live_server, synthetic_study):
+    import optuna
+
+    page_url, _ = live_server
+    _, study = synthetic_study
+    page = browser.new_page()
+    page.goto(page_url)
+    page.wait_for_selector("body[data-rendered]", timeout=30000)
+    before = page.evaluate("window.igcnas.payload.n_trials")
+    template = study.trials[0]
+    study.add_trial(optuna.trial.create_trial(values=[0.9999, 1.0, 1.0], user_attrs=dict(template.user_attrs)))
+    page.wait_for_function(f"window.igcnas.payload.n_trials === {before + 1}", timeout=20000)
+    assert page.evaluate("window.igcnas.pick") == len(study.trials) - 1  # the new unbeatable trial
+
+
+def test_empty_study_page_and_missing_study_and_bad_storage(browser, tmp_path, capsys):
+    import optuna
+
+    from igcnas.nas.optuna_driver import open_storage
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.create_study(study_name="empty", storage=open_storage(url, heartbeat=False),
+                        directions=["maximize", "minimize", "minimize"])
+    report = tmp_path / "empty.html"
+    assert main(["dashboard", "--storage", url, "--study", "empty", "--html", str(report)]) == 0
+    page = browser.new_page()
+    page.goto(report.as_uri())
+    page.wait_for_selector("body[data-rendered]", timeout=30000)
+    assert "No completed trials yet" in page.text_content("#summary")
+    assert main(["dashboard", "--storage", url, "--study", "nope"]) == 2
+    assert "study 'nope' does not exist" in capsys.readouterr()[1]
+    assert main(["dashboard", "--storage", "postgresql+psycopg2://u@127.0.0.1:1/x", "--study", "s"]) == 2
+    err = capsys.readouterr()[1]
+    assert "cannot be opened" in err and "Traceback" not in err
+
+
+def test_binding_elsewhere_is_announced(tmp_path, synthetic_study):
+    url, _ = synthetic_study
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "igcnas.cli", "dashboard", "--storage", url, "--host", "0.0.0.0",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "warning: serving on 0.0.0.0" in err

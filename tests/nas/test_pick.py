@@ -1,0 +1,123 @@
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from igcnas.cli import main
+from igcnas.models import load
+from igcnas.nas.optuna_driver import SearchOptions, run_search
+from igcnas.nas.pareto import trials_frame
+from igcnas.nas.pick import NothingFits, choose
+from igcnas.nas.space import Budget
+
+
+def frame(rows):
+    df = pd.DataFrame(rows, columns=["number", "val_accuracy", "params", "macs"])
+    df["state"], df["feasible"], df["latency_ms"], df["structure"] = "COMPLETE", True, float("nan"), "x"
+    return df
+
+
+def test_choose_takes_the_most_accurate_within_budget_with_documented_ties():
+    df = frame([(0, 0.90, 100, 1000), (1, 0.95, 300, 3000), (2, 0.95, 300, 2500), (3, 0.80, 50, 500)])
+    assert int(choose(df, Budget())["number"]) == 2  # tie on accuracy and params: fewer MACs
+    assert int(choose(df, Budget(max_params=200))["number"]) == 0
+    assert int(choose(df, Budget(max_macs=600))["number"]) == 3
+    with pytest.raises(NothingFits) as info:
+        choose(df, Budget(max_params=10))
+    assert int(info.value.nearest.iloc[0]["number"]) == 3  # the least over budget first
+    assert "400.0% over" in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pick")
+    options = SearchOptions(output_dir=str(out), n_trials=3, epochs=1, max_batches_per_epoch=4, widths=(8, 16),
+                            blocks=(1,), study="p")
+    run_search(options)
+    return out, f"sqlite:///{out / 'p' / 'study.db'}"
+
+
+def test_pick_export_and_load_reproduce_the_trained_weights(searched, tmp_path, capsys):
+    out, url = searched
+    assert main(["pick", "--storage", url, "--max-params", "50k", "--export", str(tmp_path / "m")]) == 0
+    stdout = capsys.readouterr()[0]
+    number = int(stdout.split("picked trial ")[1].split(":")[0])
+    for name in ("config.json", "model.pt", "model.pt2", "report.md"):
+        assert (tmp_path / "m" / name).is_file()
+    model = load(tmp_path / "m")
+    assert not model.training
+    # The stored artifact of that trial: the very weights it was trained to.
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+    study = optuna.load_study(study_name="p", storage=url)
+    trial = study.trials[number]
+    local = tmp_path / "w.pt"
+    download_artifact(artifact_store=FileSystemArtifactStore(str(out / "p" / "artifacts")), file_path=str(local),
+                      artifact_id=trial.user_attrs["weights_artifact"])
+    trained = torch.load(local, weights_only=True)
+    assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items())
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    exported = torch.export.load(str(tmp_path / "m" / "model.pt2")).module()
+    with torch.no_grad():
+        assert torch.allclose(exported(x), model(x), atol=1e-5)
+    report = (tmp_path / "m" / "report.md").read_text()
+    assert f"trial {number}" in report and "test accuracy" in report and "MACs" in report
+
+
+def test_pick_retrains_on_request(searched, tmp_path, capsys):
+    _, url = searched
+    assert main(["pick", "--storage", url, "--export", str(tmp_path / "r"), "--retrain-epochs", "1"]) == 0
+    assert "retrained for 1 epochs" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_nothing_fits_lists_the_nearest_and_exits_2(searched, tmp_path, capsys):
+    _, url = searched
+    assert main(["pick", "--storage", url, "--max-params", "100", "--export", str(tmp_path / "n")]) == 2
+    err = capsys.readouterr()[1]
+    assert "no trial on the front fits the budget; nearest: trial" in err and "% over" in err
+    assert not (tmp_path / "n").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--max-params", "-1"], "--max-params must be"),
+    (["--max-macs", "ten"], "--max-macs must be"),
+    (["--max-latency-ms", "5"], "no trial of this study has a measured latency"),
+    (["--retrain-epochs", "0"], "--retrain-epochs must be >= 1"),
+])
+def test_pick_bad_input(searched, capsys, argv, expected):
+    _, url = searched
+    assert main(["pick", "--storage", url, *argv]) == 2
+    assert expected in capsys.readouterr()[1]
+
+
+def test_load_refuses_bad_export_directories(searched, tmp_path):
+    _, url = searched
+    assert main(["pick", "--storage", url, "--export", str(tmp_path / "ok")]) == 0
+    with pytest.raises(ValueError, match="does not exist"):
+        load(tmp_path / "missing")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tmp_path / "ok" / "config.json").read_text())
+    with pytest.raises(ValueError, match="model.pt.*does not exist"):
+        load(broken)
+    torch.save({"not": "tensors"}, broken / "model.pt")
+    with pytest.raises(ValueError, match="is not a state dict"):
+        load(broken)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed!",))
+
+    torch.save(Evil(), broken / "model.pt")  # a pickle that would run code: refused by weights_only
+    with pytest.raises(ValueError, match="is not a state dict saved with torch.save"):
+        load(broken)
+    state = torch.load(tmp_path / "ok" / "model.pt", weights_only=True)
+    state.pop(next(iter(state)))
+    torch.save(state, broken / "model.pt")
+    with pytest.raises(ValueError, match="does not match config.json"):
+        load(broken)
+    (broken / "config.json").write_text(json.dumps({"family": "nope"}))
+    with pytest.raises(ValueError, match="config field"):
+        load(broken)
