@@ -44,6 +44,7 @@ class TrainSettings:
     threads: int | None = None  # torch.set_num_threads for the run; None leaves it alone
     progress: bool = False
     max_batches_per_epoch: int | None = None  # cap for tiny test budgets
+    fast: bool = True  # channels_last, chain/composed chosen by timing, heap-kept buffers (same function)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -64,13 +65,14 @@ class TrainResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+             memory_format: torch.memory_format = torch.contiguous_format) -> float:
     """Top-1 accuracy of ``model`` in eval mode."""
     was_training = model.training
     model.eval()
     correct = 0
     for xb, yb in iterate_batches(x, y, batch_size):
-        correct += int((model(xb).argmax(1) == yb).sum())
+        correct += int((model(xb.contiguous(memory_format=memory_format)).argmax(1) == yb).sum())
     model.train(was_training)
     return correct / max(len(x), 1)
 
@@ -87,6 +89,13 @@ def train_model(
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     generator = torch.Generator().manual_seed(settings.seed)
+    memory_format = torch.contiguous_format
+    if settings.fast:
+        from igcnas.models.fast import prepare_for_training
+
+        prepare_for_training(model, (data.in_channels, data.input_size, data.input_size),
+                             batch=min(settings.batch_size, len(data.train_x)))
+        memory_format = torch.channels_last
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay, nesterov=settings.nesterov)
     n = len(data.train_x)
@@ -114,6 +123,7 @@ def train_model(
                     break
                 if data.augment:
                     xb = augment_batch(xb, generator)
+                xb = xb.contiguous(memory_format=memory_format)
                 loss = F.cross_entropy(model(xb), yb)
                 if not torch.isfinite(loss):
                     raise TrialDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, batch {batches + 1}")
@@ -126,7 +136,7 @@ def train_model(
                 images += len(xb)
                 if bar is not None:
                     bar.update(1)
-            accuracy = evaluate(model, data.val_x, data.val_y)
+            accuracy = evaluate(model, data.val_x, data.val_y, memory_format=memory_format)
             result.curve.append(accuracy)
             result.train_loss.append(running / max(batches, 1))
             result.val_accuracy = accuracy

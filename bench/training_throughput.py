@@ -1,0 +1,179 @@
+"""Training and inference throughput: the straightforward implementation vs igc-nas's fast path.
+
+The reference runs in its own process exactly as a plain PyTorch user would run
+it (NCHW, one conv per group convolution, view/transpose permutations, the
+default allocator); the fast configuration runs in a second process
+(channels_last, per-block chain/composed choice by timing, heap-kept large
+buffers; BN folded for inference). Both processes measure the same networks
+with the same seeds, one after the other, and the parent prints ratios.
+
+    python bench/training_throughput.py [--repeats 3] [--steps 4] [--json PATH] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+TRAIN_NETWORKS = ["igcv2_c64_d20", "xception_c35_d20", "igcv1_c48_d20", "igcv2_c80_d20", "igcv2_star_c216_d20",
+                  "dense_c16_d20", "searched_igcv2_c32_b2", "searched_igcv1_c24_b2"]
+
+
+def network(name: str):
+    from igcnas.search_space.zoo import ZOO, cifar_network
+
+    if name in ZOO:
+        return ZOO[name].config
+    if name == "dense_c16_d20":  # a ResNet-style baseline of similar MACs (~37M) to the IGC nets
+        return cifar_network("dense", 16, 20, num_classes=100)
+    if name == "searched_igcv2_c32_b2":
+        return cifar_network("igcv2", 32, 8, [{"chain": (4, 8)}, {"chain": (8, 8)}, {"chain": (8, 16)}],
+                             num_classes=10)
+    if name == "searched_igcv1_c24_b2":
+        return cifar_network("igcv1", 24, 8, [{"k1": 2}, {"k1": 4}, {"k1": 8}], num_classes=10)
+    raise ValueError(name)
+
+
+def measure(mode: str, names: list[str], infer_names: list[str], repeats: int, steps: int, batch: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from igcnas.models import build_model
+    from igcnas.models.fast import optimize_for_inference, prepare_for_training
+
+    torch.manual_seed(0)
+    out: dict = {"mode": mode, "threads": torch.get_num_threads(), "train": {}, "infer": {}}
+    for name in names:
+        config = network(name)
+        shape = (config.in_channels, config.input_size, config.input_size)
+        model = build_model(config, seed=0)
+        fast = mode == "fast"
+        if fast:
+            prepare_for_training(model, shape, batch=batch)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+        x = torch.randn(batch, *shape)
+        y = torch.randint(0, config.num_classes, (batch,))
+        if fast:
+            x = x.to(memory_format=torch.channels_last)
+
+        def step() -> None:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        step()
+        step()  # warm-up
+        rates = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            rates.append(steps * batch / (time.perf_counter() - start))
+        out["train"][name] = rates
+    for name in infer_names:
+        config = network(name)
+        shape = (config.in_channels, config.input_size, config.input_size)
+        model = build_model(config, seed=0).eval()
+        out["infer"][name] = {}
+        for b in (1, 128):
+            runner = optimize_for_inference(model, shape, batch=b) if mode == "fast" else model
+            x = torch.randn(b, *shape)
+            if getattr(runner, "igcnas_variant", "").endswith("channels_last"):
+                x = x.to(memory_format=torch.channels_last)
+            n = 20 if b == 1 else 2
+            with torch.no_grad():
+                runner(x)
+                rates = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    for _ in range(n):
+                        runner(x)
+                    rates.append(n * b / (time.perf_counter() - start))
+            out["infer"][name][str(b)] = {"rates": rates, "variant": getattr(runner, "igcnas_variant", "reference")}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4, help="training steps per timed repeat")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--quick", action="store_true", help="only the two headline networks")
+    parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--worker", choices=["reference", "fast"], help=argparse.SUPPRESS)
+    parser.add_argument("--infer", default="all", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    from igcnas.search_space.zoo import ZOO
+
+    names = TRAIN_NETWORKS[:2] if args.quick else TRAIN_NETWORKS
+    infer = [n for n in ZOO if n != "igcv3_1.0"] + ["igcv3_1.0"]
+    if args.quick:
+        infer = ["igcv2_c64_d20", "xception_c35_d20"]
+    if args.worker:
+        print(json.dumps(measure(args.worker, names, infer, args.repeats, args.steps, args.batch)))
+        return 0
+
+    results = {}
+    for mode in ("reference", "fast"):  # separate processes: the allocator setting is process-wide
+        cmd = [sys.executable, __file__, "--worker", mode, "--repeats", str(args.repeats), "--steps", str(args.steps),
+               "--batch", str(args.batch)] + (["--quick"] if args.quick else [])
+        print(f"measuring {mode} ...", file=sys.stderr, flush=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+
+    def med(v):
+        return statistics.median(v)
+
+    ref, fast = results["reference"], results["fast"]
+    summary: dict = {"batch": args.batch, "threads": fast["threads"], "train": {}, "infer": {}}
+    print(f"training images/s (batch {args.batch}, {fast['threads']} threads; median [min-max] of "
+          f"{args.repeats} x {args.steps} steps)")
+    print(f"{'network':<24}{'reference':>22}{'fast':>22}{'speedup':>9}{'vs xception fast':>18}")
+    x_fast = med(fast["train"]["xception_c35_d20"])
+    for name in names:
+        r, f = ref["train"][name], fast["train"][name]
+        row = {"reference": {"median": med(r), "min": min(r), "max": max(r)},
+               "fast": {"median": med(f), "min": min(f), "max": max(f)},
+               "train_speedup_vs_reference": med(f) / med(r),
+               "train_ratio_vs_xception_c35_d20": med(f) / x_fast}
+        summary["train"][name] = row
+        print(f"{name:<24}{med(r):>8.1f} [{min(r):5.1f}-{max(r):5.1f}]{med(f):>8.1f} [{min(f):5.1f}-{max(f):5.1f}]"
+              f"{row['train_speedup_vs_reference']:>8.2f}x{row['train_ratio_vs_xception_c35_d20']:>17.2f}x")
+    print("\ninference images/s, fast / reference (variant chosen by timing)")
+    print(f"{'network':<26}{'batch 1':>22}{'batch 128':>22}")
+    slower = []
+    for name in infer:
+        cells = []
+        summary["infer"][name] = {}
+        for b in ("1", "128"):
+            r, f = ref["infer"][name][b]["rates"], fast["infer"][name][b]["rates"]
+            ratio = med(f) / med(r)
+            summary["infer"][name][b] = {"reference": med(r), "fast": med(f), "ratio": ratio,
+                                         "variant": fast["infer"][name][b]["variant"]}
+            if ratio < 0.95:
+                slower.append(f"{name}@{b}")
+            cells.append(f"{ratio:5.2f}x {fast['infer'][name][b]['variant'][:16]:>16}")
+        print(f"{name:<26}{cells[0]:>22}{cells[1]:>22}")
+    summary["inference_slower_than_reference"] = slower
+    key = summary["train"]["igcv2_c64_d20"]
+    summary["igcv2_c64_d20"] = {"train_speedup_vs_reference": key["train_speedup_vs_reference"],
+                                "train_ratio_vs_xception_c35_d20": key["train_ratio_vs_xception_c35_d20"]}
+    print(f"\nigcv2_c64_d20: train speedup vs reference {key['train_speedup_vs_reference']:.2f}x (target >= 3), "
+          f"vs Xception C35 d20 {key['train_ratio_vs_xception_c35_d20']:.2f}x (target >= 0.5); "
+          f"inference slower than reference (>5%): {slower or 'none'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
