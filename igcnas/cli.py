@@ -353,6 +353,11 @@ def _options_from_args(args: argparse.Namespace) -> Any:
         max_concurrent=args.max_concurrent,
         latency_objective=args.latency_objective,
         max_batches_per_epoch=args.max_batches_per_epoch,
+        total_trials=args.total_trials,
+        trial_timeout=args.trial_timeout,
+        trial_memory_mb=args.trial_memory_mb,
+        heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period,
     )
 
 
@@ -593,6 +598,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--latency-objective", action="store_true", help="add measured CPU latency as an objective")
     g = p.add_argument_group("search")
     g.add_argument("--n-trials", type=int, default=40, help="trained trials to add in this run (default 40)")
+    g.add_argument("--total-trials", type=int,
+                   help="instead: complete the study up to this many trained trials in all (resumable; any "
+                        "number of workers on one storage share the target and never exceed it)")
+    g.add_argument("--trial-timeout", type=float, help="fail a trial whose training runs longer (seconds)")
+    g.add_argument("--trial-memory-mb", type=float, help="fail a trial when the process's peak memory exceeds it")
+    g.add_argument("--heartbeat-interval", type=int, default=20,
+                   help="seconds between trial heartbeats; a killed worker's trial is failed and re-run after "
+                        "--grace-period (default 20)")
+    g.add_argument("--grace-period", type=int, default=60, help="seconds without heartbeat (default 60)")
     g.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     g.add_argument("--sampler", default="nsga2", help="nsga2 (default), tpe, nsga3, random, gp")
     g.add_argument("--seed", type=int, default=0, help="seed of the sampler, data split and training")

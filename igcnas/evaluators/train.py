@@ -21,7 +21,7 @@ from torch import nn
 
 from igcnas.evaluators.data import DataSplits, augment_batch, iterate_batches
 
-__all__ = ["TrainSettings", "TrainResult", "TrialDiverged", "train_model", "evaluate", "EpochCallback"]
+__all__ = ["TrainSettings", "TrainResult", "TrialDiverged", "TrialLimitExceeded", "train_model", "evaluate", "EpochCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,16 @@ EpochCallback = Callable[[int, float], None]  # (epoch, validation accuracy); ma
 
 class TrialDiverged(RuntimeError):
     """The loss became NaN or infinite; the trial is failed with this reason."""
+
+
+class TrialLimitExceeded(RuntimeError):
+    """The trial ran past its time or memory limit; the trial is failed with this reason."""
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +55,8 @@ class TrainSettings:
     progress: bool = False
     max_batches_per_epoch: int | None = None  # cap for tiny test budgets
     fast: bool = True  # channels_last, chain/composed chosen by timing, heap-kept buffers (same function)
+    time_limit_s: float | None = None  # wall time of training before the trial is failed
+    memory_limit_mb: float | None = None  # peak resident memory of the process before the trial is failed
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -127,6 +139,12 @@ def train_model(
                 loss = F.cross_entropy(model(xb), yb)
                 if not torch.isfinite(loss):
                     raise TrialDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, batch {batches + 1}")
+                if settings.time_limit_s is not None and time.perf_counter() - start > settings.time_limit_s:
+                    raise TrialLimitExceeded(f"time limit of {settings.time_limit_s:g} s exceeded at epoch "
+                                             f"{epoch + 1}, batch {batches + 1}")
+                if settings.memory_limit_mb is not None and _peak_rss_mb() > settings.memory_limit_mb:
+                    raise TrialLimitExceeded(f"memory limit of {settings.memory_limit_mb:g} MB exceeded "
+                                             f"(peak {_peak_rss_mb():.0f} MB)")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

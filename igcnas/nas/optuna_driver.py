@@ -66,6 +66,11 @@ class SearchOptions:
     save_weights: bool = True
     artifacts_dir: str | None = None
     write_dashboard: bool = True
+    total_trials: int | None = None  # study-wide target of completed trials (many workers, resuming)
+    heartbeat_interval: int = 20
+    grace_period: int = 60
+    trial_timeout: float | None = None  # seconds of training per trial before it is failed
+    trial_memory_mb: float | None = None  # peak resident memory per trial before it is failed
 
     def __post_init__(self) -> None:
         from igcnas.evaluators.data import DATASETS
@@ -88,6 +93,14 @@ class SearchOptions:
             raise ValueError("study name must not be empty")
         if self.address is not None and self.backend != "ray":
             raise ValueError("--address only applies to --backend ray")
+        if self.total_trials is not None and (not isinstance(self.total_trials, int) or self.total_trials < 1):
+            raise ValueError(f"total-trials must be an integer >= 1, got {self.total_trials!r}")
+        for name in ("trial_timeout", "trial_memory_mb"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name.replace('_', '-')} must be > 0, got {value!r}")
+        if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
+            raise ValueError("heartbeat interval must be >= 1 s and the grace period longer than it")
 
     @property
     def study_name(self) -> str:
@@ -128,7 +141,7 @@ class SearchOutcome:
     hypervolume: float
 
 
-def open_storage(url: str, *, heartbeat: bool = True) -> Any:
+def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 20, grace_period: int = 60) -> Any:
     """An Optuna RDB storage for ``url``; ValueError with a one-line reason when it cannot be used."""
     import optuna
     from sqlalchemy.engine import make_url
@@ -152,7 +165,8 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
-        kwargs.update(heartbeat_interval=20, grace_period=60, heartbeat_stale_trial_callback=retry)
+        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                      heartbeat_stale_trial_callback=retry)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         import warnings
@@ -242,7 +256,8 @@ def prepare(options: SearchOptions, *, sampler: Any = None) -> Prepared:
                          f"this space needs {bounds.min_macs:,} MACs")
     if not options.storage:
         options.run_dir.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(options.storage_url)
+    storage = open_storage(options.storage_url, heartbeat_interval=options.heartbeat_interval,
+                           grace_period=options.grace_period)
     study = open_study(storage, options.study_name, create=True, directions=options.directions,
                        sampler=sampler if sampler is not None else make_sampler(options.sampler, options.seed))
     attrs = study.user_attrs
@@ -274,6 +289,9 @@ def make_objective(prep: Prepared) -> Callable[[Any], Any]:
     options = prep.options
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        if options.total_trials is not None and not _has_slot(trial, options.total_trials):
+            trial.set_user_attr("status", "no_slot")
+            raise optuna.TrialPruned(f"the study already has (or is running) its {options.total_trials} trials")
         config = suggest_config(trial, prep.spec)
         pre = precheck(config, options.budget)
         for key, value in pre.attrs.items():
@@ -291,7 +309,8 @@ def make_objective(prep: Prepared) -> Callable[[Any], Any]:
 
         settings = TrainSettings(epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
                                  seed=options.seed + trial.number,
-                                 max_batches_per_epoch=options.max_batches_per_epoch)
+                                 max_batches_per_epoch=options.max_batches_per_epoch,
+                                 time_limit_s=options.trial_timeout, memory_limit_mb=options.trial_memory_mb)
         try:
             evaluation = evaluate_config(config, prep.data, train_settings=settings, budget=options.budget,
                                          measure_latency=options.measure_latency,
@@ -340,20 +359,53 @@ def store_weights(trial: Any, model: Any, artifacts: Path, *, file_path: Path | 
         return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
 
+def _has_slot(trial: Any, target: int) -> bool:
+    """Whether ``trial`` may run toward a study-wide target of ``target`` completed trials.
+
+    Trial numbers are handed out atomically by the storage, so deciding on the trials numbered
+    before this one (complete, or still running) lets any number of workers share one target
+    without ever completing more than ``target`` trials.
+    """
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    earlier = trial.study.get_trials(deepcopy=False, states=states)
+    return sum(1 for t in earlier if t.number < trial.number) < target
+
+
 class _StopAfter:
     """Stops the study once this run has completed ``n`` trained trials (or skipped far too many)."""
 
-    def __init__(self, n: int, start_number: int, max_skipped: int) -> None:
+    def __init__(self, n: int, start_number: int, max_skipped: int, total: int | None = None) -> None:
         self.n = n
         self.start_number = start_number
         self.max_skipped = max_skipped
+        self.total = total
         self.completed = 0
         self.skipped = 0
+        self.failed = 0
+        self.max_failed = max(10, 3 * n)
+        self.last_failure = ""
 
     def __call__(self, study: Any, trial: Any) -> None:
         import optuna
 
         if trial.number < self.start_number:
+            return
+        if trial.state == optuna.trial.TrialState.FAIL:
+            self.failed += 1
+            self.last_failure = str(trial.user_attrs.get("fail_reason") or trial.system_attrs.get("fail_reason"))
+            if self.failed >= self.max_failed:
+                study.stop()  # something is wrong with every trial: stop instead of looping
+                return
+        if self.total is not None:
+            complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+            if trial.state == optuna.trial.TrialState.COMPLETE:
+                self.completed += 1
+            if complete >= self.total:
+                study.stop()
+            elif trial.user_attrs.get("status") == "no_slot":
+                time.sleep(0.5)  # other workers hold the remaining slots: wait for them to finish or fail
             return
         if trial.state == optuna.trial.TrialState.COMPLETE:
             self.completed += 1
@@ -383,11 +435,28 @@ def run_search(options: SearchOptions, *, callbacks: list[Callable[[Any, Any], N
         cpus = os.cpu_count() or 1
         torch.set_num_threads(max(1, cpus // options.n_jobs))
         start_number = len(prep.study.get_trials(deepcopy=False))
-        stopper = _StopAfter(options.n_trials, start_number, max_skipped=max(200, 20 * options.n_trials))
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        prep.study.optimize(make_objective(prep), n_trials=None, timeout=options.timeout, n_jobs=options.n_jobs,
-                            catch=(Exception,), callbacks=[stopper, *(callbacks or [])], gc_after_trial=False)
+        stopper = _StopAfter(options.n_trials, start_number, max_skipped=max(200, 20 * options.n_trials),
+                             total=options.total_trials)
+        # Failed trials are reported by the caller with their reason; Optuna's own warning would add
+        # a traceback for every one of them.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        if options.total_trials is not None and len(prep.study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) >= options.total_trials:
+            return finish(prep, 0)
+        try:
+            prep.study.optimize(make_objective(prep), n_trials=None, timeout=options.timeout,
+                                n_jobs=options.n_jobs, catch=(Exception,), callbacks=[stopper, *(callbacks or [])],
+                                gc_after_trial=False)
+        except KeyboardInterrupt:
+            # Optuna has marked the running trial failed; write what exists, then stop.
+            log.warning("interrupted: the running trial is recorded as failed; run the same command to go on")
+            finish(prep, stopper.completed)
+            raise
         completed = stopper.completed
+        if stopper.completed == 0 and stopper.failed >= stopper.max_failed:
+            finish(prep, 0)
+            raise ValueError(f"{stopper.failed} trials failed and none completed; last reason: "
+                             f"{stopper.last_failure}")
         if stopper.completed == 0 and stopper.skipped >= stopper.max_skipped:
             raise ValueError(f"no configuration within the budget was found in {stopper.skipped} samples; "
                              "loosen --max-params/--max-macs/--max-latency-ms")

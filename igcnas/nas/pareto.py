@@ -77,7 +77,9 @@ def trials_frame(study: Any) -> pd.DataFrame:
             "feasible": all(v <= 0.0 for v in constraints.values()),
             "constraints": json.dumps(constraints),
             "status": attrs.get("status", t.state.name.lower()),
-            "fail_reason": t.system_attrs.get("fail_reason") or attrs.get("fail_reason"),
+            "fail_reason": t.system_attrs.get("fail_reason") or attrs.get("fail_reason") or (
+                "stopped without finishing (process killed or interrupted; no heartbeat)"
+                if t.state.name == "FAIL" else None),
             "datetime_start": t.datetime_start,
             "datetime_complete": t.datetime_complete,
             "duration_s": t.duration.total_seconds() if t.duration else math.nan,

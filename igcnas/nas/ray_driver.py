@@ -220,7 +220,9 @@ def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | N
             tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=options.n_trials,
                                         time_budget_s=options.timeout),
             run_config=tune.RunConfig(name=f"{options.study_name}-ray",
-                                      storage_path=str((options.run_dir / "ray").resolve()), verbose=0),
+                                      storage_path=str((options.run_dir / "ray").resolve()), verbose=0,
+                                      # a trial lost with its node is retried once, then recorded as failed
+                                      failure_config=tune.FailureConfig(max_failures=1)),
         )
         tuner.fit()
     finally:

@@ -92,3 +92,4 @@ def test_unreachable_ray_address_is_a_clear_error(tmp_path, capsys):
                  "--output-dir", str(tmp_path)])
     err = capsys.readouterr()[1]
     assert code == 2 and "cannot connect to the Ray cluster" in err
+
