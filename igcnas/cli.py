@@ -523,6 +523,26 @@ def cmd_pick(args: argparse.Namespace) -> int:
         print(f"  {label}: {path}")
     return 0
 
+def cmd_proxy_check(args: argparse.Namespace) -> int:
+    from igcnas.nas.proxy import proxy_check
+
+    def row(r: dict[str, Any]) -> None:
+        print(f"  {r['short']:.4f} -> {r['long']:.4f}  params {_fmt_int(r['params']):>9}  {r['structure']}",
+              flush=True)
+
+    print(f"training {args.n_configs} configurations for {args.short_epochs} and {args.long_epochs} epochs on "
+          f"{args.dataset} (val acc short -> long):")
+    result = proxy_check(dataset=args.dataset, data_dir=args.data_dir, n_configs=args.n_configs,
+                         short_epochs=args.short_epochs, long_epochs=args.long_epochs, seed=args.seed,
+                         families=tuple(args.family) if args.family else None,
+                         max_batches_per_epoch=args.max_batches_per_epoch, on_row=row)
+    verdict = ("a trustworthy proxy" if result.tau >= 0.6 else "a rough proxy" if result.tau >= 0.3
+               else "not a trustworthy proxy: search with more epochs")
+    print(f"Kendall tau between the {result.short_epochs}-epoch and {result.long_epochs}-epoch rankings: "
+          f"{result.tau:.3f} (p = {result.p_value:.3g}) -> {result.short_epochs} epochs is {verdict}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------- main
 
 
@@ -664,6 +684,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data folder, for data sets that need one")
     p.add_argument("--seed", type=int, default=0, help="seed of the data split and of retraining")
     p.set_defaults(func=cmd_pick)
+
+    p = sub.add_parser("proxy-check", help="is short training a trustworthy proxy? (Kendall tau)",
+                       description="Train about 10 sampled configurations at the search fidelity and at a longer "
+                                   "one and print Kendall's tau between the two rankings by validation accuracy.")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--family", action="append", help="restrict to a family (repeatable)")
+    p.add_argument("--n-configs", type=int, default=10)
+    p.add_argument("--short-epochs", type=int, default=4, help="the search fidelity (default 4, as igc-nas search)")
+    p.add_argument("--long-epochs", type=int, default=16)
+    p.add_argument("--max-batches-per-epoch", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_proxy_check)
     return parser
 
 
