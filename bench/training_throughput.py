@@ -7,7 +7,7 @@ default allocator); the fast configuration runs in a second process
 buffers; BN folded for inference). Both processes measure the same networks
 with the same seeds, one after the other, and the parent prints ratios.
 
-    python bench/training_throughput.py [--repeats 3] [--steps 4] [--json PATH] [--quick]
+    python bench/training_throughput.py [--rounds 3] [--repeats 3] [--steps 4] [--json PATH] [--quick]
 """
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=4, help="training steps per timed repeat")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--quick", action="store_true", help="only the two headline networks")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating reference/fast rounds (default 3)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--worker", choices=["reference", "fast"], help=argparse.SUPPRESS)
     parser.add_argument("--infer", default="all", help=argparse.SUPPRESS)
@@ -119,16 +120,29 @@ def main() -> int:
     if args.quick:
         infer = ["igcv2_c64_d20", "xception_c35_d20"]
     if args.worker:
+        if args.infer == "none":
+            infer = []
         print(json.dumps(measure(args.worker, names, infer, args.repeats, args.steps, args.batch)))
         return 0
 
-    results = {}
-    for mode in ("reference", "fast"):  # separate processes: the allocator setting is process-wide
-        cmd = [sys.executable, __file__, "--worker", mode, "--repeats", str(args.repeats), "--steps", str(args.steps),
-               "--batch", str(args.batch)] + (["--quick"] if args.quick else [])
-        print(f"measuring {mode} ...", file=sys.stderr, flush=True)
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    # Separate processes (the allocator setting is process-wide), alternated over rounds so that drift in a
+    # shared machine's load hits both sides alike; inference is measured in the first round only.
+    results: dict = {}
+    for round_ in range(args.rounds):
+        order = ("reference", "fast") if round_ % 2 == 0 else ("fast", "reference")
+        for mode in order:
+            cmd = [sys.executable, __file__, "--worker", mode, "--repeats", str(args.repeats), "--steps",
+                   str(args.steps), "--batch", str(args.batch)] + (["--quick"] if args.quick else [])
+            if round_ > 0:
+                cmd += ["--infer", "none"]
+            print(f"round {round_ + 1}/{args.rounds}: measuring {mode} ...", file=sys.stderr, flush=True)
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            part = json.loads(done.stdout.strip().splitlines()[-1])
+            if mode not in results:
+                results[mode] = part
+            else:
+                for name, rates in part["train"].items():
+                    results[mode]["train"][name] += rates
 
     def med(v):
         return statistics.median(v)
@@ -136,7 +150,7 @@ def main() -> int:
     ref, fast = results["reference"], results["fast"]
     summary: dict = {"batch": args.batch, "threads": fast["threads"], "train": {}, "infer": {}}
     print(f"training images/s (batch {args.batch}, {fast['threads']} threads; median [min-max] of "
-          f"{args.repeats} x {args.steps} steps)")
+          f"{args.rounds} rounds x {args.repeats} repeats x {args.steps} steps)")
     print(f"{'network':<24}{'reference':>22}{'fast':>22}{'speedup':>9}{'vs xception fast':>18}")
     x_fast = med(fast["train"]["xception_c35_d20"])
     for name in names:
