@@ -67,7 +67,7 @@
           customdata: [t ? [[t.number, t.structure, t.val_accuracy, t.params, t.macs]] : []],
         }, [idx]);
       }
-      const base = (IGC.figures[fig].layout.shapes || []).slice();
+      const base = (IGC.baseShapes[fig] || []).slice();
       if (limit !== null) {
         const xs = IGC.payload.trials.map(function (tr) { return tr[key] || 0; });
         const far = Math.max(limit, Math.max.apply(null, xs.concat([1]))) * 3;
@@ -171,8 +171,11 @@
       (p.n_complete ? "" : " No completed trials yet: the plots fill in as the search runs.");
     el("latency-control").style.display = p.latency_measured ? "" : "none";
     IGC.timings = {};
+    IGC.baseShapes = {};
     Object.keys(data.figures).forEach(function (key) {
       const fig = data.figures[key];
+      // Plotly keeps (and relayout mutates) the layout it is given: remember the figure's own shapes.
+      IGC.baseShapes[key] = JSON.parse(JSON.stringify(fig.layout.shapes || []));
       const started = performance.now();
       Plotly.react(el(key), fig.data, fig.layout, { responsive: true, displaylogo: false });
       IGC.timings[key] = Math.round(performance.now() - started);

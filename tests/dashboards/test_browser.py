@@ -90,6 +90,10 @@ def test_live_dashboard_front_budget_pick_and_screenshot(browser, live_server, s
         argv += ["--max-macs", macs] if macs else []
         assert main(argv) == 0
         assert capsys.readouterr()[0].startswith(f"picked trial {expected}:")
+    # Only the current budget is shaded: the params budget was cleared, the MACs one is set.
+    shaded = "(id) => (document.getElementById(id).layout.shapes || []).filter(s => s.name === 'over-budget').length"
+    assert page.evaluate(shaded, "pareto-params") == 0
+    assert page.evaluate(shaded, "pareto-macs") == 1
     page.click("#front-table tbody tr >> nth=0")
     page.wait_for_function("document.getElementById('details-title').textContent.startsWith('Trial')")
     assert page.locator("#drawing svg rect").count() > 0
