@@ -316,15 +316,20 @@ def cmd_count(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------- search
 
 
-def _options_from_args(args: argparse.Namespace) -> Any:
-    from igcnas.nas.optuna_driver import SearchOptions
+def _budget_from_args(args: argparse.Namespace) -> Any:
     from igcnas.nas.space import Budget, parse_count
 
-    budget = Budget(
+    return Budget(
         max_params=parse_count(args.max_params, "--max-params"),
         max_macs=parse_count(args.max_macs, "--max-macs"),
         max_latency_ms=parse_count(args.max_latency_ms, "--max-latency-ms"),
     )
+
+
+def _options_from_args(args: argparse.Namespace) -> Any:
+    from igcnas.nas.optuna_driver import SearchOptions
+
+    budget = _budget_from_args(args)
     if args.data_dir is not None and not Path(args.data_dir).expanduser().exists() and not args.download:
         raise UsageError(f"--data-dir {args.data_dir!r} does not exist")
     return SearchOptions(
@@ -490,13 +495,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_pick(args: argparse.Namespace) -> int:
     from igcnas.nas.pareto import pareto_front, trials_frame
     from igcnas.nas.pick import NothingFits, choose, export_model
-    from igcnas.nas.space import Budget, parse_count
 
-    budget = Budget(
-        max_params=parse_count(args.max_params, "--max-params"),
-        max_macs=parse_count(args.max_macs, "--max-macs"),
-        max_latency_ms=parse_count(args.max_latency_ms, "--max-latency-ms"),
-    )
+    budget = _budget_from_args(args)
     if args.retrain_epochs is not None and args.retrain_epochs < 1:
         raise UsageError(f"--retrain-epochs must be >= 1, got {args.retrain_epochs}")
     _, study = _open_existing_study(args.storage, args.study)

@@ -18,7 +18,7 @@ from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.enumerate import arch_id
 from igcnas.search_space.families import Interleaved, get_family
 
-__all__ = ["Evaluation", "evaluate_config", "describe_structure", "precheck"]
+__all__ = ["Evaluation", "evaluate_config", "describe_structure", "precheck", "suggest_and_record"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,19 @@ def precheck(config: NetworkConfig, budget: Budget) -> Evaluation:
         )
     return Evaluation(config=config, status=status, attrs=attrs, constraints=constraints, params=costs.params,
                       macs=costs.macs, reason=reason)
+
+
+def suggest_and_record(trial: Any, spec: Any, budget: Budget) -> Evaluation:
+    """Both backends' first step: a valid config from the trial, its closed-form costs and budget slack
+    recorded on the trial (user attributes and ``trial.set_constraint``)."""
+    from igcnas.nas.space import suggest_config
+
+    pre = precheck(suggest_config(trial, spec), budget)
+    for key, value in pre.attrs.items():
+        trial.set_user_attr(key, value)
+    for key, value in pre.constraints.items():
+        trial.set_constraint(key, value)
+    return pre
 
 
 def evaluate_config(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from igcnas.nas.space import Budget, SearchSpec, space_bounds, suggest_config
+from igcnas.nas.space import Budget, SearchSpec, space_bounds
 
 __all__ = ["SearchOptions", "SearchOutcome", "SAMPLERS", "open_storage", "open_study", "make_sampler",
            "run_search", "prepare", "DIRECTIONS", "OBJECTIVE_NAMES"]
@@ -284,7 +284,7 @@ def make_objective(prep: Prepared) -> Callable[[Any], Any]:
     import optuna
 
     from igcnas.evaluators.train import TrainSettings
-    from igcnas.nas.objective import evaluate_config, precheck
+    from igcnas.nas.objective import evaluate_config, suggest_and_record
 
     options = prep.options
 
@@ -292,12 +292,8 @@ def make_objective(prep: Prepared) -> Callable[[Any], Any]:
         if options.total_trials is not None and not _has_slot(trial, options.total_trials):
             trial.set_user_attr("status", "no_slot")
             raise optuna.TrialPruned(f"the study already has (or is running) its {options.total_trials} trials")
-        config = suggest_config(trial, prep.spec)
-        pre = precheck(config, options.budget)
-        for key, value in pre.attrs.items():
-            trial.set_user_attr(key, value)
-        for key, value in pre.constraints.items():
-            trial.set_constraint(key, value)
+        pre = suggest_and_record(trial, prep.spec, options.budget)
+        config = pre.config
         if pre.status == "over_budget":
             trial.set_user_attr("status", "over_budget")
             raise optuna.TrialPruned(pre.reason)

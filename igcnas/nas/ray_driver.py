@@ -85,17 +85,11 @@ class _DefineByRun:
         self.spec, self.budget, self.run = spec, budget, run
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        from igcnas.nas.objective import precheck
-        from igcnas.nas.space import suggest_config
+        from igcnas.nas.objective import suggest_and_record
         from igcnas.search_space.config import config_to_dict
 
-        config = suggest_config(trial, self.spec)
-        pre = precheck(config, self.budget)
-        for key, value in pre.attrs.items():
-            trial.set_user_attr(key, value)
-        for key, value in pre.constraints.items():
-            trial.set_constraint(key, value)
-        return {"igcnas_config": config_to_dict(config), "igcnas_status": pre.status,
+        pre = suggest_and_record(trial, self.spec, self.budget)
+        return {"igcnas_config": config_to_dict(pre.config), "igcnas_status": pre.status,
                 "igcnas_number": trial.number, "igcnas_run": self.run}
 
 
