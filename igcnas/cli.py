@@ -359,6 +359,7 @@ def _options_from_args(args: argparse.Namespace) -> Any:
         latency_objective=args.latency_objective,
         max_batches_per_epoch=args.max_batches_per_epoch,
         total_trials=args.total_trials,
+        seed_balanced=not args.no_seed_balanced,
         trial_timeout=args.trial_timeout,
         trial_memory_mb=args.trial_memory_mb,
         heartbeat_interval=args.heartbeat_interval,
@@ -630,6 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     g.add_argument("--sampler", default="nsga2", help="nsga2 (default), tpe, nsga3, random, gp")
     g.add_argument("--seed", type=int, default=0, help="seed of the sampler, data split and training")
+    g.add_argument("--no-seed-balanced", action="store_true",
+                   help="do not start a new study with the balance-condition IGC-V2 and Xception networks")
     g.add_argument("--epochs", type=int, default=4, help="training epochs per trial (default 4)")
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD, Nesterov, cosine)")

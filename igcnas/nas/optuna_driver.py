@@ -71,6 +71,7 @@ class SearchOptions:
     grace_period: int = 60
     trial_timeout: float | None = None  # seconds of training per trial before it is failed
     trial_memory_mb: float | None = None  # peak resident memory per trial before it is failed
+    seed_balanced: bool = True  # enqueue the balance-condition networks when the study is new
 
     def __post_init__(self) -> None:
         from igcnas.evaluators.data import DATASETS
@@ -274,6 +275,11 @@ def prepare(options: SearchOptions, *, sampler: Any = None) -> Prepared:
         study.set_user_attr(SPEC_ATTR, spec.as_dict())
         study.set_user_attr("igcnas:objectives", list(OBJECTIVE_NAMES) +
                             (["latency_ms"] if options.latency_objective else []))
+        if options.seed_balanced and not study.get_trials(deepcopy=False):
+            from igcnas.nas.space import seed_params
+
+            for params in seed_params(spec):
+                study.enqueue_trial(params, skip_if_exists=True)
     if options.save_weights and attrs.get(ARTIFACTS_ATTR) != str(options.artifacts_path.resolve()):
         study.set_user_attr(ARTIFACTS_ATTR, str(options.artifacts_path.resolve()))
     return Prepared(options, spec, data, storage, study, reference)
@@ -430,7 +436,9 @@ def run_search(options: SearchOptions, *, callbacks: list[Callable[[Any, Any], N
     else:
         cpus = os.cpu_count() or 1
         torch.set_num_threads(max(1, cpus // options.n_jobs))
-        start_number = len(prep.study.get_trials(deepcopy=False))
+        # Trials numbered from here on are this run's (enqueued seeds are waiting trials with lower numbers).
+        start_number = len([t for t in prep.study.get_trials(deepcopy=False)
+                            if t.state != optuna.trial.TrialState.WAITING])
         stopper = _StopAfter(options.n_trials, start_number, max_skipped=max(200, 20 * options.n_trials),
                              total=options.total_trials)
         # Failed trials are reported by the caller with their reason; Optuna's own warning would add

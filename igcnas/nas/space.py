@@ -23,7 +23,7 @@ from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.enumerate import block_options
 from igcnas.search_space.families import FAMILIES, get_family
 
-__all__ = ["SearchSpec", "Budget", "parse_count", "suggest_config", "option_label", "space_bounds",
+__all__ = ["SearchSpec", "Budget", "parse_count", "suggest_config", "option_label", "space_bounds", "seed_params",
            "DEFAULT_FAMILIES"]
 
 DEFAULT_FAMILIES = tuple(FAMILIES)
@@ -165,6 +165,40 @@ def suggest_config(trial: Any, spec: SearchSpec) -> NetworkConfig:
             label = trial.suggest_categorical(f"{family}.s{i}@C{stage_width}", labels)
         choices.append(subset[labels.index(label)])
     return spec.build(family, width, blocks, choices)
+
+
+def seed_params(spec: SearchSpec, *, max_seeds: int = 6) -> list[dict[str, Any]]:
+    """Parameters of the balance-condition networks, to enqueue before sampling starts.
+
+    For IGC-V2 at each width (and the smallest block count), every stage takes its complementary
+    factorisation closest to the balance condition (lowest params/bound of the 1x1 chain, then
+    fewer convolutions); Xception at the same widths comes along as the paper's baseline. Only
+    valid configurations are produced, named exactly as :func:`suggest_config` names them.
+    """
+    from igcnas.search_space.conditions import check_balance
+    from igcnas.search_space.families import get_family
+
+    seeds: list[dict[str, Any]] = []
+    blocks = min(spec.blocks)
+    widths = sorted(spec.widths)
+    picks = [widths[len(widths) // 2], widths[-1], widths[0]]
+    for width in dict.fromkeys(picks):
+        if "igcv2" in spec.families and ("igcv2", width) in spec.cells():
+            params: dict[str, Any] = {"family": "igcv2", "width@igcv2": width, "blocks": blocks}
+            for i, options in enumerate(spec.stage_options("igcv2", width)):
+                stage_width = width * 2**i
+                structure = [get_family("igcv2").structure(StageConfig(width=stage_width, blocks=1, **o))
+                             for o in options]
+                best = min(range(len(options)), key=lambda j: (
+                    check_balance(structure[j], stage_width).pointwise_excess or 0.0, len(options[j]["chain"])))
+                if len(options) > 1:
+                    l_value = len(options[best]["chain"]) + 1
+                    params[f"igcv2.s{i}.L@C{stage_width}"] = l_value
+                    params[f"igcv2.s{i}.K@C{stage_width}.L{l_value}"] = option_label(options[best])
+            seeds.append(params)
+        if "xception" in spec.families and ("xception", width) in spec.cells():
+            seeds.append({"family": "xception", "width@xception": width, "blocks": blocks})
+    return seeds[:max_seeds]
 
 
 @dataclass

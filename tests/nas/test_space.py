@@ -55,3 +55,29 @@ def test_space_bounds_are_exact_on_a_small_space():
     assert bounds.max_params == max(c.params for c in costs)
     assert bounds.min_macs == min(c.macs for c in costs)
     assert bounds.max_macs == max(c.macs for c in costs)
+
+
+def test_seed_params_are_valid_balanced_configs_in_suggest_names():
+    from igcnas.nas.space import seed_params
+    from igcnas.search_space.conditions import check_balance, check_complementary
+
+    spec = SearchSpec(widths=(8, 16, 32), input_size=8, in_channels=1)
+    seeds = seed_params(spec)
+    assert {p["family"] for p in seeds} == {"igcv2", "xception"}
+    study = optuna.create_study(directions=["maximize"])
+    for params in seeds:
+        study.enqueue_trial(params)
+    for params in seeds:
+        trial = study.ask()
+        config = suggest_config(trial, spec)
+        assert trial.params == params  # every enqueued value was used: nothing resampled
+        if config.family == "igcv2":
+            family = get_family("igcv2")
+            for i, stage in enumerate(config.stages):
+                structure = family.structure(stage, i)
+                assert check_complementary(structure, stage.width).complementary
+                others = [o for o in spec.stage_options("igcv2", config.stages[0].width)[i]]
+                best = min(check_balance(family.structure(type(stage)(width=stage.width, blocks=1, **o)),
+                                         stage.width).pointwise_excess for o in others)
+                assert check_balance(structure, stage.width).pointwise_excess == pytest.approx(best)
+        study.tell(trial, 0.0)
