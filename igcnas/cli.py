@@ -422,11 +422,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    from igcnas.nas.optuna_driver import open_storage, open_study
     from igcnas.nas.pareto import export_trials, pareto_front, trials_frame
 
-    storage = open_storage(args.storage, heartbeat=False)
-    study = open_study(storage, args.study, create=False)
+    _, study = _open_existing_study(args.storage, args.study)
     df = trials_frame(study)
     table = pareto_front(df) if args.pareto else df
     if args.csv:

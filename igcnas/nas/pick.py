@@ -188,9 +188,9 @@ def export_model(
             f"- MACs: {int(trial_row['macs']):,} (FLOPs = 2 x MACs = {2 * int(trial_row['macs']):,})",
             f"- validation accuracy (search): {float(trial_row['val_accuracy']):.4f}",
             f"- validation accuracy (exported weights): {val_accuracy:.4f}",
-            f"- test accuracy (exported weights): "
+            "- test accuracy (exported weights): "
             + ("n/a (no test split)" if test_accuracy is None else f"{test_accuracy:.4f}"),
-            f"- weights: " + (f"retrained for {retrain_epochs} epochs" if retrain_epochs else "the trial's own"),
+            "- weights: " + (f"retrained for {retrain_epochs} epochs" if retrain_epochs else "the trial's own"),
             f"- budget: {json.dumps({k: v for k, v in budget.as_dict().items() if v is not None})}",
             f"- position on the Pareto front: {position} of {len(rank)} by accuracy" if position else
             "- position on the Pareto front: not on the front",

@@ -20,7 +20,7 @@ from typing import Any
 
 from igcnas.search_space.config import NetworkConfig, StageConfig
 from igcnas.search_space.costs import closed_form_costs
-from igcnas.search_space.enumerate import block_options
+from igcnas.search_space.enumerate import template_network, template_options
 from igcnas.search_space.families import FAMILIES, get_family
 
 __all__ = ["SearchSpec", "Budget", "parse_count", "suggest_config", "option_label", "space_bounds", "seed_params",
@@ -107,19 +107,12 @@ class SearchSpec:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
     def stage_options(self, family: str, width: int) -> list[list[dict[str, Any]]]:
-        return [
-            block_options(family, width * 2**i, max_l=self.max_l, c_in=width * 2 ** max(i - 1, 0))
-            for i in range(self.num_stages)
-        ]
+        return template_options(family, width, num_stages=self.num_stages, max_l=self.max_l)
 
     def build(self, family: str, width: int, blocks: int, choices: list[dict[str, Any]]) -> NetworkConfig:
-        stages = tuple(
-            StageConfig(width=width * 2**i, blocks=blocks, stride=1 if i == 0 else 2, **choices[i])
-            for i in range(self.num_stages)
-        )
-        return NetworkConfig(family=family, stages=stages, stem_width=width, stem_stride=self.stem_stride,
-                             num_classes=self.num_classes, input_size=self.input_size,
-                             in_channels=self.in_channels)
+        return template_network(family, width, blocks, choices, num_classes=self.num_classes,
+                                input_size=self.input_size, in_channels=self.in_channels,
+                                stem_stride=self.stem_stride)
 
     def cells(self) -> list[tuple[str, int]]:
         """(family, width) pairs with at least one valid network."""

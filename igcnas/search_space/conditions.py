@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from igcnas.search_space.families import BlockStructure, Interleaved, Inverted
+from igcnas.search_space.families import BlockStructure, Interleaved
 from igcnas.search_space.plan import ConvOp, InterleavedPlan, InvertedPlan, resolve_interleaved, resolve_inverted
 
 if TYPE_CHECKING:

@@ -25,7 +25,8 @@ from igcnas.search_space.config import NetworkConfig, StageConfig
 from igcnas.search_space.families import FAMILIES, Interleaved, _divisors, get_family, igcv2_star_l
 from igcnas.search_space.plan import InterleavedPlan, resolve, resolve_interleaved, resolve_inverted
 
-__all__ = ["ordered_factorizations", "block_options", "SpaceSpec", "DesignSpace", "arch_id"]
+__all__ = ["ordered_factorizations", "block_options", "template_options", "template_network", "SpaceSpec",
+           "DesignSpace", "arch_id"]
 
 
 def ordered_factorizations(n: int, *, min_factor: int = 2, max_parts: int | None = None) -> list[tuple[int, ...]]:
@@ -101,6 +102,23 @@ def _options(family: str, width: int, max_l: int) -> list[dict[str, Any]]:
     raise ValueError(f"no enumeration rule for family {family!r}")
 
 
+def template_options(family: str, width: int, *, num_stages: int, max_l: int) -> list[list[dict[str, Any]]]:
+    """Per-stage options of the stage template (widths x1, x2, x4...; stage i > 0 receives width * 2**(i-1))."""
+    return [block_options(family, width * 2**i, max_l=max_l, c_in=width * 2 ** max(i - 1, 0))
+            for i in range(num_stages)]
+
+
+def template_network(family: str, width: int, blocks: int, choices: list[dict[str, Any]], *, num_classes: int,
+                     input_size: int, in_channels: int, stem_stride: int) -> NetworkConfig:
+    """The stage template with one option per stage: stem at ``width``, stride 2 from the second stage."""
+    stages = tuple(
+        StageConfig(width=width * 2**i, blocks=blocks, stride=1 if i == 0 else 2, **choice)
+        for i, choice in enumerate(choices)
+    )
+    return NetworkConfig(family=family, stages=stages, stem_width=width, stem_stride=stem_stride,
+                         num_classes=num_classes, input_size=input_size, in_channels=in_channels)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SpaceSpec:
     """The template every sampled network follows, and the ranges searched."""
@@ -156,10 +174,11 @@ class DesignSpace:
         """
         out = []
         fam = get_family(family)
-        for i in range(self.spec.num_stages):
+        per_stage = template_options(family, width, num_stages=self.spec.num_stages, max_l=self.spec.max_l)
+        for i, options in enumerate(per_stage):
             c_out, c_in = width * 2**i, width * 2 ** max(i - 1, 0)
             seen, kept = set(), []
-            for option in block_options(family, c_out, max_l=self.spec.max_l, c_in=c_in):
+            for option in options:
                 structure = fam.structure(StageConfig(width=c_out, blocks=1, **option))
                 key: Any = structure
                 if self.spec.blocks_per_stage == 1 and c_in != c_out and isinstance(structure, Interleaved):
@@ -181,21 +200,10 @@ class DesignSpace:
         return counts
 
     def build(self, family: str, width: int, choices: list[dict[str, Any]]) -> NetworkConfig:
-        stages = tuple(
-            StageConfig(width=width * 2**i, blocks=self.spec.blocks_per_stage, stride=1 if i == 0 else 2,
-                        **choices[i])
-            for i in range(self.spec.num_stages)
-        )
-        return NetworkConfig(
-            family=family,
-            stages=stages,
-            stem_width=width,
-            stem_stride=self.spec.stem_stride,
-            num_classes=self.spec.num_classes,
-            input_size=self.spec.input_size,
-            in_channels=self.spec.in_channels,
-            head_width=None,
-        )
+        spec = self.spec
+        return template_network(family, width, spec.blocks_per_stage, choices, num_classes=spec.num_classes,
+                                input_size=spec.input_size, in_channels=spec.in_channels,
+                                stem_stride=spec.stem_stride)
 
     def __getitem__(self, index: int) -> NetworkConfig:
         if not 0 <= index < self.count():
