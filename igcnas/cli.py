@@ -360,6 +360,9 @@ def _options_from_args(args: argparse.Namespace) -> Any:
         max_batches_per_epoch=args.max_batches_per_epoch,
         total_trials=args.total_trials,
         seed_balanced=not args.no_seed_balanced,
+        early_stopping=not args.no_early_stopping,
+        eta=args.eta,
+        min_epochs=args.min_epochs,
         trial_timeout=args.trial_timeout,
         trial_memory_mb=args.trial_memory_mb,
         heartbeat_interval=args.heartbeat_interval,
@@ -373,6 +376,9 @@ def _trial_line(study: Any, trial: Any) -> None:
     if trial.state.name == "COMPLETE" and trial.values:
         acc, params, macs = trial.values[:3]
         text = f"val acc {acc:.4f}  params {_fmt_int(params)}  MACs {_fmt_int(macs)}"
+    elif trial.state.name == "PRUNED" and attrs.get("status") == "stopped_early":
+        rung = attrs.get("stopped_at_epoch")
+        text = f"stopped early at epoch {rung}: val acc {(attrs.get('curve') or [0])[-1]:.4f}, dominated at the rung"
     elif trial.state.name == "PRUNED":
         text = "not trained: over budget"
     else:
@@ -398,6 +404,15 @@ def _print_front(front: Any, limit: int = 30) -> None:
         print(f"... {len(front) - limit} more on the front")
 
 
+def _rungs_text(options: Any) -> str:
+    schedule = options.rung_schedule
+    if schedule is None:
+        return "off"
+    if not schedule.rungs:
+        return f"on, but no rung below {options.epochs} epochs"
+    return "at epochs " + ", ".join(map(str, schedule.rungs))
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from igcnas.nas.optuna_driver import run_search
 
@@ -407,7 +422,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         existing = len(prep.study.get_trials(deepcopy=False))
         print(f"igc-nas search: study {options.study_name!r} ({existing} earlier trials) in {options.storage_url}; "
               f"{options.backend} backend, {options.sampler} sampler, {options.n_trials} trials of "
-              f"{options.epochs} epochs on {options.dataset}", file=sys.stderr, flush=True)
+              f"{options.epochs} epochs on {options.dataset}; early stopping "
+              f"{_rungs_text(options)}",
+              file=sys.stderr, flush=True)
 
     outcome = run_search(options, callbacks=[_trial_line], on_ready=ready)
     print(f"Pareto front of study {options.study_name!r} (feasible, non-dominated; "
@@ -616,7 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-latency-ms", help="CPU latency budget at batch 1 (measured)")
     g.add_argument("--latency-objective", action="store_true", help="add measured CPU latency as an objective")
     g = p.add_argument_group("search")
-    g.add_argument("--n-trials", type=int, default=40, help="trained trials to add in this run (default 40)")
+    g.add_argument("--n-trials", type=int, default=40,
+                   help="trials to train in this run, to the end or stopped early (default 40)")
     g.add_argument("--total-trials", type=int,
                    help="instead: complete the study up to this many trained trials in all (resumable; any "
                         "number of workers on one storage share the target and never exceed it)")
@@ -632,6 +650,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-seed-balanced", action="store_true",
                    help="do not start a new study with the balance-condition IGC-V2 and Xception networks")
     g.add_argument("--epochs", type=int, default=4, help="training epochs per trial (default 4)")
+    g.add_argument("--no-early-stopping", action="store_true",
+                   help="train every trial for all --epochs. By default trials are trained in rungs (epochs "
+                        "--min-epochs * eta**k) and stop at a rung when more trials there dominate them on "
+                        "(accuracy at the rung, params, MACs) than dominate the best 1/eta (multi-objective "
+                        "successive halving); stopped trials are recorded as pruned with their rung accuracy")
+    g.add_argument("--eta", type=int, default=3, help="early stopping: rung spacing and 1/eta quota (default 3)")
+    g.add_argument("--min-epochs", type=int, default=1, help="early stopping: epochs at the first rung (default 1)")
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD, Nesterov, cosine)")
     g.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process (optuna backend)")

@@ -98,20 +98,26 @@ def _time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+# Timings are kept for the process's lifetime: a search builds many networks that share block shapes,
+# and a decision depends only on the shape, batch, memory format, threads and dtype in the key.
+_CHOICES: dict[tuple, str] = {}
+
+
 def choose_strategies(model: nn.Module, input_shape: tuple[int, int, int], *, batch: int = 32,
                       training: bool = True, channels_last: bool = True, repeats: int = 3) -> dict[str, int]:
     """Time chain vs composed once per distinct block shape and keep the faster for each block.
 
     Only the blocks' own work is timed (random inputs of the block's input shape), so this costs a
-    few milliseconds per distinct shape. Returns how many blocks got each strategy.
+    few milliseconds per distinct shape, once per process. Returns how many blocks got each strategy.
     """
-    shapes: dict[tuple, str] = {}
+    shapes = _CHOICES
     sizes = _block_input_sizes(model, input_shape)
     counts = {s: 0 for s in STRATEGIES}
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for block in _chain_blocks(model):
         c_in, size = sizes[id(block)]
-        key = (block.plan, size, training)
+        key = (block.plan, c_in, size, training, batch, channels_last, torch.get_num_threads(),
+               next(block.parameters()).dtype)
         if key not in shapes:
             probe = copy.deepcopy(block).train(training)
             x = torch.randn(batch, c_in, size, size).to(memory_format=fmt).requires_grad_(training)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from igcnas.nas.early_stopping import RungSchedule, fidelity_key
 from igcnas.nas.space import Budget, SearchSpec, space_bounds
 
 __all__ = ["SearchOptions", "SearchOutcome", "SAMPLERS", "open_storage", "open_study", "make_sampler",
@@ -71,7 +72,10 @@ class SearchOptions:
     grace_period: int = 60
     trial_timeout: float | None = None  # seconds of training per trial before it is failed
     trial_memory_mb: float | None = None  # peak resident memory per trial before it is failed
-    seed_balanced: bool = True  # enqueue the balance-condition networks when the study is new
+    seed_balanced: bool = True  # enqueue the balance-condition and zoo networks when the study is new
+    early_stopping: bool = True  # multi-objective successive halving (see igcnas.nas.early_stopping)
+    eta: int = 3  # rung spacing and promotion quota (the best 1/eta of a rung go on)
+    min_epochs: int = 1  # epochs at the first rung
 
     def __post_init__(self) -> None:
         from igcnas.evaluators.data import DATASETS
@@ -102,6 +106,18 @@ class SearchOptions:
                 raise ValueError(f"{name.replace('_', '-')} must be > 0, got {value!r}")
         if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
             raise ValueError("heartbeat interval must be >= 1 s and the grace period longer than it")
+        self.rung_schedule  # validates eta and min_epochs
+
+    @property
+    def rung_schedule(self) -> RungSchedule | None:
+        """The early-stopping rungs, or None when early stopping is off."""
+        schedule = RungSchedule(max_epochs=self.epochs, min_epochs=self.min_epochs, eta=self.eta)
+        return schedule if self.early_stopping else None
+
+    @property
+    def fidelity(self) -> str:
+        return fidelity_key(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                            max_batches_per_epoch=self.max_batches_per_epoch)
 
     @property
     def study_name(self) -> str:
@@ -174,10 +190,35 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, **kwargs)
+            storage = optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:  # SQLAlchemy/driver errors vary by backend
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"storage {url!r} cannot be opened: {reason}") from None
+    if parsed.drivername.startswith("sqlite"):
+        _fast_sqlite(storage.engine)
+    return storage
+
+
+def _fast_sqlite(engine: Any) -> None:
+    """Write-ahead log and NORMAL sync for SQLite studies.
+
+    A trial writes a dozen attributes, each its own transaction; with SQLite's default rollback
+    journal every commit waits for the disk (~5 ms here), a fifth of a small digits trial. In WAL
+    mode with synchronous=NORMAL a commit survives the process being killed (the tests SIGKILL
+    workers), readers never block the writer, and only a power cut can lose the last commits.
+    """
+    from sqlalchemy import event
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections made while Optuna created the schema are reopened with the pragmas
 
 
 def make_sampler(name: str, seed: int) -> Any:
@@ -290,9 +331,22 @@ def make_objective(prep: Prepared) -> Callable[[Any], Any]:
     import optuna
 
     from igcnas.evaluators.train import TrainSettings
+    from igcnas.nas.early_stopping import RungEntry, StoppedAtRung, rung_population, should_promote
     from igcnas.nas.objective import evaluate_config, suggest_and_record
 
     options = prep.options
+    schedule = options.rung_schedule
+
+    def check_rung(trial: optuna.Trial, epoch: int, accuracy: float, params: int, macs: int) -> None:
+        """MO-ASHA at a rung, against the trials of this study that reached it with the same schedule."""
+        records = [(t.user_attrs.get("curve") or [], t.user_attrs["params"], t.user_attrs["macs"])
+                   for t in trial.study.get_trials(deepcopy=False)
+                   if t.number != trial.number and t.user_attrs.get("fidelity") == options.fidelity
+                   and "params" in t.user_attrs and "macs" in t.user_attrs]
+        peers = rung_population(records, epoch)
+        promote, dominated_by, threshold = should_promote(RungEntry(accuracy, params, macs), peers, schedule.eta)
+        if not promote:
+            raise StoppedAtRung(epoch, accuracy, dominated_by, threshold, len(peers) + 1)
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
         if options.total_trials is not None and not _has_slot(trial, options.total_trials):
@@ -303,11 +357,17 @@ def make_objective(prep: Prepared) -> Callable[[Any], Any]:
         if pre.status == "over_budget":
             trial.set_user_attr("status", "over_budget")
             raise optuna.TrialPruned(pre.reason)
+        trial.set_user_attr("fidelity", options.fidelity)
+        curve: list[float] = []
+        rungs: dict[str, float] = {}
 
         def on_epoch(epoch: int, accuracy: float) -> None:
-            curve = list(trial.user_attrs.get("curve", []))
             curve.append(accuracy)
-            trial.set_user_attr("curve", curve)
+            trial.set_user_attr("curve", list(curve))
+            if schedule is not None and epoch in schedule.rungs:
+                rungs[str(epoch)] = accuracy
+                trial.set_user_attr("rungs", dict(rungs))
+                check_rung(trial, epoch, accuracy, pre.params, pre.macs)
 
         settings = TrainSettings(epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
                                  seed=options.seed + trial.number,
@@ -317,6 +377,11 @@ def make_objective(prep: Prepared) -> Callable[[Any], Any]:
             evaluation = evaluate_config(config, prep.data, train_settings=settings, budget=options.budget,
                                          measure_latency=options.measure_latency,
                                          model_seed=options.seed + trial.number, on_epoch=on_epoch)
+        except StoppedAtRung as stop:
+            trial.set_user_attr("status", "stopped_early")
+            trial.set_user_attr("stopped_at_epoch", stop.epoch)
+            trial.set_user_attr("stop_reason", str(stop))
+            raise optuna.TrialPruned(str(stop)) from None
         except Exception as exc:
             trial.set_user_attr("status", "failed")
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
@@ -376,7 +441,11 @@ def _has_slot(trial: Any, target: int) -> bool:
 
 
 class _StopAfter:
-    """Stops the study once this run has completed ``n`` trained trials (or skipped far too many)."""
+    """Stops the study once this run has trained ``n`` trials (or skipped far too many).
+
+    A trained trial is one trained to the full epochs or stopped early at a rung; configurations
+    over budget were never trained and only count toward the skip limit.
+    """
 
     def __init__(self, n: int, start_number: int, max_skipped: int, total: int | None = None) -> None:
         self.n = n
@@ -384,6 +453,7 @@ class _StopAfter:
         self.max_skipped = max_skipped
         self.total = total
         self.completed = 0
+        self.stopped_early = 0
         self.skipped = 0
         self.failed = 0
         self.max_failed = max(10, 3 * n)
@@ -412,8 +482,11 @@ class _StopAfter:
         if trial.state == optuna.trial.TrialState.COMPLETE:
             self.completed += 1
         elif trial.state == optuna.trial.TrialState.PRUNED:
-            self.skipped += 1
-        if self.completed >= self.n or self.skipped >= self.max_skipped:
+            if trial.user_attrs.get("status") == "stopped_early":
+                self.stopped_early += 1  # trained, then stopped at a rung: counts as one of the n trials
+            else:
+                self.skipped += 1
+        if self.completed + self.stopped_early >= self.n or self.skipped >= self.max_skipped:
             study.stop()
 
 

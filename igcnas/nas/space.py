@@ -13,6 +13,7 @@ so that a budget nothing can meet is refused before anything is trained.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class SearchSpec:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
     def stage_options(self, family: str, width: int) -> list[list[dict[str, Any]]]:
-        return template_options(family, width, num_stages=self.num_stages, max_l=self.max_l)
+        return _cached_options(family, width, self.num_stages, self.max_l)
 
     def build(self, family: str, width: int, blocks: int, choices: list[dict[str, Any]]) -> NetworkConfig:
         return template_network(family, width, blocks, choices, num_classes=self.num_classes,
@@ -116,7 +117,20 @@ class SearchSpec:
 
     def cells(self) -> list[tuple[str, int]]:
         """(family, width) pairs with at least one valid network."""
-        return [(f, w) for f in self.families for w in self.widths if all(self.stage_options(f, w))]
+        return list(_cached_cells(self.families, self.widths, self.num_stages, self.max_l))
+
+
+# Enumerating a stage's valid options resolves every candidate's plan (milliseconds); a search asks
+# for the same few (family, width) cells on every trial, so they are computed once per process.
+@functools.lru_cache(maxsize=4096)
+def _cached_options(family: str, width: int, num_stages: int, max_l: int) -> list[list[dict[str, Any]]]:
+    return template_options(family, width, num_stages=num_stages, max_l=max_l)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_cells(families: tuple[str, ...], widths: tuple[int, ...], num_stages: int, max_l: int
+                  ) -> tuple[tuple[str, int], ...]:
+    return tuple((f, w) for f in families for w in widths if all(_cached_options(f, w, num_stages, max_l)))
 
 
 def option_label(option: dict[str, Any]) -> str:
