@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["run_ray_search", "RecordingOptunaSearch"]
+__all__ = ["run_ray_search", "RecordingOptunaSearch", "MultiObjectiveASHA"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ def _trainable(config: dict[str, Any]) -> None:
     from igcnas.nas.objective import evaluate_config
     from igcnas.nas.space import Budget
     from igcnas.search_space.config import config_from_dict
+    from igcnas.search_space.costs import closed_form_costs
 
     run = config["igcnas_run"]
     network = config_from_dict(config["igcnas_config"])
@@ -52,12 +53,15 @@ def _trainable(config: dict[str, Any]) -> None:
     settings = TrainSettings(epochs=run["epochs"], batch_size=run["batch_size"], lr=run["lr"], seed=seed,
                              max_batches_per_epoch=run["max_batches_per_epoch"])
     budget = Budget(**run["budget"])
+    costs = closed_form_costs(network)
     curve: list[float] = []
 
     def on_epoch(epoch: int, accuracy: float) -> None:
         curve.append(accuracy)
         if epoch < settings.epochs:
-            tune.report({"epoch": epoch, "val_accuracy_epoch": accuracy})
+            # The exact costs ride along so that the scheduler can rank trials at a rung on all objectives.
+            tune.report({"epoch": epoch, "val_accuracy_epoch": accuracy, "igcnas_params": costs.params,
+                         "igcnas_macs": costs.macs, "igcnas_curve": json.dumps(curve)})
 
     evaluation = evaluate_config(network, data, train_settings=settings, budget=budget,
                                  measure_latency=run["measure_latency"], model_seed=seed, on_epoch=on_epoch)
@@ -89,6 +93,7 @@ class _DefineByRun:
         from igcnas.search_space.config import config_to_dict
 
         pre = suggest_and_record(trial, self.spec, self.budget)
+        trial.set_user_attr("fidelity", self.run["fidelity"])
         return {"igcnas_config": config_to_dict(pre.config), "igcnas_status": pre.status,
                 "igcnas_number": trial.number, "igcnas_run": self.run}
 
@@ -101,9 +106,18 @@ def _make_searcher_class() -> type:
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             ot_trial = self._ot_trials.get(trial_id)
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            finished = bool(result) and all(result.get(m) is not None for m in metrics)
             if ot_trial is not None:
                 try:
-                    if result:
+                    if result and not finished and "igcnas_status" not in result and "epoch" in result:
+                        # Stopped by the scheduler at a rung: pruned, with what it reached there.
+                        ot_trial.set_user_attr("status", "stopped_early")
+                        ot_trial.set_user_attr("stopped_at_epoch", int(result["epoch"]))
+                        ot_trial.set_user_attr("curve", json.loads(result.get("igcnas_curve") or "[]"))
+                        ot_trial.set_user_attr("stop_reason", f"stopped by the multi-objective scheduler at "
+                                                              f"rung epoch {result['epoch']}")
+                    elif result:
                         for key, value in json.loads(result.get("igcnas_attrs") or "{}").items():
                             if ot_trial.user_attrs.get(key) != value:
                                 ot_trial.set_user_attr(key, value)
@@ -125,13 +139,67 @@ def _make_searcher_class() -> type:
                     ot_trial.set_user_attr("backend", "ray")
                 except Exception as exc:  # recording is best effort; never lose the tell below
                     log.warning("could not record attributes of %s: %s", trial_id, exc)
-            super().on_trial_complete(trial_id, result=result, error=error)
+            # Without every objective value OptunaSearch would tell COMPLETE with None values, which the
+            # study refuses (the trial would stay RUNNING): such trials are pruned (or failed on error).
+            super().on_trial_complete(trial_id, result=result if finished else None, error=error)
 
     return _Recording
 
 
 def RecordingOptunaSearch(**kwargs: Any) -> Any:  # noqa: N802 - a class factory (ray imported lazily)
     return _make_searcher_class()(**kwargs)
+
+
+def _make_scheduler_class() -> type:
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    from igcnas.nas.early_stopping import RungEntry, should_promote
+
+    class _MultiObjectiveASHA(FIFOScheduler):
+        """Multi-objective asynchronous successive halving as a Tune scheduler.
+
+        Tune's schedulers rank one metric; this one ranks a trial at each rung on (accuracy there,
+        params, MACs) against every trial that reached the rung before it (those of earlier runs of the
+        study included) and stops it when too many dominate it; see ``igcnas.nas.early_stopping``.
+        """
+
+        def __init__(self, schedule: Any, history: dict[int, list[Any]]) -> None:
+            super().__init__()
+            self.schedule = schedule
+            self.rungs: dict[int, list[Any]] = {e: list(history.get(e, [])) for e in schedule.rungs}
+            self.decisions = {"promoted": 0, "stopped": 0}
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            epoch = result.get("epoch")
+            if epoch in self.rungs and "val_accuracy_epoch" in result and "igcnas_params" in result:
+                entry = RungEntry(float(result["val_accuracy_epoch"]), float(result["igcnas_params"]),
+                                  float(result["igcnas_macs"]))
+                promote, _, _ = should_promote(entry, self.rungs[epoch], self.schedule.eta)
+                self.rungs[epoch].append(entry)
+                self.decisions["promoted" if promote else "stopped"] += 1
+                if not promote:
+                    return TrialScheduler.STOP
+            return TrialScheduler.CONTINUE
+
+        def debug_string(self) -> str:
+            return f"MultiObjectiveASHA rungs {self.schedule.rungs}: {self.decisions}"
+
+    return _MultiObjectiveASHA
+
+
+def MultiObjectiveASHA(schedule: Any, history: dict[int, list[Any]] | None = None) -> Any:  # noqa: N802
+    """A Tune ``TrialScheduler`` for multi-objective successive halving (ray imported lazily)."""
+    return _make_scheduler_class()(schedule, history or {})
+
+
+def _rung_history(study: Any, schedule: Any, fidelity: str) -> dict[int, list[Any]]:
+    """Rung members from the study's earlier trials trained with the same schedule."""
+    from igcnas.nas.early_stopping import rung_population
+
+    records = [(t.user_attrs.get("curve") or [], t.user_attrs["params"], t.user_attrs["macs"])
+               for t in study.get_trials(deepcopy=False)
+               if t.user_attrs.get("fidelity") == fidelity and "params" in t.user_attrs and "macs" in t.user_attrs]
+    return {epoch: rung_population(records, epoch) for epoch in schedule.rungs}
 
 
 def _check_reachable(address: str) -> None:
@@ -173,6 +241,7 @@ def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | N
         "measure_latency": options.measure_latency,
         "latency_objective": options.latency_objective,
         "cpus_per_trial": options.cpus_per_trial,
+        "fidelity": options.fidelity,
         "artifacts": str(options.artifacts_path.resolve()) if options.save_weights else None,
     }
 
@@ -189,6 +258,8 @@ def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | N
         search_alg = ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard/CSV/JSON result files
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Per-epoch reports carry the rung accuracy, not the final objectives OptunaSearch waits for.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     started_here = not ray.is_initialized()
     if started_here:
         init_kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
@@ -208,11 +279,15 @@ def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | N
             raise ValueError(f"cannot connect to the Ray cluster at {options.address!r}: "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     before = {t.number for t in prep.study.get_trials(deepcopy=False)}
+    schedule = options.rung_schedule
+    scheduler = None
+    if schedule is not None and schedule.rungs:
+        scheduler = MultiObjectiveASHA(schedule, _rung_history(prep.study, schedule, options.fidelity))
     try:
         tuner = tune.Tuner(
             tune.with_resources(_trainable, {"cpu": options.cpus_per_trial}),
             tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=options.n_trials,
-                                        time_budget_s=options.timeout),
+                                        time_budget_s=options.timeout, scheduler=scheduler),
             run_config=tune.RunConfig(name=f"{options.study_name}-ray",
                                       storage_path=str((options.run_dir / "ray").resolve()), verbose=0,
                                       # a trial lost with its node is retried once, then recorded as failed

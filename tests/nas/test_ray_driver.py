@@ -93,3 +93,67 @@ def test_unreachable_ray_address_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr()[1]
     assert code == 2 and "cannot connect to the Ray cluster" in err
 
+
+
+def test_ray_scheduler_stops_dominated_trials_at_the_first_rung(ray_cluster, tmp_path, capsys):
+    from igcnas.nas.optuna_driver import SearchOptions
+    from tests.nas.test_early_stopping import _dominating_study
+
+    url = f"sqlite:///{tmp_path / 'es.db'}"
+    # Earlier trials with 100% accuracy at one parameter: the scheduler reads them as rung members.
+    _dominating_study(url, "ray-es", SearchOptions(epochs=3, max_batches_per_epoch=2).fidelity)
+    code = main(["search", "--backend", "ray", "--address", ray_cluster, "--n-trials", "2", "--epochs", "3",
+                 "--max-batches-per-epoch", "2", "--width", "8", "--blocks", "1", "--storage", url,
+                 "--study", "ray-es", "--output-dir", str(tmp_path), "--no-seed-balanced"])
+    err = capsys.readouterr()[1]
+    assert code == 0, err
+    new = [t for t in open_study(open_storage(url, heartbeat=False), "ray-es", create=False).trials if t.number >= 3]
+    assert len(new) == 2
+    for t in new:
+        assert t.state == optuna.trial.TrialState.PRUNED, (t.state, t.user_attrs)
+        assert t.user_attrs["status"] == "stopped_early" and t.user_attrs["stopped_at_epoch"] == 1
+        assert len(t.user_attrs["curve"]) == 1 and t.user_attrs["backend"] == "ray"
+
+
+def _count(url: str, study: str, state: optuna.trial.TrialState) -> list:
+    try:
+        trials = open_study(open_storage(url, heartbeat=False), study, create=False).get_trials(deepcopy=False)
+    except ValueError:
+        return []
+    return [t for t in trials if t.state == state]
+
+
+def test_killed_worker_node_loses_no_completed_trial(ray_cluster, tmp_path):
+    """The worker node's raylet is SIGKILLed while trials run on it (last test of the module: it breaks
+    the module's cluster, which the fixture then stops)."""
+    env = {**os.environ, **LOOPBACK_ENV}
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    n_trials = 6
+    log = open(tmp_path / "search.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "igcnas.cli", "search", "--backend", "ray", "--address",
+                             ray_cluster, "--n-trials", str(n_trials), "--epochs", "3", "--width", "8", "--width",
+                             "16", "--blocks", "1", "--storage", url, "--study", "node", "--output-dir",
+                             str(tmp_path), "--no-early-stopping", "--cpus-per-trial", "1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while not _count(url, "node", optuna.trial.TrialState.COMPLETE) and time.time() < deadline:
+        assert proc.poll() is None, (tmp_path / "search.log").read_text()[-3000:]
+        time.sleep(0.5)
+    before = {t.number: t.values for t in _count(url, "node", optuna.trial.TrialState.COMPLETE)}
+    assert before, "no trial completed before the kill"
+    # Each node runs a trial (1 CPU each); the second node of the session listens on sockets/raylet.1.
+    killed = subprocess.run(["pkill", "-9", "-f", "sockets/raylet.1"], capture_output=True)
+    assert killed.returncode == 0, "the worker node's raylet was not found"
+    rc = proc.wait(timeout=480)
+    log.close()
+    text = (tmp_path / "search.log").read_text()
+    assert rc == 0, text[-3000:]
+    assert "Trial task failed" in text  # a trial really was running on the killed node (Tune retried it)
+    trials = open_study(open_storage(url, heartbeat=False), "node", create=False).get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    assert optuna.trial.TrialState.RUNNING not in states, states
+    after = {t.number: t.values for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert all(after.get(n) == v for n, v in before.items())  # nothing completed is lost or changed
+    assert len(after) >= n_trials - 1  # at most the trial lost with the node is failed (else retried)
+    print(f"[ray node kill] completed before the kill {len(before)}, at the end {len(after)}/{n_trials}, "
+          f"states {sorted(s.name for s in states)}")
