@@ -317,9 +317,9 @@ def prepare(options: SearchOptions, *, sampler: Any = None) -> Prepared:
         study.set_user_attr("igcnas:objectives", list(OBJECTIVE_NAMES) +
                             (["latency_ms"] if options.latency_objective else []))
         if options.seed_balanced and not study.get_trials(deepcopy=False):
-            from igcnas.nas.space import seed_params
+            from igcnas.nas.space import seed_params, zoo_seed_params
 
-            for params in seed_params(spec):
+            for params in seed_params(spec) + zoo_seed_params(spec):
                 study.enqueue_trial(params, skip_if_exists=True)
     if options.save_weights and attrs.get(ARTIFACTS_ATTR) != str(options.artifacts_path.resolve()):
         study.set_user_attr(ARTIFACTS_ATTR, str(options.artifacts_path.resolve()))

@@ -25,7 +25,7 @@ from igcnas.search_space.enumerate import template_network, template_options
 from igcnas.search_space.families import FAMILIES, get_family
 
 __all__ = ["SearchSpec", "Budget", "parse_count", "suggest_config", "option_label", "space_bounds", "seed_params",
-           "DEFAULT_FAMILIES"]
+           "zoo_seed_params", "params_for", "DEFAULT_FAMILIES"]
 
 DEFAULT_FAMILIES = tuple(FAMILIES)
 
@@ -174,6 +174,63 @@ def suggest_config(trial: Any, spec: SearchSpec) -> NetworkConfig:
     return spec.build(family, width, blocks, choices)
 
 
+def params_for(spec: SearchSpec, family: str, width: int, blocks: int, choices: list[dict[str, Any]]
+               ) -> dict[str, Any]:
+    """The trial parameters under which :func:`suggest_config` yields this network (for enqueuing).
+
+    ValueError when a stage's choice is not one of the options the space offers there.
+    """
+    params: dict[str, Any] = {"family": family, f"width@{family}": width, "blocks": blocks}
+    for i, (options, choice) in enumerate(zip(spec.stage_options(family, width), choices, strict=True)):
+        if choice not in options:
+            raise ValueError(f"stage {i} option {option_label(choice)} is not in the space at width {width}")
+        if len(options) == 1:
+            continue
+        stage_width = width * 2**i
+        if family == "igcv2":
+            l_value = len(choice["chain"]) + 1
+            params[f"igcv2.s{i}.L@C{stage_width}"] = l_value
+            params[f"igcv2.s{i}.K@C{stage_width}.L{l_value}"] = option_label(choice)
+        else:
+            params[f"{family}.s{i}@C{stage_width}"] = option_label(choice)
+    return params
+
+
+def zoo_seed_params(spec: SearchSpec) -> list[dict[str, Any]]:
+    """The paper's zoo networks carried into the search template, to enqueue.
+
+    A zoo network's per-stage structure (IGC-V1's partitions, IGC-V2's K's, ...) is kept and placed at
+    the searched width nearest to its own where every stage's structure is valid; the depth becomes
+    the smallest searched block count. Networks whose structure fits no searched width (IGC-V2 C64's
+    K = 8x8 needs 64 channels) are left out rather than altered.
+    """
+    import math
+
+    from igcnas.search_space.zoo import ZOO
+
+    out: list[dict[str, Any]] = []
+    blocks = min(spec.blocks)
+    for entry in ZOO.values():
+        config = entry.config
+        if config.family not in spec.families or len(config.stages) != spec.num_stages:
+            continue
+        fields = get_family(config.family).params
+        choices = [{k: getattr(stage, k) for k in fields if getattr(stage, k) is not None}
+                   for stage in config.stages]
+        own = config.stages[0].width
+        for width in sorted(spec.widths, key=lambda w: (abs(math.log(w / own)), w)):
+            if (config.family, width) not in spec.cells():
+                continue
+            try:
+                params = params_for(spec, config.family, width, blocks, choices)
+            except ValueError:
+                continue
+            if params not in out:
+                out.append(params)
+            break
+    return out
+
+
 def seed_params(spec: SearchSpec, *, max_seeds: int = 6) -> list[dict[str, Any]]:
     """Parameters of the balance-condition networks, to enqueue before sampling starts.
 
@@ -191,18 +248,15 @@ def seed_params(spec: SearchSpec, *, max_seeds: int = 6) -> list[dict[str, Any]]
     picks = [widths[len(widths) // 2], widths[-1], widths[0]]
     for width in dict.fromkeys(picks):
         if "igcv2" in spec.families and ("igcv2", width) in spec.cells():
-            params: dict[str, Any] = {"family": "igcv2", "width@igcv2": width, "blocks": blocks}
+            choices: list[dict[str, Any]] = []
             for i, options in enumerate(spec.stage_options("igcv2", width)):
                 stage_width = width * 2**i
                 structure = [get_family("igcv2").structure(StageConfig(width=stage_width, blocks=1, **o))
                              for o in options]
                 best = min(range(len(options)), key=lambda j: (
                     check_balance(structure[j], stage_width).pointwise_excess or 0.0, len(options[j]["chain"])))
-                if len(options) > 1:
-                    l_value = len(options[best]["chain"]) + 1
-                    params[f"igcv2.s{i}.L@C{stage_width}"] = l_value
-                    params[f"igcv2.s{i}.K@C{stage_width}.L{l_value}"] = option_label(options[best])
-            seeds.append(params)
+                choices.append(options[best])
+            seeds.append(params_for(spec, "igcv2", width, blocks, choices))
         if "xception" in spec.families and ("xception", width) in spec.cells():
             seeds.append({"family": "xception", "width@xception": width, "blocks": blocks})
     return seeds[:max_seeds]

@@ -81,3 +81,30 @@ def test_seed_params_are_valid_balanced_configs_in_suggest_names():
                                          stage.width).pointwise_excess for o in others)
                 assert check_balance(structure, stage.width).pointwise_excess == pytest.approx(best)
         study.tell(trial, 0.0)
+
+
+def test_zoo_seeds_keep_the_papers_stage_structures_at_a_searched_width():
+    from igcnas.nas.space import zoo_seed_params
+    from igcnas.search_space.zoo import ZOO
+
+    spec = SearchSpec(widths=(16, 24, 32, 48, 64))
+    seeds = zoo_seed_params(spec)
+    families = {p["family"] for p in seeds}
+    assert {"igcv1", "xception"} <= families
+    study = optuna.create_study(directions=["maximize"])
+    for params in seeds:
+        study.enqueue_trial(params)
+    for params in seeds:
+        trial = study.ask()
+        config = suggest_config(trial, spec)
+        assert trial.params == params
+        assert config.stages[0].blocks == min(spec.blocks)
+        fields = get_family(config.family).params
+        structure = [{k: getattr(s, k) for k in fields if getattr(s, k) is not None} for s in config.stages]
+        # Some three-stage zoo network of this family has exactly these per-stage structures.
+        assert any(e.config.family == config.family and len(e.config.stages) == 3 and
+                   [{k: getattr(s, k) for k in fields if getattr(s, k) is not None} for s in e.config.stages]
+                   == structure for e in ZOO.values())
+        study.tell(trial, 0.0)
+    # IGC-V1's partitions (2, 4, 8 per stage) fit width 48 exactly as in igcv1_c48_d20.
+    assert any(p["family"] == "igcv1" and p["width@igcv1"] == 48 and p["igcv1.s2@C192"] == "k1=8" for p in seeds)
