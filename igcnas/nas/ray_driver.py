@@ -92,6 +92,7 @@ class _DefineByRun:
         from igcnas.nas.objective import suggest_and_record
         from igcnas.search_space.config import config_to_dict
 
+        trial.set_user_attr("backend", "ray")  # first: Optuna workers must not take it for an orphan
         pre = suggest_and_record(trial, self.spec, self.budget)
         trial.set_user_attr("fidelity", self.run["fidelity"])
         return {"igcnas_config": config_to_dict(pre.config), "igcnas_status": pre.status,

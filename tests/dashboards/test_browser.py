@@ -4,6 +4,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -161,9 +162,17 @@ def test_binding_elsewhere_is_announced(tmp_path, synthetic_study):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "igcnas.cli", "dashboard", "--storage", url, "--host", "0.0.0.0",
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Read stderr until the warning (or the process ends); a watchdog stops the server after 90 s at most.
+    watchdog = threading.Timer(90, proc.terminate)
+    watchdog.start()
+    seen = []
     try:
-        time.sleep(4)
+        for line in proc.stderr:
+            seen.append(line)
+            if "warning: serving on" in line:
+                break
     finally:
+        watchdog.cancel()
         proc.terminate()
-        _, err = proc.communicate(timeout=10)
-    assert "warning: serving on 0.0.0.0" in err
+        proc.communicate(timeout=30)
+    assert any("warning: serving on 0.0.0.0" in line for line in seen), seen

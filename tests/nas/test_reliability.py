@@ -155,3 +155,24 @@ def test_diverging_slow_or_hungry_trials_are_failed_with_the_reason(tmp_path, ch
     s = optuna.load_study(study_name="bad", storage=f"sqlite:///{tmp_path / 'bad' / 'study.db'}")
     failed = s.get_trials(states=(optuna.trial.TrialState.FAIL,))
     assert len(failed) == 10 and all(reason in t.user_attrs["fail_reason"] for t in failed)
+
+
+def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_rerun(tmp_path):
+    """A worker killed between taking a trial and its first heartbeat leaves a RUNNING trial without any
+    heartbeat, which Optuna alone never fails: with --total-trials it would hold its slot forever."""
+    from igcnas.nas.optuna_driver import DIRECTIONS, open_storage
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    storage = open_storage(url, heartbeat_interval=1, grace_period=3)
+    study = optuna.create_study(study_name="orphan", storage=storage, directions=list(DIRECTIONS))
+    orphan = study.ask()  # RUNNING, and no heartbeat thread ever started for it
+    orphan.set_user_attr("status", "running")
+    time.sleep(3.5)
+    done = subprocess.run(search_cmd(url, "orphan", tmp_path, "--total-trials", "1", "--no-seed-balanced"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    s = optuna.load_study(study_name="orphan", storage=url)
+    states = {t.number: t.state for t in s.trials}
+    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    assert len(s.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 1
+    assert optuna.trial.TrialState.RUNNING not in states.values()
