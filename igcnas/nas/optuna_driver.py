@@ -190,57 +190,15 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = _storage_class()(url, **kwargs)
+            from igcnas.nas.storage import HeartbeatRDBStorage
+
+            storage = HeartbeatRDBStorage(url, **kwargs)
     except Exception as exc:  # SQLAlchemy/driver errors vary by backend
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"storage {url!r} cannot be opened: {reason}") from None
     if parsed.drivername.startswith("sqlite"):
         _fast_sqlite(storage.engine)
     return storage
-
-
-_STORAGE_CLASS: Any = None
-
-
-def _storage_class() -> Any:
-    """Optuna's RDBStorage, plus trials orphaned before their first heartbeat counted as stale.
-
-    A worker killed between taking a trial (``ask``, or popping an enqueued seed) and its heartbeat
-    thread's first beat leaves a RUNNING trial with no heartbeat at all, which Optuna never fails;
-    with ``--total-trials`` it would hold a slot forever. Such a trial, once older than the grace
-    period, is failed and retried like any stale one. Ray trials (no heartbeat by design; they carry
-    ``backend=ray`` from their first moment) are left to Ray.
-    """
-    global _STORAGE_CLASS
-    if _STORAGE_CLASS is not None:
-        return _STORAGE_CLASS
-    import datetime
-
-    import optuna
-    from optuna.storages._rdb import models
-
-    class _Storage(optuna.storages.RDBStorage):
-        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-            stale = list(super()._get_stale_trial_ids(study_id))
-            grace = self.grace_period if self.grace_period is not None else 2 * (self.heartbeat_interval or 0)
-            cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace)
-            for trial in self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                if trial._trial_id in stale or trial.datetime_start is None or trial.datetime_start > cutoff:
-                    continue
-                if trial.user_attrs.get("backend") == "ray":
-                    continue
-                session = self.scoped_session()
-                try:
-                    beats = session.query(models.TrialHeartbeatModel).filter(
-                        models.TrialHeartbeatModel.trial_id == trial._trial_id).count()
-                finally:
-                    session.close()
-                if beats == 0:
-                    stale.append(trial._trial_id)
-            return stale
-
-    _STORAGE_CLASS = _Storage
-    return _Storage
 
 
 def _fast_sqlite(engine: Any) -> None:
