@@ -101,6 +101,7 @@ def test_bad_input(name, argv, files, expected, tmp_path, study_url, capsys):
     lines = [line for line in err.strip().splitlines() if line.startswith("igc-nas: error")]
     assert len(lines) == 1 and expected in lines[0], err
     assert "Traceback" not in err
+    print(f"[bad input] {name}: {lines[0]}")  # the list the reliability note quotes (pytest -s)
     assert len(optuna.load_study(study_name="bad", storage=study_url).trials) == before
     assert not list((tmp_path / "runs").rglob("*.db")) if (tmp_path / "runs").exists() else True
 

@@ -7,7 +7,6 @@ import torch
 from igcnas.cli import main
 from igcnas.models import load
 from igcnas.nas.optuna_driver import SearchOptions, run_search
-from igcnas.nas.pareto import trials_frame
 from igcnas.nas.pick import NothingFits, choose
 from igcnas.nas.space import Budget
 

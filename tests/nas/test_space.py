@@ -57,6 +57,20 @@ def test_space_bounds_are_exact_on_a_small_space():
     assert bounds.max_macs == max(c.macs for c in costs)
 
 
+def replay_seeds(spec, seeds):
+    """Enqueue ``seeds`` and let suggest_config take them; every enqueued value must be used as is."""
+    study = optuna.create_study(directions=["maximize"])
+    for params in seeds:
+        study.enqueue_trial(params)
+    configs = []
+    for params in seeds:
+        trial = study.ask()
+        configs.append(suggest_config(trial, spec))
+        assert trial.params == params  # nothing resampled
+        study.tell(trial, 0.0)
+    return configs
+
+
 def test_seed_params_are_valid_balanced_configs_in_suggest_names():
     from igcnas.nas.space import seed_params
     from igcnas.search_space.conditions import check_balance, check_complementary
@@ -64,13 +78,7 @@ def test_seed_params_are_valid_balanced_configs_in_suggest_names():
     spec = SearchSpec(widths=(8, 16, 32), input_size=8, in_channels=1)
     seeds = seed_params(spec)
     assert {p["family"] for p in seeds} == {"igcv2", "xception"}
-    study = optuna.create_study(directions=["maximize"])
-    for params in seeds:
-        study.enqueue_trial(params)
-    for params in seeds:
-        trial = study.ask()
-        config = suggest_config(trial, spec)
-        assert trial.params == params  # every enqueued value was used: nothing resampled
+    for config in replay_seeds(spec, seeds):
         if config.family == "igcv2":
             family = get_family("igcv2")
             for i, stage in enumerate(config.stages):
@@ -80,7 +88,6 @@ def test_seed_params_are_valid_balanced_configs_in_suggest_names():
                 best = min(check_balance(family.structure(type(stage)(width=stage.width, blocks=1, **o)),
                                          stage.width).pointwise_excess for o in others)
                 assert check_balance(structure, stage.width).pointwise_excess == pytest.approx(best)
-        study.tell(trial, 0.0)
 
 
 def test_zoo_seeds_keep_the_papers_stage_structures_at_a_searched_width():
@@ -91,13 +98,7 @@ def test_zoo_seeds_keep_the_papers_stage_structures_at_a_searched_width():
     seeds = zoo_seed_params(spec)
     families = {p["family"] for p in seeds}
     assert {"igcv1", "xception"} <= families
-    study = optuna.create_study(directions=["maximize"])
-    for params in seeds:
-        study.enqueue_trial(params)
-    for params in seeds:
-        trial = study.ask()
-        config = suggest_config(trial, spec)
-        assert trial.params == params
+    for config in replay_seeds(spec, seeds):
         assert config.stages[0].blocks == min(spec.blocks)
         fields = get_family(config.family).params
         structure = [{k: getattr(s, k) for k in fields if getattr(s, k) is not None} for s in config.stages]
@@ -105,6 +106,5 @@ def test_zoo_seeds_keep_the_papers_stage_structures_at_a_searched_width():
         assert any(e.config.family == config.family and len(e.config.stages) == 3 and
                    [{k: getattr(s, k) for k in fields if getattr(s, k) is not None} for s in e.config.stages]
                    == structure for e in ZOO.values())
-        study.tell(trial, 0.0)
     # IGC-V1's partitions (2, 4, 8 per stage) fit width 48 exactly as in igcv1_c48_d20.
     assert any(p["family"] == "igcv1" and p["width@igcv1"] == 48 and p["igcv1.s2@C192"] == "k1=8" for p in seeds)
