@@ -49,6 +49,7 @@ def proxy_check(*, dataset: str = "digits", data_dir: str | None = None, n_confi
     spec = SearchSpec(families=families or SearchSpec().families,
                       widths=(8, 16, 24, 32) if data.input_size <= 16 else (16, 24, 32, 48),
                       in_channels=data.in_channels, input_size=data.input_size, num_classes=data.num_classes)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # only a sampler here; its study is not news
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     result = ProxyResult(short_epochs, long_epochs)
     for i in range(n_configs):
