@@ -419,8 +419,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     options = _options_from_args(args)
 
     def ready(prep: Any) -> None:
-        existing = len(prep.study.get_trials(deepcopy=False))
-        print(f"igc-nas search: study {options.study_name!r} ({existing} earlier trials) in {options.storage_url}; "
+        import optuna
+
+        trials = prep.study.get_trials(deepcopy=False)
+        queued = sum(1 for t in trials if t.state == optuna.trial.TrialState.WAITING)
+        seeds = f", {queued} seeds queued" if queued else ""
+        print(f"igc-nas search: study {options.study_name!r} ({len(trials) - queued} earlier trials{seeds}) in "
+              f"{options.storage_url}; "
               f"{options.backend} backend, {options.sampler} sampler, {options.n_trials} trials of "
               f"{options.epochs} epochs on {options.dataset}; early stopping "
               f"{_rungs_text(options)}",

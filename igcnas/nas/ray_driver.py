@@ -10,11 +10,13 @@ define-by-run function, after it by :class:`RecordingOptunaSearch`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 __all__ = ["run_ray_search", "RecordingOptunaSearch", "MultiObjectiveASHA"]
 
@@ -28,6 +30,7 @@ MODES = ["max", "min", "min"]
 
 def _trainable(config: dict[str, Any]) -> None:
     """A Ray Tune function trainable: one configuration, trained and reported."""
+    import ray
     import torch
     from ray import tune
 
@@ -67,7 +70,10 @@ def _trainable(config: dict[str, Any]) -> None:
                                  measure_latency=run["measure_latency"], model_seed=seed, on_epoch=on_epoch)
     # Nested values travel JSON-encoded so that Tune's result loggers see flat scalars only.
     result: dict[str, Any] = {"igcnas_status": evaluation.status, "igcnas_attrs": json.dumps(evaluation.attrs),
-                              "igcnas_constraints": json.dumps(evaluation.constraints), "epoch": len(curve)}
+                              "igcnas_constraints": json.dumps(evaluation.constraints), "epoch": len(curve),
+                              # which machine trained it: for finding slow or faulty nodes of a cluster
+                              "igcnas_node": f"{ray.util.get_node_ip_address()} "
+                                             f"{ray.get_runtime_context().get_node_id()[:12]}"}
     if evaluation.status == "complete":
         result.update(val_accuracy=float(evaluation.val_accuracy or 0.0), params=float(evaluation.params),
                       macs=float(evaluation.macs))
@@ -126,6 +132,8 @@ def _make_searcher_class() -> type:
                             if key not in ot_trial.constraints:
                                 ot_trial.set_constraint(key, value)
                         ot_trial.set_user_attr("status", result.get("igcnas_status", "complete"))
+                        if result.get("igcnas_node"):
+                            ot_trial.set_user_attr("ray_node", result["igcnas_node"])
                         weights = result.get("igcnas_weights_file")
                         if weights and Path(weights).is_file():
                             from igcnas.nas.optuna_driver import store_weights
@@ -201,6 +209,23 @@ def _rung_history(study: Any, schedule: Any, fidelity: str) -> dict[int, list[An
                for t in study.get_trials(deepcopy=False)
                if t.user_attrs.get("fidelity") == fidelity and "params" in t.user_attrs and "macs" in t.user_attrs]
     return {epoch: rung_population(records, epoch) for epoch in schedule.rungs}
+
+
+# Results live in the Optuna study; Tune's result files are switched off, and the ResultGrid that
+# fit() builds would warn for every trial that it found none.
+TUNE_RESULT_FILES_LOGGER = "ray.tune.analysis.experiment_analysis"
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Raise one logger to ERROR for the duration of the block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _check_reachable(address: str) -> None:
@@ -279,7 +304,10 @@ def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | N
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ValueError(f"cannot connect to the Ray cluster at {options.address!r}: "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    before = {t.number for t in prep.study.get_trials(deepcopy=False)}
+    # Enqueued seeds are WAITING trials created before this run; Tune's searcher runs them, so they count
+    # as this run's trials (their lines are printed and they are in completed_this_run).
+    before = {t.number for t in prep.study.get_trials(deepcopy=False)
+              if t.state != optuna.trial.TrialState.WAITING}
     schedule = options.rung_schedule
     scheduler = None
     if schedule is not None and schedule.rungs:
@@ -294,7 +322,11 @@ def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | N
                                       # a trial lost with its node is retried once, then recorded as failed
                                       failure_config=tune.FailureConfig(max_failures=1)),
         )
-        tuner.fit()
+        with warnings.catch_warnings(), _quiet(TUNE_RESULT_FILES_LOGGER):
+            # The searcher asks trials from the storage outside Study.optimize; its heartbeat is not used
+            # for Ray trials (their backend attribute exempts them from orphan failing).
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            tuner.fit()
     finally:
         if started_here:
             ray.shutdown()

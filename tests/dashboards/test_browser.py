@@ -1,6 +1,5 @@
 """The dashboard in a real headless Chromium (Debian's chromium, driven by Playwright)."""
 
-import shutil
 import socket
 import subprocess
 import sys

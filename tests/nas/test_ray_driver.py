@@ -1,6 +1,7 @@
 """The Ray Tune backend on a real local two-node Ray cluster (head + worker on 127.0.0.1)."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -66,7 +67,9 @@ def test_ray_backend_writes_every_trial_into_the_optuna_study(ray_cluster, tmp_p
                  "--study", "ray-study", "--cpus-per-trial", "1"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "Pareto front" in out
+    assert "Pareto front" in out and "4 trained in this run" in out
+    assert len(re.findall(r"^trial +\d+ +val acc", err, flags=re.M)) == 4  # one line per trial, seeds too
+    assert "Failed to fetch metrics" not in out + err and "Heartbeat of storage" not in err
     storage = open_storage(f"sqlite:///{tmp_path / 'ray-study' / 'study.db'}", heartbeat=False)
     study = open_study(storage, "ray-study", create=False)
     trials = study.trials
@@ -78,6 +81,7 @@ def test_ray_backend_writes_every_trial_into_the_optuna_study(ray_cluster, tmp_p
         assert arch_id(config) == t.user_attrs["arch_id"]
         assert t.values[1] == t.user_attrs["params"] and t.values[2] == t.user_attrs["macs"]
         assert t.user_attrs["curve"][-1] == t.values[0]
+        assert t.user_attrs["ray_node"].startswith("127.0.0.1 ")
 
     # The same study grows with the Optuna backend and is read by the same tools.
     code = main(["search", "--n-trials", "1", "--epochs", "1", "--max-batches-per-epoch", "2", "--width", "8",
@@ -123,6 +127,19 @@ def _count(url: str, study: str, state: optuna.trial.TrialState) -> list:
     return [t for t in trials if t.state == state]
 
 
+def _trials_training_on_worker_node() -> dict[str, str]:
+    """Process id -> process line of the Tune trial actors busy in their ``train`` call (process title
+    ``ray::ImplicitFunc.train``) whose parent is the worker node's raylet (the session's second raylet,
+    listening on ``sockets/raylet.1``)."""
+    raylets = subprocess.run(["pgrep", "-f", "raylet/raylet .*sockets/raylet.1"], capture_output=True,
+                             text=True).stdout.split()
+    busy = {}
+    for pid in raylets:
+        children = subprocess.run(["pgrep", "-a", "-P", pid], capture_output=True, text=True).stdout
+        busy.update({line.split()[0]: line for line in children.splitlines() if "ImplicitFunc.train" in line})
+    return busy
+
+
 def test_killed_worker_node_loses_no_completed_trial(ray_cluster, tmp_path):
     """The worker node's raylet is SIGKILLed while trials run on it (last test of the module: it breaks
     the module's cluster, which the fixture then stops)."""
@@ -131,7 +148,7 @@ def test_killed_worker_node_loses_no_completed_trial(ray_cluster, tmp_path):
     n_trials = 6
     log = open(tmp_path / "search.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "igcnas.cli", "search", "--backend", "ray", "--address",
-                             ray_cluster, "--n-trials", str(n_trials), "--epochs", "3", "--width", "8", "--width",
+                             ray_cluster, "--n-trials", str(n_trials), "--epochs", "4", "--width", "8", "--width",
                              "16", "--blocks", "1", "--storage", url, "--study", "node", "--output-dir",
                              str(tmp_path), "--no-early-stopping", "--cpus-per-trial", "1"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -139,16 +156,23 @@ def test_killed_worker_node_loses_no_completed_trial(ray_cluster, tmp_path):
     while not _count(url, "node", optuna.trial.TrialState.COMPLETE) and time.time() < deadline:
         assert proc.poll() is None, (tmp_path / "search.log").read_text()[-3000:]
         time.sleep(0.5)
+    # Then wait until a trial starts training on the worker node, and kill the node a second into it
+    # (a trial takes several seconds: it is mid-training then, not finishing).
+    seen = set(_trials_training_on_worker_node())
+    while not (fresh := set(_trials_training_on_worker_node()) - seen) and time.time() < deadline:
+        assert proc.poll() is None, (tmp_path / "search.log").read_text()[-3000:]
+        time.sleep(0.1)
+    assert fresh, "no trial started on the worker node"
+    time.sleep(1.0)
     before = {t.number: t.values for t in _count(url, "node", optuna.trial.TrialState.COMPLETE)}
     assert before, "no trial completed before the kill"
-    # Each node runs a trial (1 CPU each); the second node of the session listens on sockets/raylet.1.
     killed = subprocess.run(["pkill", "-9", "-f", "sockets/raylet.1"], capture_output=True)
     assert killed.returncode == 0, "the worker node's raylet was not found"
     rc = proc.wait(timeout=480)
     log.close()
     text = (tmp_path / "search.log").read_text()
     assert rc == 0, text[-3000:]
-    assert "Trial task failed" in text  # a trial really was running on the killed node (Tune retried it)
+    assert "Trial task failed" in text, text[-3000:]  # the trial on the killed node failed (Tune retried it)
     trials = open_study(open_storage(url, heartbeat=False), "node", create=False).get_trials(deepcopy=False)
     states = [t.state for t in trials]
     assert optuna.trial.TrialState.RUNNING not in states, states

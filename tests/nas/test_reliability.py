@@ -160,7 +160,7 @@ def test_diverging_slow_or_hungry_trials_are_failed_with_the_reason(tmp_path, ch
 def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_rerun(tmp_path):
     """A worker killed between taking a trial and its first heartbeat leaves a RUNNING trial without any
     heartbeat, which Optuna alone never fails: with --total-trials it would hold its slot forever."""
-    from igcnas.nas.optuna_driver import DIRECTIONS, open_storage
+    from igcnas.nas.optuna_driver import DIRECTIONS
 
     url = f"sqlite:///{tmp_path / 'o.db'}"
     storage = open_storage(url, heartbeat_interval=1, grace_period=3)
