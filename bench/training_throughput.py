@@ -4,10 +4,12 @@ The reference runs in its own process exactly as a plain PyTorch user would run
 it (NCHW, one conv per group convolution, view/transpose permutations, the
 default allocator); the fast configuration runs in a second process
 (channels_last, per-block chain/composed choice by timing, heap-kept large
-buffers; BN folded for inference). Both processes measure the same networks
-with the same seeds, one after the other, and the parent prints ratios.
+buffers). Both processes train the same networks with the same seeds, one
+after the other, and the parent prints ratios. Inference (the plain model vs
+``optimize_for_inference``: BN folded, variant chosen by timing) is timed in a
+third process, the two sides alternating call by call.
 
-    python bench/training_throughput.py [--rounds 3] [--repeats 3] [--steps 4] [--json PATH] [--quick]
+    python bench/training_throughput.py [--rounds 3] [--repeats 3] [--steps 4] [--infer-rounds N] [--json PATH] [--quick]
 """
 
 from __future__ import annotations
@@ -41,15 +43,15 @@ def network(name: str):
     raise ValueError(name)
 
 
-def measure(mode: str, names: list[str], infer_names: list[str], repeats: int, steps: int, batch: int) -> dict:
+def measure(mode: str, names: list[str], repeats: int, steps: int, batch: int) -> dict:
     import torch
     import torch.nn.functional as F
 
     from igcnas.models import build_model
-    from igcnas.models.fast import optimize_for_inference, prepare_for_training
+    from igcnas.models.fast import prepare_for_training
 
     torch.manual_seed(0)
-    out: dict = {"mode": mode, "threads": torch.get_num_threads(), "train": {}, "infer": {}}
+    out: dict = {"mode": mode, "threads": torch.get_num_threads(), "train": {}}
     for name in names:
         config = network(name)
         shape = (config.in_channels, config.input_size, config.input_size)
@@ -78,26 +80,45 @@ def measure(mode: str, names: list[str], infer_names: list[str], repeats: int, s
                 step()
             rates.append(steps * batch / (time.perf_counter() - start))
         out["train"][name] = rates
-    for name in infer_names:
+    return out
+
+
+def measure_inference(names: list[str], repeats: int) -> dict:
+    """Reference and ``optimize_for_inference`` of each network timed alternately in one process.
+
+    Inference needs no process-wide setting (the allocator is configured for training only), so the two
+    sides can share a process and alternate call by call: at batch 1 a call takes milliseconds and the
+    machine's drift between two processes would be larger than the difference being measured.
+    """
+    import torch
+
+    from igcnas.models import build_model
+    from igcnas.models.fast import optimize_for_inference
+
+    out: dict = {}
+    for name in names:
         config = network(name)
         shape = (config.in_channels, config.input_size, config.input_size)
         model = build_model(config, seed=0).eval()
-        out["infer"][name] = {}
+        out[name] = {}
         for b in (1, 128):
-            runner = optimize_for_inference(model, shape, batch=b) if mode == "fast" else model
+            runner = optimize_for_inference(model, shape, batch=b)
+            variant = runner.igcnas_variant
             x = torch.randn(b, *shape)
-            if getattr(runner, "igcnas_variant", "").endswith("channels_last"):
-                x = x.to(memory_format=torch.channels_last)
-            n = 20 if b == 1 else 2
+            x_fast = x.to(memory_format=torch.channels_last) if variant.endswith("channels_last") else x
+            sides = {"reference": (model, x), "fast": (runner, x_fast)}
+            rates: dict[str, list[float]] = {"reference": [], "fast": []}
+            n = 10 if b == 1 else 1
             with torch.no_grad():
-                runner(x)
-                rates = []
+                for module, inp in sides.values():
+                    module(inp)
                 for _ in range(repeats):
-                    start = time.perf_counter()
-                    for _ in range(n):
-                        runner(x)
-                    rates.append(n * b / (time.perf_counter() - start))
-            out["infer"][name][str(b)] = {"rates": rates, "variant": getattr(runner, "igcnas_variant", "reference")}
+                    for side, (module, inp) in sides.items():
+                        start = time.perf_counter()
+                        for _ in range(n):
+                            module(inp)
+                        rates[side].append(n * b / (time.perf_counter() - start))
+            out[name][str(b)] = {**rates, "variant": variant}
     return out
 
 
@@ -108,10 +129,13 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--quick", action="store_true", help="only the two headline networks")
     parser.add_argument("--rounds", type=int, default=3, help="alternating reference/fast rounds (default 3)")
+    parser.add_argument("--infer-rounds", type=int, default=None,
+                        help="rounds that also measure inference (default: all of them)")
     parser.add_argument("--json", help="write the figures here")
-    parser.add_argument("--worker", choices=["reference", "fast"], help=argparse.SUPPRESS)
-    parser.add_argument("--infer", default="all", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["reference", "fast", "infer"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.infer_rounds is None:
+        args.infer_rounds = args.rounds
 
     from igcnas.search_space.zoo import ZOO
 
@@ -119,26 +143,31 @@ def main() -> int:
     infer = [n for n in ZOO if n != "igcv3_1.0"] + ["igcv3_1.0"]
     if args.quick:
         infer = ["igcv2_c64_d20", "xception_c35_d20"]
+    if args.worker == "infer":
+        print(json.dumps(measure_inference(infer, args.repeats)))
+        return 0
     if args.worker:
-        if args.infer == "none":
-            infer = []
-        print(json.dumps(measure(args.worker, names, infer, args.repeats, args.steps, args.batch)))
+        print(json.dumps(measure(args.worker, names, args.repeats, args.steps, args.batch)))
         return 0
 
-    # Separate processes (the allocator setting is process-wide), alternated over rounds so that drift in a
-    # shared machine's load hits both sides alike; inference is measured in the first round only.
+    # Training: separate processes (the allocator setting is process-wide), alternated over rounds so that
+    # drift in a shared machine's load hits both sides alike. Inference: one process per round (see
+    # measure_inference).
     results: dict = {}
+    infer_runs: list[dict] = []
+    common = ["--repeats", str(args.repeats), "--steps", str(args.steps), "--batch", str(args.batch)]
+    common += ["--quick"] if args.quick else []
     for round_ in range(args.rounds):
         order = ("reference", "fast") if round_ % 2 == 0 else ("fast", "reference")
-        for mode in order:
-            cmd = [sys.executable, __file__, "--worker", mode, "--repeats", str(args.repeats), "--steps",
-                   str(args.steps), "--batch", str(args.batch)] + (["--quick"] if args.quick else [])
-            if round_ > 0:
-                cmd += ["--infer", "none"]
+        modes = order + (("infer",) if round_ < args.infer_rounds else ())
+        for mode in modes:
             print(f"round {round_ + 1}/{args.rounds}: measuring {mode} ...", file=sys.stderr, flush=True)
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            done = subprocess.run([sys.executable, __file__, "--worker", mode, *common], capture_output=True,
+                                  text=True, check=True)
             part = json.loads(done.stdout.strip().splitlines()[-1])
-            if mode not in results:
+            if mode == "infer":
+                infer_runs.append(part)
+            elif mode not in results:
                 results[mode] = part
             else:
                 for name, rates in part["train"].items():
@@ -162,21 +191,25 @@ def main() -> int:
         summary["train"][name] = row
         print(f"{name:<24}{med(r):>8.1f} [{min(r):5.1f}-{max(r):5.1f}]{med(f):>8.1f} [{min(f):5.1f}-{max(f):5.1f}]"
               f"{row['train_speedup_vs_reference']:>8.2f}x{row['train_ratio_vs_xception_c35_d20']:>17.2f}x")
-    print("\ninference images/s, fast / reference (variant chosen by timing)")
-    print(f"{'network':<26}{'batch 1':>22}{'batch 128':>22}")
+    print(f"\ninference images/s, fast / reference (median of {len(infer_runs)} rounds x {args.repeats} "
+          "alternating repeats; variant chosen by timing, most frequent shown)")
+    print(f"{'network':<26}{'batch 1':>24}{'batch 128':>24}")
     slower = []
     for name in infer:
         cells = []
         summary["infer"][name] = {}
         for b in ("1", "128"):
-            r, f = ref["infer"][name][b]["rates"], fast["infer"][name][b]["rates"]
+            r = [v for run in infer_runs for v in run[name][b]["reference"]]
+            f = [v for run in infer_runs for v in run[name][b]["fast"]]
+            variants = [run[name][b]["variant"] for run in infer_runs]
+            variant = max(set(variants), key=variants.count)
             ratio = med(f) / med(r)
             summary["infer"][name][b] = {"reference": med(r), "fast": med(f), "ratio": ratio,
-                                         "variant": fast["infer"][name][b]["variant"]}
+                                         "variant": variant, "variants": variants}
             if ratio < 0.95:
                 slower.append(f"{name}@{b}")
-            cells.append(f"{ratio:5.2f}x {fast['infer'][name][b]['variant'][:16]:>16}")
-        print(f"{name:<26}{cells[0]:>22}{cells[1]:>22}")
+            cells.append(f"{ratio:5.2f}x {variant[:18]:>18}")
+        print(f"{name:<26}{cells[0]:>24}{cells[1]:>24}")
     summary["inference_slower_than_reference"] = slower
     key = summary["train"]["igcv2_c64_d20"]
     summary["igcv2_c64_d20"] = {"train_speedup_vs_reference": key["train_speedup_vs_reference"],
