@@ -87,6 +87,8 @@ def test_dominated_trials_stop_at_the_first_rung_and_count_as_trained(tmp_path, 
     assert "dominated by 3 of 3 trials" in stopped[0].user_attrs["stop_reason"]
     assert "of 4 trials" in stopped[1].user_attrs["stop_reason"]
     assert "stopped early at epoch 1" in err
+    # The summary counts this run's trials only (the three dominating ones are earlier).
+    assert f"this run trained {len(new) - 3} to the end and stopped 3 early" in out
 
 
 def test_other_schedules_are_not_compared_and_no_early_stopping_trains_to_the_end(tmp_path, capsys):
