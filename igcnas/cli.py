@@ -417,16 +417,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     from igcnas.nas.optuna_driver import run_search
 
     options = _options_from_args(args)
-    earlier: set[int] = set()
 
     def ready(prep: Any) -> None:
         import optuna
 
         trials = prep.study.get_trials(deepcopy=False)
         queued = sum(1 for t in trials if t.state == optuna.trial.TrialState.WAITING)
-        earlier.update(t.number for t in trials if t.state != optuna.trial.TrialState.WAITING)
         seeds = f", {queued} seeds queued" if queued else ""
-        print(f"igc-nas search: study {options.study_name!r} ({len(trials) - queued} earlier trials{seeds}) in "
+        print(f"igc-nas search: study {options.study_name!r} ({len(prep.earlier)} earlier trials{seeds}) in "
               f"{options.storage_url}; "
               f"{options.backend} backend, {options.sampler} sampler, {options.n_trials} trials of "
               f"{options.epochs} epochs on {options.dataset}; early stopping "
@@ -434,11 +432,9 @@ def cmd_search(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
 
     outcome = run_search(options, callbacks=[_trial_line], on_ready=ready)
-    stopped = sum(1 for t in outcome.study.get_trials(deepcopy=False)
-                  if t.number not in earlier and t.user_attrs.get("status") == "stopped_early")
     print(f"Pareto front of study {options.study_name!r} (feasible, non-dominated; "
           f"{len(outcome.front)} of {len(outcome.study.trials)} trials; this run trained "
-          f"{outcome.completed_this_run} to the end and stopped {stopped} early):")
+          f"{outcome.completed_this_run} to the end and stopped {outcome.stopped_early_this_run} early):")
     _print_front(outcome.front)
     print(f"hypervolume (normalised objectives, reference point 1,1,1): {outcome.hypervolume:.4f}")
     print(f"storage: {outcome.storage_url}")

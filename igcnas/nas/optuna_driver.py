@@ -156,6 +156,7 @@ class SearchOutcome:
     files: dict[str, Path]
     front: Any  # pandas DataFrame
     hypervolume: float
+    stopped_early_this_run: int = 0
 
 
 def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 20, grace_period: int = 60) -> Any:
@@ -267,6 +268,8 @@ class Prepared:
     storage: Any
     study: Any
     reference: Any
+    # Trials that existed before this run, enqueued seeds (WAITING) left out: this run will train those.
+    earlier: frozenset[int] = frozenset()
 
 
 def prepare(options: SearchOptions, *, sampler: Any = None) -> Prepared:
@@ -274,6 +277,8 @@ def prepare(options: SearchOptions, *, sampler: Any = None) -> Prepared:
 
     Everything that can be wrong with the input fails here, before the study is touched.
     """
+    import optuna
+
     from igcnas.evaluators.data import load_dataset
     from igcnas.nas.pareto import REFERENCE_ATTR, ReferencePoint
 
@@ -325,7 +330,9 @@ def prepare(options: SearchOptions, *, sampler: Any = None) -> Prepared:
                 study.enqueue_trial(params, skip_if_exists=True)
     if options.save_weights and attrs.get(ARTIFACTS_ATTR) != str(options.artifacts_path.resolve()):
         study.set_user_attr(ARTIFACTS_ATTR, str(options.artifacts_path.resolve()))
-    return Prepared(options, spec, data, storage, study, reference)
+    earlier = frozenset(t.number for t in study.get_trials(deepcopy=False)
+                        if t.state != optuna.trial.TrialState.WAITING)
+    return Prepared(options, spec, data, storage, study, reference, earlier)
 
 
 def make_objective(prep: Prepared) -> Callable[[Any], Any]:
@@ -512,8 +519,7 @@ def run_search(options: SearchOptions, *, callbacks: list[Callable[[Any, Any], N
         cpus = os.cpu_count() or 1
         torch.set_num_threads(max(1, cpus // options.n_jobs))
         # Trials numbered from here on are this run's (enqueued seeds are waiting trials with lower numbers).
-        start_number = len([t for t in prep.study.get_trials(deepcopy=False)
-                            if t.state != optuna.trial.TrialState.WAITING])
+        start_number = len(prep.earlier)
         stopper = _StopAfter(options.n_trials, start_number, max_skipped=max(200, 20 * options.n_trials),
                              total=options.total_trials)
         # Failed trials are reported by the caller with their reason; Optuna's own warning would add
@@ -573,7 +579,10 @@ def finish(prep: Prepared, completed: int) -> SearchOutcome:
         from igcnas.dashboards import write_report
 
         files["dashboard"] = write_report(study, run_dir / "dashboard.html")
-    return SearchOutcome(study, run_dir, options.storage_url, completed, files, front, summary["hypervolume"])
+    stopped = sum(1 for t in study.get_trials(deepcopy=False)
+                  if t.number not in prep.earlier and t.user_attrs.get("status") == "stopped_early")
+    return SearchOutcome(study, run_dir, options.storage_url, completed, files, front, summary["hypervolume"],
+                         stopped)
 
 
 def with_overrides(options: SearchOptions, **changes: Any) -> SearchOptions:

@@ -304,10 +304,6 @@ def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | N
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ValueError(f"cannot connect to the Ray cluster at {options.address!r}: "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    # Enqueued seeds are WAITING trials created before this run; Tune's searcher runs them, so they count
-    # as this run's trials (their lines are printed and they are in completed_this_run).
-    before = {t.number for t in prep.study.get_trials(deepcopy=False)
-              if t.state != optuna.trial.TrialState.WAITING}
     schedule = options.rung_schedule
     scheduler = None
     if schedule is not None and schedule.rungs:
@@ -330,7 +326,8 @@ def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | N
     finally:
         if started_here:
             ray.shutdown()
-    new = [t for t in prep.study.get_trials(deepcopy=False) if t.number not in before]
+    # Enqueued seeds are not in prep.earlier: Tune's searcher runs them as this run's trials.
+    new = [t for t in prep.study.get_trials(deepcopy=False) if t.number not in prep.earlier]
     for trial in new:
         for callback in callbacks or []:
             callback(prep.study, trial)
