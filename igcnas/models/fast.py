@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import functools
 import logging
 import statistics
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -88,14 +89,26 @@ def _chain_blocks(model: nn.Module) -> Iterable[InterleavedBlock]:
     return (m for m in model.modules() if isinstance(m, InterleavedBlock) and len(m.pointwise) > 0)
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
+def _time_each(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed round-robin after one warm-up call each.
+
+    Round-robin, not one function after the other: a machine's speed drifts over seconds (clock, other
+    load), and drift must not decide between variants a few percent apart. Calls of half a second or
+    more are timed twice at most (their own length averages the noise).
+    """
+    slowest = 0.0
+    for fn in fns.values():  # warm-up: one-off kernel selection, first-touch pages
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        slowest = max(slowest, time.perf_counter() - start)
+    rounds = repeats if slowest < 0.5 else min(repeats, 2)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 # Timings are kept for the process's lifetime: a search builds many networks that share block shapes,
@@ -121,18 +134,16 @@ def choose_strategies(model: nn.Module, input_shape: tuple[int, int, int], *, ba
         if key not in shapes:
             probe = copy.deepcopy(block).train(training)
             x = torch.randn(batch, c_in, size, size).to(memory_format=fmt).requires_grad_(training)
-            results = {}
-            for strategy in STRATEGIES:
+
+            def step(strategy: str) -> None:
                 probe.strategy = strategy
+                if training:
+                    probe(x).sum().backward()
+                else:
+                    with torch.no_grad():
+                        probe(x)
 
-                def step() -> None:
-                    if training:
-                        probe(x).sum().backward()
-                    else:
-                        with torch.no_grad():
-                            probe(x)
-
-                results[strategy] = _time(step, repeats)
+            results = _time_each({s: functools.partial(step, s) for s in STRATEGIES}, repeats)
             shapes[key] = min(results, key=results.get)
             log.debug("block %s at %dx%d: %s", key[0].pointwise, size, size, results)
         block.strategy = shapes[key]
@@ -260,23 +271,9 @@ def optimize_for_inference(model: nn.Module, input_shape: tuple[int, int, int], 
     x = torch.randn(batch, *input_shape)
     inputs = {name: x.to(memory_format=torch.channels_last) if name.endswith("channels_last") else x
               for name in candidates}
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    slowest = 0.0
     with torch.no_grad():
-        for name, candidate in candidates.items():  # warm-up (one-off kernel selection, first-touch pages)
-            start = time.perf_counter()
-            candidate(inputs[name])
-            slowest = max(slowest, time.perf_counter() - start)
-        # Round-robin, not one candidate after the other: a machine's speed drifts over seconds (clock,
-        # other load), and drift must not decide between variants a few percent apart. Calls of a
-        # second or more need fewer rounds to be timed well.
-        rounds = repeats if slowest < 0.5 else min(repeats, 2)
-        for _ in range(rounds):
-            for name, candidate in candidates.items():
-                start = time.perf_counter()
-                candidate(inputs[name])
-                samples[name].append(time.perf_counter() - start)
-    timings = {name: statistics.median(values) for name, values in samples.items()}
+        timings = _time_each({name: functools.partial(candidates[name], inputs[name]) for name in candidates},
+                             repeats)
     best = min(timings, key=timings.get)
     log.info("inference variants (batch %d): %s -> %s", batch, {k: round(v * 1e3, 2) for k, v in timings.items()},
              best)

@@ -579,8 +579,7 @@ def finish(prep: Prepared, completed: int) -> SearchOutcome:
         from igcnas.dashboards import write_report
 
         files["dashboard"] = write_report(study, run_dir / "dashboard.html")
-    stopped = sum(1 for t in study.get_trials(deepcopy=False)
-                  if t.number not in prep.earlier and t.user_attrs.get("status") == "stopped_early")
+    stopped = int(((df["status"] == "stopped_early") & ~df["number"].isin(prep.earlier)).sum()) if len(df) else 0
     return SearchOutcome(study, run_dir, options.storage_url, completed, files, front, summary["hypervolume"],
                          stopped)
 
