@@ -188,17 +188,18 @@ def _structure_text(structure: Any) -> str:
 def cmd_space(args: argparse.Namespace) -> int:
     if getattr(args, "space_command", None) == "check":
         return cmd_space_check(args)
-    from igcnas.search_space.enumerate import DesignSpace, SpaceSpec, arch_id
+    from igcnas.search_space.enumerate import DesignSpace, arch_id
+    from igcnas.search_space.spec import SearchSpec
 
     if args.family is None or args.width is None:
         raise UsageError("space needs --family and --width (or: igc-nas space check CONFIG.json)")
-    spec = SpaceSpec(families=(args.family,), widths=(args.width,), blocks_per_stage=args.blocks,
-                     max_l=args.max_l, num_stages=args.stages)
+    spec = SearchSpec(families=(args.family,), widths=(args.width,), blocks=(args.blocks,),
+                      max_l=args.max_l, num_stages=args.stages)
     space = DesignSpace(spec)
     stages = []
     from igcnas.search_space.config import StageConfig
 
-    for i, options in enumerate(space.stage_options(args.family, args.width)):
+    for i, options in enumerate(space.stage_options(args.family, args.width, args.blocks)):
         width = args.width * 2**i
         stage_rows = []
         for option in options:

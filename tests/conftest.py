@@ -13,7 +13,9 @@ from igcnas.nas.pareto import REFERENCE_ATTR
 from igcnas.nas.objective import describe_structure
 from igcnas.search_space.config import config_to_dict
 from igcnas.search_space.costs import closed_form_costs
-from igcnas.search_space.enumerate import DesignSpace, SpaceSpec, arch_id
+from igcnas.search_space.families import FAMILIES
+from igcnas.search_space.enumerate import DesignSpace, arch_id
+from igcnas.search_space.spec import SearchSpec
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -23,7 +25,8 @@ def make_study(url: str, name: str, n: int, *, seed: int = 0, infeasible_every: 
     rng = random.Random(seed)
     storage = open_storage(url, heartbeat=False)
     study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
-    space = DesignSpace(SpaceSpec(widths=(8, 16, 24), blocks_per_stage=1, input_size=8, in_channels=1))
+    space = DesignSpace(SearchSpec(families=tuple(f for f in FAMILIES if f != "igcv3"), widths=(8, 16, 24), blocks=(1,),
+                                    input_size=8, in_channels=1))
     study.set_user_attr(REFERENCE_ATTR, {"params": 2e5, "macs": 5e6, "latency_ms": None})
     study.set_user_attr("igcnas:dataset", "digits")
     study.set_user_attr("igcnas:search_spec", {"in_channels": 1, "input_size": 8, "num_classes": 10})

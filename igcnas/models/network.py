@@ -12,6 +12,7 @@ from torch import nn
 
 from igcnas.models.registry import get_block
 from igcnas.search_space.config import NetworkConfig
+from igcnas.search_space.families import get_family
 from igcnas.search_space.plan import NetworkPlan, ShortcutPlan, UnitPlan, resolve
 
 __all__ = ["IGCNet", "build_model", "ZeroPadShortcut"]
@@ -72,7 +73,7 @@ class IGCNet(nn.Module):
         self.config = config
         plan: NetworkPlan = resolve(config)
         self.plan = plan
-        act = nn.ReLU6 if config.family == "igcv3" else nn.ReLU
+        act = {"relu": nn.ReLU, "relu6": nn.ReLU6}[get_family(config.family).activation]
         s = plan.stem
         self.stem = nn.Sequential(
             nn.Conv2d(s.c_in, s.c_out, 3, stride=s.stride, padding=1, bias=False),

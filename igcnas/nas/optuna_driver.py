@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from igcnas.nas.early_stopping import RungSchedule, fidelity_key
-from igcnas.nas.space import Budget, SearchSpec, space_bounds
+from igcnas.nas.space import Budget
+from igcnas.search_space.spec import SearchSpec, space_bounds
 
 __all__ = ["SearchOptions", "SearchOutcome", "SAMPLERS", "open_storage", "open_study", "make_sampler",
            "run_search", "prepare", "DIRECTIONS", "OBJECTIVE_NAMES"]
@@ -284,17 +285,9 @@ def prepare(options: SearchOptions, *, sampler: Any = None) -> Prepared:
 
     data = load_dataset(options.dataset, data_dir=options.data_dir, download=options.download,
                         seed=options.seed, val_fraction=options.val_fraction)
-    default_widths = (8, 16, 24, 32, 48) if data.input_size <= 16 else (16, 24, 32, 48, 64)
-    spec = SearchSpec(
-        families=options.families or SearchSpec().families,
-        widths=options.widths or default_widths,
-        blocks=options.blocks,
-        max_l=options.max_l,
-        in_channels=data.in_channels,
-        input_size=data.input_size,
-        num_classes=data.num_classes,
-        stem_stride=2 if data.input_size >= 64 else 1,
-    )
+    spec = SearchSpec.for_data(in_channels=data.in_channels, input_size=data.input_size,
+                               num_classes=data.num_classes, families=options.families, widths=options.widths,
+                               blocks=options.blocks, max_l=options.max_l)
     bounds = space_bounds(spec)
     budget = options.budget
     if budget.max_params is not None and bounds.min_params > budget.max_params:

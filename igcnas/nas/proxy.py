@@ -38,7 +38,8 @@ def proxy_check(*, dataset: str = "digits", data_dir: str | None = None, n_confi
     from igcnas.evaluators.train import TrainSettings, train_model
     from igcnas.models import build_model
     from igcnas.nas.objective import describe_structure
-    from igcnas.nas.space import SearchSpec, suggest_config
+    from igcnas.nas.space import suggest_config
+    from igcnas.search_space.spec import SearchSpec
     from igcnas.search_space.costs import closed_form_costs
 
     if n_configs < 3:
@@ -46,9 +47,8 @@ def proxy_check(*, dataset: str = "digits", data_dir: str | None = None, n_confi
     if not 1 <= short_epochs < long_epochs:
         raise ValueError(f"need 1 <= short epochs < long epochs, got {short_epochs} and {long_epochs}")
     data = load_dataset(dataset, data_dir=data_dir, seed=seed)
-    spec = SearchSpec(families=families or SearchSpec().families,
-                      widths=(8, 16, 24, 32) if data.input_size <= 16 else (16, 24, 32, 48),
-                      in_channels=data.in_channels, input_size=data.input_size, num_classes=data.num_classes)
+    spec = SearchSpec.for_data(in_channels=data.in_channels, input_size=data.input_size,
+                               num_classes=data.num_classes, families=families)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # only a sampler here; its study is not news
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     result = ProxyResult(short_epochs, long_epochs)

@@ -13,21 +13,15 @@ so that a budget nothing can meet is refused before anything is trained.
 
 from __future__ import annotations
 
-import functools
-import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from igcnas.search_space.config import NetworkConfig, StageConfig
-from igcnas.search_space.costs import closed_form_costs
-from igcnas.search_space.enumerate import template_network, template_options
-from igcnas.search_space.families import FAMILIES, get_family
+from igcnas.search_space.families import get_family
+from igcnas.search_space.spec import SearchSpec, option_label
 
-__all__ = ["SearchSpec", "Budget", "parse_count", "suggest_config", "option_label", "space_bounds", "seed_params",
-           "zoo_seed_params", "params_for", "DEFAULT_FAMILIES"]
-
-DEFAULT_FAMILIES = tuple(FAMILIES)
+__all__ = ["Budget", "parse_count", "suggest_config", "seed_params", "zoo_seed_params", "params_for"]
 
 
 def parse_count(text: str | int | float | None, what: str) -> float | None:
@@ -68,80 +62,6 @@ class Budget:
 
     def as_dict(self) -> dict[str, float | None]:
         return {"max_params": self.max_params, "max_macs": self.max_macs, "max_latency_ms": self.max_latency_ms}
-
-
-@dataclass(frozen=True, kw_only=True)
-class SearchSpec:
-    """What is searched, and the data shape the networks are built for."""
-
-    families: tuple[str, ...] = DEFAULT_FAMILIES
-    widths: tuple[int, ...] = (8, 16, 24, 32, 48)
-    blocks: tuple[int, ...] = (1, 2)
-    num_stages: int = 3
-    max_l: int = 4
-    in_channels: int = 3
-    input_size: int = 32
-    num_classes: int = 10
-    stem_stride: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("families", "widths", "blocks"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
-            if not getattr(self, name):
-                raise ValueError(f"{name} must not be empty")
-        for family in self.families:
-            get_family(family)
-        if len(set(self.families)) != len(self.families):
-            raise ValueError(f"families must not repeat, got {list(self.families)}")
-        for w in self.widths:
-            if not isinstance(w, int) or w < 2:
-                raise ValueError(f"widths must be integers >= 2, got {w!r}")
-        for b in self.blocks:
-            if not isinstance(b, int) or b < 1:
-                raise ValueError(f"blocks must be integers >= 1, got {b!r}")
-        if self.max_l < 2:
-            raise ValueError(f"max_l must be >= 2, got {self.max_l}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
-
-    def stage_options(self, family: str, width: int) -> list[list[dict[str, Any]]]:
-        return _cached_options(family, width, self.num_stages, self.max_l)
-
-    def build(self, family: str, width: int, blocks: int, choices: list[dict[str, Any]]) -> NetworkConfig:
-        return template_network(family, width, blocks, choices, num_classes=self.num_classes,
-                                input_size=self.input_size, in_channels=self.in_channels,
-                                stem_stride=self.stem_stride)
-
-    def cells(self) -> list[tuple[str, int]]:
-        """(family, width) pairs with at least one valid network."""
-        return list(_cached_cells(self.families, self.widths, self.num_stages, self.max_l))
-
-
-# Enumerating a stage's valid options resolves every candidate's plan (milliseconds); a search asks
-# for the same few (family, width) cells on every trial, so they are computed once per process.
-@functools.lru_cache(maxsize=4096)
-def _cached_options(family: str, width: int, num_stages: int, max_l: int) -> list[list[dict[str, Any]]]:
-    return template_options(family, width, num_stages=num_stages, max_l=max_l)
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_cells(families: tuple[str, ...], widths: tuple[int, ...], num_stages: int, max_l: int
-                  ) -> tuple[tuple[str, int], ...]:
-    return tuple((f, w) for f in families for w in widths if all(_cached_options(f, w, num_stages, max_l)))
-
-
-def option_label(option: dict[str, Any]) -> str:
-    """A stable string for a stage option (``chain=8x8``, ``k1=2``, ``-`` for none)."""
-    if not option:
-        return "-"
-    parts = []
-    for key, value in option.items():
-        text = "x".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
-        parts.append(f"{key}={text}")
-    return ",".join(parts)
 
 
 def suggest_config(trial: Any, spec: SearchSpec) -> NetworkConfig:
@@ -260,47 +180,3 @@ def seed_params(spec: SearchSpec, *, max_seeds: int = 6) -> list[dict[str, Any]]
         if "xception" in spec.families and ("xception", width) in spec.cells():
             seeds.append({"family": "xception", "width@xception": width, "blocks": blocks})
     return seeds[:max_seeds]
-
-
-@dataclass
-class SpaceBounds:
-    min_params: int
-    min_macs: int
-    max_params: int
-    max_macs: int
-    examples: dict[str, NetworkConfig] = field(default_factory=dict)
-
-
-def space_bounds(spec: SearchSpec) -> SpaceBounds:
-    """Exact minimum and maximum params and MACs over the whole space.
-
-    Stage costs are additive and each stage's options are independent of the
-    others (the input width of a stage is fixed by the template), so the
-    extreme network of a (family, width, blocks) cell takes the extreme option
-    in every stage; each option's rank is read off a network that differs
-    from a reference in that stage only.
-    """
-    best: dict[str, tuple[int, NetworkConfig]] = {}
-    for (family, width), blocks in itertools.product(spec.cells(), spec.blocks):
-        per_stage = spec.stage_options(family, width)
-        reference = [options[0] for options in per_stage]
-        for metric, sign in (("params", 1), ("macs", 1), ("params", -1), ("macs", -1)):
-            chosen = []
-            for i, options in enumerate(per_stage):
-                scored = []
-                for option in options:
-                    trial_choice = reference.copy()
-                    trial_choice[i] = option
-                    cost = closed_form_costs(spec.build(family, width, blocks, trial_choice))
-                    scored.append((sign * getattr(cost, metric), len(scored)))
-                chosen.append(options[min(scored)[1]])
-            config = spec.build(family, width, blocks, chosen)
-            value = getattr(closed_form_costs(config), metric)
-            key = f"{'min' if sign > 0 else 'max'}_{metric}"
-            if key not in best or sign * value < sign * best[key][0]:
-                best[key] = (value, config)
-    return SpaceBounds(
-        min_params=best["min_params"][0], min_macs=best["min_macs"][0],
-        max_params=best["max_params"][0], max_macs=best["max_macs"][0],
-        examples={k: v[1] for k, v in best.items()},
-    )

@@ -18,14 +18,17 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
 
 from igcnas.search_space.config import NetworkConfig, StageConfig
-from igcnas.search_space.families import FAMILIES, Interleaved, _divisors, get_family, igcv2_star_l
+from igcnas.search_space.families import Interleaved, _divisors, get_family, igcv2_star_l
 from igcnas.search_space.plan import InterleavedPlan, resolve, resolve_interleaved, resolve_inverted
 
-__all__ = ["ordered_factorizations", "block_options", "template_options", "template_network", "SpaceSpec",
+if TYPE_CHECKING:
+    from igcnas.search_space.spec import SearchSpec
+
+__all__ = ["ordered_factorizations", "block_options", "template_options", "template_network",
            "DesignSpace", "arch_id"]
 
 
@@ -119,54 +122,27 @@ def template_network(family: str, width: int, blocks: int, choices: list[dict[st
                          num_classes=num_classes, input_size=input_size, in_channels=in_channels)
 
 
-@dataclass(frozen=True, kw_only=True)
-class SpaceSpec:
-    """The template every sampled network follows, and the ranges searched."""
-
-    families: tuple[str, ...] = tuple(f for f in FAMILIES if f != "igcv3")
-    widths: tuple[int, ...] = (16, 24, 32, 48, 64)
-    blocks_per_stage: int = 2
-    num_stages: int = 3
-    max_l: int = 4
-    num_classes: int = 10
-    input_size: int = 32
-    in_channels: int = 3
-    stem_stride: int = 1
-
-    def __post_init__(self) -> None:
-        if isinstance(self.families, list):
-            object.__setattr__(self, "families", tuple(self.families))
-        if isinstance(self.widths, list):
-            object.__setattr__(self, "widths", tuple(self.widths))
-        if not self.families:
-            raise ValueError(f"families must name at least one of {', '.join(FAMILIES)}")
-        for name in self.families:
-            get_family(name)
-        if not self.widths or any((not isinstance(w, int)) or w < 1 for w in self.widths):
-            raise ValueError(f"widths must be positive integers, got {self.widths!r}")
-        for name, value, low in (("blocks_per_stage", self.blocks_per_stage, 1), ("num_stages", self.num_stages, 1),
-                                 ("max_l", self.max_l, 2), ("num_classes", self.num_classes, 2)):
-            if not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
 @dataclass
 class DesignSpace:
-    """Counting, indexing, enumeration and uniform sampling over :class:`SpaceSpec`."""
+    """Counting, indexing, enumeration and uniform sampling over a :class:`~igcnas.search_space.spec.SearchSpec`.
 
-    spec: SpaceSpec = field(default_factory=SpaceSpec)
+    The space is the union over (family, width, blocks) cells of the product of the per-stage options.
+    """
+
+    spec: SearchSpec
 
     def __post_init__(self) -> None:
-        # (family, width) -> per-stage option lists; only non-empty products are kept.
-        self._cells: list[tuple[str, int, list[list[dict[str, Any]]], int]] = []
+        # (family, width, blocks) -> per-stage option lists; only non-empty products are kept.
+        self._cells: list[tuple[str, int, int, list[list[dict[str, Any]]], int]] = []
         for family in self.spec.families:
             for width in self.spec.widths:
-                per_stage = self.stage_options(family, width)
-                size = math.prod(len(options) for options in per_stage)
-                if size:
-                    self._cells.append((family, width, per_stage, size))
+                for blocks in self.spec.blocks:
+                    per_stage = self.stage_options(family, width, blocks)
+                    size = math.prod(len(options) for options in per_stage)
+                    if size:
+                        self._cells.append((family, width, blocks, per_stage, size))
 
-    def stage_options(self, family: str, width: int) -> list[list[dict[str, Any]]]:
+    def stage_options(self, family: str, width: int, blocks: int) -> list[list[dict[str, Any]]]:
         """Per-stage option lists; stage i > 0 receives width * 2**(i-1) channels.
 
         Two options that build the same stage (possible when a stage has one block, which is
@@ -174,14 +150,13 @@ class DesignSpace:
         """
         out = []
         fam = get_family(family)
-        per_stage = template_options(family, width, num_stages=self.spec.num_stages, max_l=self.spec.max_l)
-        for i, options in enumerate(per_stage):
+        for i, options in enumerate(self.spec.stage_options(family, width)):
             c_out, c_in = width * 2**i, width * 2 ** max(i - 1, 0)
             seen, kept = set(), []
             for option in options:
                 structure = fam.structure(StageConfig(width=c_out, blocks=1, **option))
                 key: Any = structure
-                if self.spec.blocks_per_stage == 1 and c_in != c_out and isinstance(structure, Interleaved):
+                if blocks == 1 and c_in != c_out and isinstance(structure, Interleaved):
                     first = resolve_interleaved(structure, c_in=c_in, c_out=c_out, stride=2, size=2)
                     key = (first.convs, first.shuffles)
                 if key not in seen:
@@ -191,30 +166,24 @@ class DesignSpace:
         return out
 
     def count(self) -> int:
-        return sum(size for *_, size in self._cells)
+        return sum(cell[-1] for cell in self._cells)
 
     def count_by_family(self) -> dict[str, int]:
         counts: dict[str, int] = {f: 0 for f in self.spec.families}
-        for family, _, _, size in self._cells:
+        for family, *_, size in self._cells:
             counts[family] += size
         return counts
-
-    def build(self, family: str, width: int, choices: list[dict[str, Any]]) -> NetworkConfig:
-        spec = self.spec
-        return template_network(family, width, spec.blocks_per_stage, choices, num_classes=spec.num_classes,
-                                input_size=spec.input_size, in_channels=spec.in_channels,
-                                stem_stride=spec.stem_stride)
 
     def __getitem__(self, index: int) -> NetworkConfig:
         if not 0 <= index < self.count():
             raise IndexError(f"index {index} outside the space of {self.count()} networks")
-        for family, width, per_stage, size in self._cells:
+        for family, width, blocks, per_stage, size in self._cells:
             if index < size:
                 choices = []
                 for options in reversed(per_stage):
                     index, digit = divmod(index, len(options))
                     choices.append(options[digit])
-                return self.build(family, width, list(reversed(choices)))
+                return self.spec.build(family, width, blocks, list(reversed(choices)))
             index -= size
         raise IndexError(index)  # unreachable: the range was checked above
 
@@ -259,7 +228,7 @@ def _canonical(config: NetworkConfig) -> dict[str, Any]:
         "stages": stages,
         "head": conv(plan.head) if plan.head is not None else None,
         "classes": config.num_classes,
-        "activation": "relu6" if config.family == "igcv3" else "relu",
+        "activation": get_family(config.family).activation,
     }
 
 

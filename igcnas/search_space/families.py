@@ -130,6 +130,8 @@ class Family:
     params: tuple[str, ...]
     description: str
     _structure: Callable[[StageConfig, int], BlockStructure]
+    # The non-linearity of the whole network (stem, blocks, head): IGC-V3 follows MobileNetV2's ReLU6.
+    activation: str = "relu"
 
     def structure(self, stage: StageConfig, index: int = 0) -> BlockStructure:
         """Canonical block structure of ``stage`` (validated)."""
@@ -247,6 +249,7 @@ _register(
         ("expansion", "groups"),
         "inverted residual: group 1x1 expand, permute, channel-wise 3x3, group 1x1 project, permute",
         _igcv3,
+        activation="relu6",
     )
 )
 

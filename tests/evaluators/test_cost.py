@@ -5,7 +5,8 @@ import pytest
 from igcnas.evaluators.cost import measure_config, measure_costs, measure_latency
 from igcnas.models import build_model
 from igcnas.search_space.costs import closed_form_costs
-from igcnas.search_space.enumerate import DesignSpace, SpaceSpec
+from igcnas.search_space.enumerate import DesignSpace
+from igcnas.search_space.spec import SearchSpec
 from igcnas.search_space.zoo import ZOO
 
 
@@ -13,13 +14,13 @@ def sampled_configs(n: int, seed: int):
     """Valid configurations across every family, transitions, strides, resolutions and shortcuts."""
     rng = random.Random(seed)
     spaces = [
-        DesignSpace(SpaceSpec(families=(family,), widths=(8, 12, 16, 24), blocks_per_stage=1, max_l=4,
+        DesignSpace(SearchSpec(families=(family,), widths=(8, 12, 16, 24), blocks=(1,), max_l=4,
                               input_size=16))
         for family in ("dense", "xception", "deep_roots", "igcv1", "igcv2", "igcv2_star")
     ]
     spaces += [
-        DesignSpace(SpaceSpec(families=("igcv3",), widths=(8, 16), blocks_per_stage=2, input_size=16)),
-        DesignSpace(SpaceSpec(families=("igcv2", "xception", "igcv1"), widths=(16, 32), blocks_per_stage=3,
+        DesignSpace(SearchSpec(families=("igcv3",), widths=(8, 16), blocks=(2,), input_size=16)),
+        DesignSpace(SearchSpec(families=("igcv2", "xception", "igcv1"), widths=(16, 32), blocks=(3,),
                               num_stages=2, input_size=8)),
     ]
     configs = []

@@ -1,7 +1,8 @@
 import optuna
 import pytest
 
-from igcnas.nas.space import Budget, SearchSpec, parse_count, space_bounds, suggest_config
+from igcnas.nas.space import Budget, parse_count, suggest_config
+from igcnas.search_space.spec import SearchSpec, space_bounds
 from igcnas.search_space.conditions import check_complementary
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.families import get_family

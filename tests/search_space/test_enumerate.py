@@ -3,7 +3,8 @@ import math
 import pytest
 
 from igcnas.search_space.config import NetworkConfig, StageConfig
-from igcnas.search_space.enumerate import DesignSpace, SpaceSpec, arch_id, block_options, ordered_factorizations
+from igcnas.search_space.spec import SearchSpec
+from igcnas.search_space.enumerate import DesignSpace, arch_id, block_options, ordered_factorizations
 
 
 def test_ordered_factorizations_are_complete_and_exact():
@@ -15,7 +16,7 @@ def test_ordered_factorizations_are_complete_and_exact():
 
 
 def test_count_matches_enumeration_and_ids_are_unique():
-    space = DesignSpace(SpaceSpec(widths=(8, 12, 16), blocks_per_stage=1, max_l=3))
+    space = DesignSpace(SearchSpec(widths=(8, 12, 16), blocks=(1,), max_l=3))
     configs = list(space)
     assert len(configs) == space.count() == sum(space.count_by_family().values())
     ids = {arch_id(c) for c in configs}
@@ -23,7 +24,7 @@ def test_count_matches_enumeration_and_ids_are_unique():
 
 
 def test_sampling_is_seeded_and_covers_the_space():
-    space = DesignSpace(SpaceSpec(families=("igcv2",), widths=(16,), max_l=3))
+    space = DesignSpace(SearchSpec(families=("igcv2",), widths=(16,), blocks=(2,), max_l=3))
     first = space.sample(50, seed=7)
     assert first == space.sample(50, seed=7)
     assert first != space.sample(50, seed=8)
@@ -50,6 +51,6 @@ def test_igcv2_enumeration_excludes_the_xception_encoding():
 
 def test_space_spec_validates():
     with pytest.raises(ValueError, match="family must be one of"):
-        SpaceSpec(families=("nope",))
+        SearchSpec(families=("nope",))
     with pytest.raises(ValueError, match="max_l"):
-        SpaceSpec(max_l=1)
+        SearchSpec(max_l=1)
