@@ -44,9 +44,11 @@ def _peak_rss_mb() -> float:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainSettings:
-    epochs: int = 5
+    """How one trial trains. The defaults are the search's defaults (``igc-nas search`` takes them from here)."""
+
+    epochs: int = 4
     batch_size: int = 64
-    lr: float = 0.1
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = True

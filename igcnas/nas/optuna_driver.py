@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from igcnas.nas.early_stopping import RungSchedule, fidelity_key
+from igcnas.nas.samplers import SAMPLERS, make_sampler
 from igcnas.nas.space import Budget
 from igcnas.search_space.spec import SearchSpec, space_bounds
 
@@ -26,7 +27,6 @@ __all__ = ["SearchOptions", "SearchOutcome", "SAMPLERS", "open_storage", "open_s
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("nsga2", "tpe", "nsga3", "random", "gp")
 BACKENDS = ("optuna", "ray")
 OBJECTIVE_NAMES = ("val_accuracy", "params", "macs")
 DIRECTIONS = ("maximize", "minimize", "minimize")
@@ -223,22 +223,6 @@ def _fast_sqlite(engine: Any) -> None:
 
     event.listen(engine, "connect", on_connect)
     engine.dispose()  # connections made while Optuna created the schema are reopened with the pragmas
-
-
-def make_sampler(name: str, seed: int) -> Any:
-    import optuna
-
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
-    if name == "nsga3":
-        return optuna.samplers.NSGAIIISampler(seed=seed, population_size=16)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
 
 
 def open_study(storage: Any, name: str, *, create: bool, directions: list[str] | None = None,

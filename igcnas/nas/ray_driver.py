@@ -251,7 +251,7 @@ def run_ray_search(prep: Any, *, callbacks: list[Callable[[Any, Any], None]] | N
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from igcnas.nas.optuna_driver import make_sampler
+    from igcnas.nas.samplers import make_sampler
 
     options = prep.options
     run = {

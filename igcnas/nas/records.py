@@ -1,0 +1,61 @@
+"""What a search writes into an Optuna study: the one home of every key and status.
+
+A study is the search's only database: every process (Optuna workers, Ray
+trials, the dashboard, ``igc-nas pick``, the benchmarks) reads and writes these
+names, so they are defined here once and imported everywhere else.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["TrialStatus", "TrialKey", "StudyKey"]
+
+
+class TrialStatus(StrEnum):
+    """Why a trial ended where it did (the ``status`` user attribute; Optuna's state says less)."""
+
+    COMPLETE = "complete"  # trained for every epoch; its objective values are final
+    OVER_BUDGET = "over_budget"  # a cost exceeded the budget before training; never trained (PRUNED)
+    STOPPED_EARLY = "stopped_early"  # trained to a rung and stopped by successive halving (PRUNED)
+    FAILED = "failed"  # raised, diverged, or ran past a limit (FAIL)
+    NO_SLOT = "no_slot"  # the study-wide --total-trials target was already taken by other workers (PRUNED)
+    RUNNING = "running"
+
+
+class TrialKey(StrEnum):
+    """User-attribute names of a trial."""
+
+    STATUS = "status"
+    CONFIG = "config"
+    ARCH_ID = "arch_id"
+    FAMILY = "family"
+    WIDTH = "width"
+    BLOCKS = "blocks"
+    STRUCTURE = "structure"
+    PARAMS = "params"
+    CONV_PARAMS = "conv_params"
+    MACS = "macs"
+    LATENCY_MS = "latency_ms"
+    CURVE = "curve"  # validation accuracy after each epoch
+    RUNGS = "rungs"  # {epoch: accuracy} at the early-stopping rungs reached
+    FIDELITY = "fidelity"  # the training schedule, see early_stopping.fidelity_key
+    STOPPED_AT_EPOCH = "stopped_at_epoch"
+    STOP_REASON = "stop_reason"
+    FAIL_REASON = "fail_reason"
+    WEIGHTS_ARTIFACT = "weights_artifact"
+    BACKEND = "backend"
+    RAY_NODE = "ray_node"
+
+
+class StudyKey(StrEnum):
+    """User-attribute names of a study (prefixed so that they never clash with a user's own)."""
+
+    DATASET = "igcnas:dataset"
+    SEARCH_SPEC = "igcnas:search_spec"
+    REFERENCE_POINT = "igcnas:reference_point"
+    ARTIFACTS = "igcnas:artifacts"
+    OBJECTIVES = "igcnas:objectives"
+    # How the search read its data and trained (data set, folder, split seed, validation fraction,
+    # epochs, batch, lr, ...): what `igc-nas pick` needs to evaluate on the same validation split.
+    EVALUATION = "igcnas:evaluation"
