@@ -46,7 +46,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     from igcnas.dashboards import dashboard_data, write_report
-    from igcnas.nas.optuna_driver import open_storage, open_study
+    from igcnas.nas.study import open_storage, open_study
     from tests.conftest import make_study
 
     tmp = Path(tempfile.mkdtemp(prefix="igcnas-bench-"))

@@ -60,7 +60,8 @@ def dataset_args(name: str) -> dict:
 
 def run_igcnas_driver(ds: str, seed: int, budget: float, out: Path, t0: float, *, igcnas_default: bool) -> list:
     """``random`` and ``igcnas`` both go through igc-nas's own driver (SQLite study in a temp folder)."""
-    from igcnas.nas.optuna_driver import SearchOptions, run_search
+    from igcnas.nas.options import SearchOptions
+from igcnas.nas.orchestrator import run_search
 
     options = SearchOptions(**dataset_args(ds), n_trials=100_000, timeout=budget, seed=seed, output_dir=str(out),
                             epochs=EPOCHS[ds], batch_size=BATCH, lr=LR, save_weights=False, write_dashboard=False,
@@ -130,7 +131,7 @@ def run_nsga2_plain(ds: str, seed: int, budget: float, t0: float) -> list:
 
 
 def _spec_and_data(ds: str, seed: int):
-    from igcnas.nas.optuna_driver import SearchOptions, prepare
+    from igcnas.nas.options import SearchOptions, prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         prep = prepare(SearchOptions(**dataset_args(ds), seed=seed, output_dir=tmp, seed_balanced=False,
@@ -179,10 +180,10 @@ class _RaySpace:
         self.spec, self.run = spec, run
 
     def __call__(self, trial):
-        from igcnas.nas.space import suggest_config
+        from igcnas.nas.space import genome_for, suggest_config
         from igcnas.search_space.config import config_to_dict
 
-        return {"network": config_to_dict(suggest_config(trial, self.spec)), "number": trial.number,
+        return {"network": config_to_dict(suggest_config(trial, genome_for(self.spec))), "number": trial.number,
                 "run": self.run}
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from igcnas.nas.optuna_driver import DIRECTIONS, open_storage
-from igcnas.nas.pareto import REFERENCE_ATTR
-from igcnas.nas.objective import describe_structure
+from igcnas.nas.objectives import OBJECTIVES
+from igcnas.nas.study import open_storage
+from igcnas.nas.records import StudyKey
+from igcnas.search_space.describe import describe_structure
 from igcnas.search_space.config import config_to_dict
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.families import FAMILIES
@@ -24,12 +25,12 @@ def make_study(url: str, name: str, n: int, *, seed: int = 0, infeasible_every: 
     """A study of ``n`` completed trials over real configurations, with made-up accuracies and curves."""
     rng = random.Random(seed)
     storage = open_storage(url, heartbeat=False)
-    study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
+    study = optuna.create_study(study_name=name, storage=storage, directions=[o.direction for o in OBJECTIVES])
     space = DesignSpace(SearchSpec(families=tuple(f for f in FAMILIES if f != "igcv3"), widths=(8, 16, 24), blocks=(1,),
                                     input_size=8, in_channels=1))
-    study.set_user_attr(REFERENCE_ATTR, {"params": 2e5, "macs": 5e6, "latency_ms": None})
-    study.set_user_attr("igcnas:dataset", "digits")
-    study.set_user_attr("igcnas:search_spec", {"in_channels": 1, "input_size": 8, "num_classes": 10})
+    study.set_user_attr(StudyKey.REFERENCE_POINT, {"params": 2e5, "macs": 5e6, "latency_ms": None})
+    study.set_user_attr(StudyKey.DATASET, "digits")
+    study.set_user_attr(StudyKey.SEARCH_SPEC, {"in_channels": 1, "input_size": 8, "num_classes": 10})
     trials = []
     for i, config in enumerate(space.sample(n, seed=seed)):
         costs = closed_form_costs(config)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from igcnas.nas.pareto import REFERENCE_ATTR, ReferencePoint, hypervolume_history, pareto_mask, trials_frame
+from igcnas.nas.pareto import ReferencePoint, hypervolume_history, pareto_mask, trials_frame
+from igcnas.nas.records import StudyKey
 
 __all__ = ["collect", "stage_details", "zoo_references"]
 
@@ -32,46 +33,13 @@ def _num(value: Any) -> float | None:
 
 @lru_cache(maxsize=4096)
 def _stage_detail(family: str, stage_json: str, index: int) -> dict[str, Any]:
-    from igcnas.search_space.conditions import check_balance, check_complementary
     from igcnas.search_space.config import StageConfig
-    from igcnas.search_space.families import Interleaved, get_family
-    from igcnas.search_space.plan import resolve_interleaved, resolve_inverted
+    from igcnas.search_space.describe import stage_report
 
     data = json.loads(stage_json)
     if isinstance(data.get("chain"), list):
         data["chain"] = tuple(data["chain"])
-    stage = StageConfig(**data)
-    structure = get_family(family).structure(stage, index)
-    width = stage.width
-    comp = check_complementary(structure, width)
-    detail: dict[str, Any] = {"width": width, "blocks": stage.blocks, "condition": comp.describe(),
-                              "complementary": comp.complementary, "dense": comp.dense}
-    if isinstance(structure, Interleaved):
-        plan = resolve_interleaved(structure, c_in=width, c_out=width, stride=1, size=1)
-        balance = check_balance(structure, width)
-        detail.update(kind="interleaved", L=structure.num_convs, k1=structure.k1, chain=list(structure.chain),
-                      balance_terms=list(balance.terms), imbalance=round(balance.imbalance, 3),
-                      params_over_bound=round(balance.excess, 3))
-        if balance.pointwise_excess is not None:
-            detail["pointwise_params_over_bound"] = round(balance.pointwise_excess, 3)
-        layers = [{"op": "conv3x3", "groups": plan.spatial.groups, "channels": width}]
-        for groups, conv in zip(plan.shuffles, plan.pointwise):
-            if groups > 1:
-                layers.append({"op": "shuffle", "groups": groups, "channels": width})
-            layers.append({"op": "conv1x1", "groups": conv.groups, "channels": width})
-        detail["layers"] = layers
-    else:
-        plan_v = resolve_inverted(structure, c_in=width, c_out=width, stride=1, size=1)
-        hidden = width * structure.expansion
-        layers = []
-        if plan_v.expand is not None:
-            layers.append({"op": "conv1x1", "groups": plan_v.groups, "channels": hidden})
-            if plan_v.groups > 1:
-                layers.append({"op": "shuffle", "groups": plan_v.groups, "channels": hidden})
-        layers.append({"op": "conv3x3", "groups": hidden, "channels": hidden})
-        layers.append({"op": "conv1x1", "groups": plan_v.groups, "channels": width})
-        detail.update(kind="inverted", expansion=structure.expansion, groups=structure.groups, layers=layers)
-    return detail
+    return stage_report(family, StageConfig(**data), index, layers=True)
 
 
 def stage_details(config: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -139,9 +107,9 @@ def collect(study: Any) -> dict[str, Any]:
     """The dashboard payload for ``study`` (an empty study gives an empty, valid payload)."""
     df = trials_frame(study)
     attrs = study.user_attrs
-    reference = ReferencePoint.from_dict(attrs[REFERENCE_ATTR]) if REFERENCE_ATTR in attrs else None
+    reference = ReferencePoint.from_dict(attrs[StudyKey.REFERENCE_POINT]) if StudyKey.REFERENCE_POINT in attrs else None
     mask = pareto_mask(df) if len(df) else np.zeros(0, dtype=bool)
-    spec = attrs.get("igcnas:search_spec") or {}
+    spec = attrs.get(StudyKey.SEARCH_SPEC) or {}
     shape = None
     if spec:
         shape = {k: int(spec[k]) for k in ("in_channels", "input_size", "num_classes") if k in spec}
@@ -171,7 +139,7 @@ def collect(study: Any) -> dict[str, Any]:
     front_numbers = [t["number"] for t in trials if t["front"]]
     return {
         "study": study.study_name,
-        "dataset": attrs.get("igcnas:dataset"),
+        "dataset": attrs.get(StudyKey.DATASET),
         "directions": [d.name.lower() for d in study.directions],
         "reference_point": reference.as_dict() if reference else None,
         "n_trials": len(df),

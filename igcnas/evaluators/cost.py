@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from igcnas.search_space.config import NetworkConfig
+from igcnas.errors import BadInput
 
 __all__ = ["MeasuredCosts", "Latency", "measure_costs", "measure_latency", "measure_config"]
 
@@ -102,7 +103,7 @@ def measure_latency(
 ) -> Latency:
     """Median wall time of ``repeats`` inference passes per batch size (after ``warmup`` passes)."""
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise BadInput(f"repeats must be >= 1, got {repeats}")
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

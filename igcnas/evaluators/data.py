@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from igcnas.errors import BadInput
 
 __all__ = ["DATASETS", "DataSplits", "load_dataset", "augment_batch", "iterate_batches"]
 
@@ -54,6 +55,9 @@ class DataSplits:
     test_y: torch.Tensor | None
     num_classes: int
     augment: bool
+    # Which images of the labelled pool (the training files, test split excluded) are the validation
+    # split: a study records the split's seed and fraction, and `igc-nas pick` must score on the same images.
+    val_index: tuple[int, ...] = ()
 
     @property
     def in_channels(self) -> int:
@@ -66,6 +70,12 @@ class DataSplits:
 
 def _split(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
     """Stratified seeded split so that every class is in both parts."""
+    tr, va = _split_indices(y, val_fraction, seed)
+    return x[tr], y[tr], x[va], y[va]
+
+
+def _split_indices(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training indices in training order, sorted validation indices) of a stratified seeded split."""
     rng = np.random.default_rng(seed)
     train_idx, val_idx = [], []
     for label in np.unique(y):
@@ -78,7 +88,7 @@ def _split(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int) -> tupl
         train_idx.append(idx[n_val:])
     tr = rng.permutation(np.concatenate(train_idx))
     va = np.sort(np.concatenate(val_idx))
-    return x[tr], y[tr], x[va], y[va]
+    return tr, va
 
 
 def _normalise(train: np.ndarray, val: np.ndarray, test: np.ndarray | None
@@ -97,8 +107,9 @@ def _normalise(train: np.ndarray, val: np.ndarray, test: np.ndarray | None
 def _finish(name: str, x: np.ndarray, y: np.ndarray, test: tuple[np.ndarray, np.ndarray] | None,
             num_classes: int, augment: bool, val_fraction: float, seed: int) -> DataSplits:
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    tx, ty, vx, vy = _split(x, y, val_fraction, seed)
+        raise BadInput(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    tr, va = _split_indices(y, val_fraction, seed)
+    tx, ty, vx, vy = x[tr], y[tr], x[va], y[va]
     test_x = None if test is None else test[0]
     train_t, val_t, test_t = _normalise(tx, vx, test_x)
     return DataSplits(
@@ -111,6 +122,7 @@ def _finish(name: str, x: np.ndarray, y: np.ndarray, test: tuple[np.ndarray, np.
         test_y=None if test is None else torch.from_numpy(test[1].astype(np.int64)),
         num_classes=num_classes,
         augment=augment,
+        val_index=tuple(int(i) for i in va),
     )
 
 
@@ -135,7 +147,7 @@ def _read_cifar_binary(path: Path, label_bytes: int, label_index: int) -> tuple[
     record = label_bytes + 3072
     raw = path.read_bytes()
     if len(raw) == 0 or len(raw) % record != 0:
-        raise ValueError(f"{path} is not a CIFAR binary file: {len(raw)} bytes is not a multiple of {record}")
+        raise BadInput(f"{path} is not a CIFAR binary file: {len(raw)} bytes is not a multiple of {record}")
     data = np.frombuffer(raw, dtype=np.uint8).reshape(-1, record)
     return data[:, label_bytes:].reshape(-1, 3, 32, 32), data[:, label_index].astype(np.int64)
 
@@ -145,13 +157,13 @@ def _read_cifar_pickle(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarr
         with path.open("rb") as handle:
             batch = pickle.load(handle, encoding="bytes")  # noqa: S301 - the official format is pickle
     except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise ValueError(f"{path} is not a CIFAR python batch: {exc}") from None
+        raise BadInput(f"{path} is not a CIFAR python batch: {exc}") from None
     if not isinstance(batch, dict) or b"data" not in batch or label_key.encode() not in batch:
-        raise ValueError(f"{path} is not a CIFAR python batch (no data/{label_key} entries)")
+        raise BadInput(f"{path} is not a CIFAR python batch (no data/{label_key} entries)")
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[label_key.encode()], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise ValueError(f"{path} is not a CIFAR python batch: data shape {data.shape}")
+        raise BadInput(f"{path} is not a CIFAR python batch: data shape {data.shape}")
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -177,7 +189,7 @@ def _find_cifar(name: str, root: Path) -> tuple[list[Path], list[Path], str]:
         if all(p.is_file() for p in train):
             test = [base / n for n in test_names if (base / n).is_file()]
             return train, test, layout
-    raise ValueError(
+    raise BadInput(
         f"no {name} files under {str(root)!r}: expected the official python layout or binary layout "
         f"(or pass --download)"
     )
@@ -193,17 +205,17 @@ def _download_cifar(name: str, root: Path) -> None:
         urllib.request.urlretrieve(url, tmp)  # noqa: S310 - fixed https URL of the official archive
         tmp.rename(archive)
     except OSError as exc:
-        raise ValueError(f"could not download {name} from {url}: {exc}") from None
+        raise BadInput(f"could not download {name} from {url}: {exc}") from None
     with tarfile.open(archive) as tar:
         tar.extractall(root, filter="data")
 
 
 def _load_cifar(name: str, data_dir: str | None, download: bool, seed: int, val_fraction: float) -> DataSplits:
     if data_dir is None:
-        raise ValueError(f"dataset {name} needs --data-dir (a folder with the official files) or --download")
+        raise BadInput(f"dataset {name} needs --data-dir (a folder with the official files) or --download")
     root = Path(data_dir).expanduser()
     if not root.exists() and not download:
-        raise ValueError(f"data dir {str(root)!r} does not exist")
+        raise BadInput(f"data dir {str(root)!r} does not exist")
     try:
         train_files, test_files, layout = _find_cifar(name, root)
     except ValueError:
@@ -231,7 +243,7 @@ def _load_cifar(name: str, data_dir: str | None, download: bool, seed: int, val_
         test = (np.concatenate([p[0] for p in test_parts]), np.concatenate([p[1] for p in test_parts]))
     num_classes = 10 if name == "cifar10" else 100
     if y.max() >= num_classes:
-        raise ValueError(f"{name}: label {int(y.max())} out of range for {num_classes} classes")
+        raise BadInput(f"{name}: label {int(y.max())} out of range for {num_classes} classes")
     log.info("%s (%s layout): %d training images, %d test images", name, layout, len(x), 0 if test is None else
              len(test[0]))
     return _finish(name, x, y, test, num_classes, True, val_fraction, seed)
@@ -250,49 +262,49 @@ def _read_image(path: Path, size: int) -> np.ndarray:
                 image = image.resize((size, size), Image.BILINEAR)
             return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable image: {exc}") from None
+        raise BadInput(f"{path} is not a readable image: {exc}") from None
 
 
 def _load_imagefolder(data_dir: str | None, image_size: int, seed: int, val_fraction: float) -> DataSplits:
     if data_dir is None:
-        raise ValueError("dataset imagefolder needs --data-dir (a folder with one sub-folder per class)")
+        raise BadInput("dataset imagefolder needs --data-dir (a folder with one sub-folder per class)")
     root = Path(data_dir).expanduser()
     if not root.is_dir():
-        raise ValueError(f"data dir {str(root)!r} does not exist")
+        raise BadInput(f"data dir {str(root)!r} does not exist")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
-        raise ValueError(f"imagefolder {str(root)!r} needs at least 2 class sub-folders, found {len(classes)}")
+        raise BadInput(f"imagefolder {str(root)!r} needs at least 2 class sub-folders, found {len(classes)}")
     images, labels = [], []
     for label, cls in enumerate(classes):
         for path in sorted((root / cls).iterdir()):
             if not path.is_file():
                 continue
             if path.suffix.lower() not in _IMAGE_SUFFIXES:
-                raise ValueError(f"{path} is not an image file (allowed suffixes: {', '.join(sorted(_IMAGE_SUFFIXES))})")
+                raise BadInput(f"{path} is not an image file (allowed suffixes: {', '.join(sorted(_IMAGE_SUFFIXES))})")
             images.append(_read_image(path, image_size))
             labels.append(label)
     if not images:
-        raise ValueError(f"imagefolder {str(root)!r} holds no images")
+        raise BadInput(f"imagefolder {str(root)!r} holds no images")
     return _finish("imagefolder", np.stack(images), np.asarray(labels), None, len(classes), True, val_fraction,
                    seed)
 
 
 def _load_tinyimagenet(data_dir: str | None, seed: int, val_fraction: float) -> DataSplits:
     if data_dir is None:
-        raise ValueError("dataset tinyimagenet needs --data-dir (the tiny-imagenet-200 folder)")
+        raise BadInput("dataset tinyimagenet needs --data-dir (the tiny-imagenet-200 folder)")
     root = Path(data_dir).expanduser()
     if (root / "tiny-imagenet-200").is_dir():
         root = root / "tiny-imagenet-200"
     wnids_file = root / "wnids.txt"
     if not wnids_file.is_file() or not (root / "train").is_dir():
-        raise ValueError(f"no Tiny ImageNet layout under {str(root)!r} (expected wnids.txt and train/)")
+        raise BadInput(f"no Tiny ImageNet layout under {str(root)!r} (expected wnids.txt and train/)")
     wnids = [w.strip() for w in wnids_file.read_text().split() if w.strip()]
     index = {w: i for i, w in enumerate(wnids)}
     images, labels = [], []
     for wnid in wnids:
         folder = root / "train" / wnid / "images"
         if not folder.is_dir():
-            raise ValueError(f"missing Tiny ImageNet class folder {folder}")
+            raise BadInput(f"missing Tiny ImageNet class folder {folder}")
         for path in sorted(folder.iterdir()):
             images.append(_read_image(path, 64))
             labels.append(index[wnid])
@@ -320,11 +332,10 @@ def load_dataset(
     seed: int = 0,
     val_fraction: float = 0.2,
     image_size: int = 32,
-    limit: int | None = None,
 ) -> DataSplits:
-    """Load ``name`` into memory; ValueError with a one-line reason when it cannot."""
+    """Load ``name`` into memory; BadInput with a one-line reason when it cannot."""
     if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {name!r}")
+        raise BadInput(f"dataset must be one of {', '.join(DATASETS)}, got {name!r}")
     if name == "digits":
         splits = _load_digits(seed, val_fraction)
     elif name in ("cifar10", "cifar100"):
@@ -333,9 +344,6 @@ def load_dataset(
         splits = _load_tinyimagenet(data_dir, seed, val_fraction)
     else:
         splits = _load_imagefolder(data_dir, image_size, seed, val_fraction)
-    if limit is not None:
-        splits = DataSplits(splits.name, splits.train_x[:limit], splits.train_y[:limit], splits.val_x,
-                            splits.val_y, splits.test_x, splits.test_y, splits.num_classes, splits.augment)
     return splits
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from igcnas.evaluators.data import DataSplits, augment_batch, iterate_batches
+from igcnas.evaluators.settings import TrainSettings
+from igcnas.errors import BadInput
 
 __all__ = ["TrainSettings", "TrainResult", "TrialDiverged", "TrialLimitExceeded", "train_model", "evaluate", "EpochCallback"]
 
@@ -36,37 +39,24 @@ class TrialLimitExceeded(RuntimeError):
     """The trial ran past its time or memory limit; the trial is failed with this reason."""
 
 
-def _peak_rss_mb() -> float:
-    import resource
+def current_rss_mb() -> float:
+    """The process's resident memory now (not its peak), in MB.
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    The per-trial memory limit compares the growth of this figure since the trial started: the
+    process's peak (``ru_maxrss``) never comes down, so after one large trial every later trial would
+    be judged by it. Linux's /proc/self/statm is read directly (microseconds); elsewhere psutil.
+    """
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            resident_pages = int(handle.read().split()[1])
+        return resident_pages * _PAGE_SIZE / 2**20
+    except OSError:  # not Linux
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
 
 
-@dataclass(frozen=True, kw_only=True)
-class TrainSettings:
-    """How one trial trains. The defaults are the search's defaults (``igc-nas search`` takes them from here)."""
-
-    epochs: int = 4
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    nesterov: bool = True
-    seed: int = 0
-    threads: int | None = None  # torch.set_num_threads for the run; None leaves it alone
-    progress: bool = False
-    max_batches_per_epoch: int | None = None  # cap for tiny test budgets
-    fast: bool = True  # channels_last, chain/composed chosen by timing, heap-kept buffers (same function)
-    time_limit_s: float | None = None  # wall time of training before the trial is failed
-    memory_limit_mb: float | None = None  # peak resident memory of the process before the trial is failed
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass
@@ -127,6 +117,7 @@ def train_model(
 
         bar = tqdm(total=total_steps, desc="training", unit="batch", file=sys.stderr, leave=False)
     start = time.perf_counter()
+    baseline_mb = current_rss_mb()  # the limit is on what this trial adds (threads of --n-jobs share it)
     images = 0
     try:
         model.train()
@@ -144,9 +135,11 @@ def train_model(
                 if settings.time_limit_s is not None and time.perf_counter() - start > settings.time_limit_s:
                     raise TrialLimitExceeded(f"time limit of {settings.time_limit_s:g} s exceeded at epoch "
                                              f"{epoch + 1}, batch {batches + 1}")
-                if settings.memory_limit_mb is not None and _peak_rss_mb() > settings.memory_limit_mb:
-                    raise TrialLimitExceeded(f"memory limit of {settings.memory_limit_mb:g} MB exceeded "
-                                             f"(peak {_peak_rss_mb():.0f} MB)")
+                if settings.memory_limit_mb is not None:
+                    grown = current_rss_mb() - baseline_mb
+                    if grown > settings.memory_limit_mb:
+                        raise TrialLimitExceeded(f"memory limit of {settings.memory_limit_mb:g} MB exceeded: the "
+                                                 f"trial grew the process by {grown:.0f} MB")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -13,6 +13,7 @@ import torch
 
 from igcnas.models.network import IGCNet, build_model
 from igcnas.search_space.config import load_config
+from igcnas.errors import BadInput
 
 __all__ = ["load", "load_state_dict_file"]
 
@@ -21,15 +22,15 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from ``path``; ValueError naming the file when it is anything else."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{str(path)!r} does not exist")
+        raise BadInput(f"{str(path)!r} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{str(path)!r} is not a state dict saved with torch.save: {reason}") from None
+        raise BadInput(f"{str(path)!r} is not a state dict saved with torch.save: {reason}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                              for k, v in state.items()):
-        raise ValueError(f"{str(path)!r} is not a state dict (a mapping of parameter names to tensors)")
+        raise BadInput(f"{str(path)!r} is not a state dict (a mapping of parameter names to tensors)")
     return state
 
 
@@ -37,10 +38,10 @@ def load(directory: str | Path) -> IGCNet:
     """Rebuild the exported network in ``directory`` in eval mode."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ValueError(f"export directory {str(directory)!r} does not exist")
+        raise BadInput(f"export directory {str(directory)!r} does not exist")
     config_path = directory / "config.json"
     if not config_path.is_file():
-        raise ValueError(f"export directory {str(directory)!r} has no config.json")
+        raise BadInput(f"export directory {str(directory)!r} has no config.json")
     config = load_config(config_path)
     state = load_state_dict_file(directory / "model.pt")
     model = build_model(config, seed=None)
@@ -48,6 +49,6 @@ def load(directory: str | Path) -> IGCNet:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
-        raise ValueError(f"model.pt in {str(directory)!r} does not match config.json: "
+        raise BadInput(f"model.pt in {str(directory)!r} does not match config.json: "
                          f"{first[1].strip() if len(first) > 1 else first[0]}") from None
     return model.eval()

@@ -11,21 +11,23 @@ with modest accuracy is kept as readily as a large accurate one: both may end
 on the front. Decisions use only what has already been recorded, so workers
 never wait for a rung to fill (asynchronous, as in ASHA).
 
-This module holds the rule; ``optuna_driver`` applies it inside the objective
-with the study's own trials as the rung population, and ``ray_driver`` wraps
-it as a Tune ``TrialScheduler``.
+This module holds the rule and the rung bookkeeping (which recorded trials
+make a rung's population); the Optuna backend applies it inside the objective
+with the study's own trials as the rung population, and the Ray backend wraps
+it as a Tune ``TrialScheduler`` whose rungs start from the same records.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
+from igcnas.errors import BadInput
 
 __all__ = ["RungSchedule", "RungEntry", "StoppedAtRung", "domination_counts", "should_promote", "rung_population",
-           "fidelity_key"]
+           "fidelity_key", "study_rung_records", "rung_peers"]
 
 
 class StoppedAtRung(Exception):
@@ -48,11 +50,11 @@ class RungSchedule:
 
     def __post_init__(self) -> None:
         if not isinstance(self.eta, int) or self.eta < 2:
-            raise ValueError(f"eta must be an integer >= 2, got {self.eta!r}")
+            raise BadInput(f"eta must be an integer >= 2, got {self.eta!r}")
         if not isinstance(self.min_epochs, int) or self.min_epochs < 1:
-            raise ValueError(f"min-epochs (first rung) must be an integer >= 1, got {self.min_epochs!r}")
+            raise BadInput(f"min-epochs (first rung) must be an integer >= 1, got {self.min_epochs!r}")
         if not isinstance(self.max_epochs, int) or self.max_epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {self.max_epochs!r}")
+            raise BadInput(f"epochs must be an integer >= 1, got {self.max_epochs!r}")
 
     @property
     def rungs(self) -> tuple[int, ...]:
@@ -111,3 +113,27 @@ def fidelity_key(*, epochs: int, batch_size: int, lr: float, max_batches_per_epo
     the planned epochs), so each trial records this key and rung populations are filtered on it."""
     capped = f"/cap{max_batches_per_epoch}" if max_batches_per_epoch else ""
     return f"{epochs}ep/b{batch_size}/lr{lr:g}{capped}"
+
+
+def study_rung_records(trials: Iterable[Any], fidelity: str, *, exclude: int | None = None
+                       ) -> list[tuple[Sequence[float], float, float]]:
+    """(curve, params, MACs) of the recorded trials trained with schedule ``fidelity`` (trial ``exclude`` left out).
+
+    A trial's curve grows epoch by epoch while it trains, so running trials count at the rungs they
+    have passed; trials of another schedule are never compared (see :func:`fidelity_key`).
+    """
+    from igcnas.nas.records import TrialKey
+
+    out = []
+    for t in trials:
+        attrs = t.user_attrs
+        if t.number == exclude or attrs.get(TrialKey.FIDELITY) != fidelity:
+            continue
+        if TrialKey.PARAMS in attrs and TrialKey.MACS in attrs:
+            out.append((attrs.get(TrialKey.CURVE) or [], attrs[TrialKey.PARAMS], attrs[TrialKey.MACS]))
+    return out
+
+
+def rung_peers(trials: Iterable[Any], fidelity: str, epoch: int, *, exclude: int | None = None) -> list[RungEntry]:
+    """The population of the rung at ``epoch``: recorded trials of the same schedule that reached it."""
+    return rung_population(study_rung_records(trials, fidelity, exclude=exclude), epoch)

@@ -1,7 +1,7 @@
 """Evaluating one configuration: costs before training, budget check, training, measured costs.
 
-Shared by the Optuna and the Ray Tune drivers so that both record the same
-things. A configuration whose closed-form params or MACs exceed the budget is
+Shared by the Optuna and the Ray Tune backends so that both record the same
+things (user-attribute names from :mod:`igcnas.nas.records`). A configuration whose closed-form params or MACs exceed the budget is
 never built or trained.
 """
 
@@ -12,34 +12,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from igcnas.nas.records import TrialKey, TrialStatus
 from igcnas.nas.space import Budget
 from igcnas.search_space.config import NetworkConfig, config_to_dict
 from igcnas.search_space.costs import closed_form_costs
+from igcnas.search_space.describe import describe_structure
 from igcnas.search_space.enumerate import arch_id
-from igcnas.search_space.families import Interleaved, get_family
 
-__all__ = ["Evaluation", "evaluate_config", "describe_structure", "precheck", "suggest_and_record"]
+__all__ = ["Evaluation", "evaluate_config", "precheck", "suggest_and_record"]
 
 log = logging.getLogger(__name__)
 
 
-def describe_structure(config: NetworkConfig) -> str:
-    """Human-readable architecture: family, width, blocks, L and K per stage."""
-    family = get_family(config.family)
-    parts = []
-    for i, stage in enumerate(config.stages):
-        structure = family.structure(stage, i)
-        if isinstance(structure, Interleaved):
-            chain = "x".join(str(k) for k in structure.chain) or "-"
-            parts.append(f"C{stage.width}:L{structure.num_convs} K1={structure.k1} K={chain}")
-        else:
-            parts.append(f"C{stage.width}:t{structure.expansion} G{structure.groups}")
-    return f"{config.family} B{config.stages[0].blocks} | " + " | ".join(parts)
-
-
 @dataclass
 class Evaluation:
-    """Everything a trial records; ``status`` is ``complete``, ``over_budget`` or ``failed``."""
+    """Everything a trial records; ``status`` is a :class:`TrialStatus` (or ``pending`` before training)."""
 
     config: NetworkConfig
     status: str
@@ -52,27 +39,33 @@ class Evaluation:
     reason: str = ""
     model: Any = field(default=None, repr=False)  # the trained module (not recorded in the study)
 
+    def objective_values(self, objectives: Any) -> tuple[float, ...]:
+        """The values told to Optuna, in the order of ``objectives`` (igcnas.nas.objectives)."""
+        measured = {"val_accuracy": self.val_accuracy, "params": self.params, "macs": self.macs,
+                    "latency_ms": self.latency_ms}
+        return tuple(float(measured[o.name] or 0.0) for o in objectives)
+
 
 def precheck(config: NetworkConfig, budget: Budget) -> Evaluation:
     """Closed-form costs and budget check; microseconds, no torch."""
     costs = closed_form_costs(config)
     attrs = {
-        "config": config_to_dict(config),
-        "arch_id": arch_id(config),
-        "family": config.family,
-        "width": config.stages[0].width,
-        "blocks": config.stages[0].blocks,
-        "structure": describe_structure(config),
-        "params": costs.params,
-        "conv_params": costs.conv_params,
-        "macs": costs.macs,
+        TrialKey.CONFIG: config_to_dict(config),
+        TrialKey.ARCH_ID: arch_id(config),
+        TrialKey.FAMILY: config.family,
+        TrialKey.WIDTH: config.stages[0].width,
+        TrialKey.BLOCKS: config.stages[0].blocks,
+        TrialKey.STRUCTURE: describe_structure(config),
+        TrialKey.PARAMS: costs.params,
+        TrialKey.CONV_PARAMS: costs.conv_params,
+        TrialKey.MACS: costs.macs,
     }
     constraints = budget.violations(params=costs.params, macs=costs.macs)
     status = "pending"
     reason = ""
     over = [k for k, v in constraints.items() if v > 0]
     if over:
-        status = "over_budget"
+        status = TrialStatus.OVER_BUDGET
         reason = "over budget before training (closed form): " + ", ".join(
             f"{k.removeprefix('max_')} {getattr(costs, k.removeprefix('max_')):,} > {getattr(budget, k):,.0f}"
             for k in over
@@ -81,12 +74,12 @@ def precheck(config: NetworkConfig, budget: Budget) -> Evaluation:
                       macs=costs.macs, reason=reason)
 
 
-def suggest_and_record(trial: Any, spec: Any, budget: Budget) -> Evaluation:
+def suggest_and_record(trial: Any, genome: Any, budget: Budget) -> Evaluation:
     """Both backends' first step: a valid config from the trial, its closed-form costs and budget slack
     recorded on the trial (user attributes and ``trial.set_constraint``)."""
     from igcnas.nas.space import suggest_config
 
-    pre = precheck(suggest_config(trial, spec), budget)
+    pre = precheck(suggest_config(trial, genome), budget)
     for key, value in pre.attrs.items():
         trial.set_user_attr(key, value)
     for key, value in pre.constraints.items():
@@ -111,19 +104,19 @@ def evaluate_config(
     from igcnas.models import build_model
 
     evaluation = precheck(config, budget)
-    if evaluation.status == "over_budget":
+    if evaluation.status == TrialStatus.OVER_BUDGET:
         return evaluation
     model = build_model(config, seed=model_seed)
     shape = (config.in_channels, config.input_size, config.input_size)
     if measure_latency:
         latency = time_model(model, shape, batch_sizes=(1,), repeats=5, warmup=1)
         evaluation.latency_ms = latency.ms_by_batch[1]
-        evaluation.attrs["latency_ms"] = evaluation.latency_ms
+        evaluation.attrs[TrialKey.LATENCY_MS] = evaluation.latency_ms
         evaluation.attrs["latency_threads"] = latency.threads
         evaluation.constraints = budget.violations(params=evaluation.params, macs=evaluation.macs,
                                                    latency_ms=evaluation.latency_ms)
         if evaluation.constraints.get("max_latency_ms", 0.0) > 0:
-            evaluation.status = "over_budget"
+            evaluation.status = TrialStatus.OVER_BUDGET
             evaluation.reason = (f"over budget before training: latency {evaluation.latency_ms:.2f} ms > "
                                  f"{budget.max_latency_ms} ms")
             return evaluation
@@ -135,12 +128,12 @@ def evaluate_config(
     evaluation.attrs.update(fvcore_macs=measured.macs, fvcore_total=measured.fvcore_total,
                             fvcore_params=measured.params)
     if measured.macs != evaluation.macs or measured.params != evaluation.params:
-        log.warning("closed form and fvcore disagree for %s: %s vs %s MACs", evaluation.attrs["arch_id"],
+        log.warning("closed form and fvcore disagree for %s: %s vs %s MACs", evaluation.attrs[TrialKey.ARCH_ID],
                     evaluation.macs, measured.macs)
     evaluation.macs, evaluation.params = measured.macs, measured.params  # the design's required counter
     evaluation.val_accuracy = result.val_accuracy
     evaluation.model = model
-    evaluation.status = "complete"
+    evaluation.status = TrialStatus.COMPLETE
     evaluation.attrs.update(curve=result.curve, train_loss=result.train_loss, epochs=len(result.curve),
                             train_seconds=round(time.perf_counter() - start, 3),
                             images_per_second=round(result.images_per_second, 1))

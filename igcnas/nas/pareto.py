@@ -21,10 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["ReferencePoint", "trials_frame", "pareto_mask", "pareto_front", "hypervolume",
-           "hypervolume_history", "export_trials", "REFERENCE_ATTR"]
+from igcnas.nas.objectives import LATENCY, OBJECTIVES
+from igcnas.nas.records import TrialKey
 
-REFERENCE_ATTR = "igcnas:reference_point"
+_BASE = [o.name for o in OBJECTIVES]  # val_accuracy, params, macs: the columns every front is over
+from igcnas.errors import BadInput
+
+__all__ = ["ReferencePoint", "trials_frame", "pareto_mask", "pareto_front", "hypervolume",
+           "hypervolume_history", "export_trials"]
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,11 @@ def trials_frame(study: Any) -> pd.DataFrame:
             "arch_id": attrs.get("arch_id"),
             "structure": attrs.get("structure"),
             "epochs": attrs.get("epochs"),
-            "curve": json.dumps(_loads(attrs.get("curve", []))),
+            "curve": json.dumps(_loads(attrs.get(TrialKey.CURVE, []))),
             "config": json.dumps(_loads(attrs.get("config"))),
             "feasible": all(v <= 0.0 for v in constraints.values()),
             "constraints": json.dumps(constraints),
-            "status": attrs.get("status", t.state.name.lower()),
+            "status": attrs.get(TrialKey.STATUS, t.state.name.lower()),
             "fail_reason": t.system_attrs.get("fail_reason") or attrs.get("fail_reason") or (
                 "stopped without finishing (process killed or interrupted; no heartbeat)"
                 if t.state.name == "FAIL" else None),
@@ -96,9 +100,9 @@ def trials_frame(study: Any) -> pd.DataFrame:
 
 
 def _objective_columns(df: pd.DataFrame, with_latency: bool) -> list[str]:
-    cols = ["val_accuracy", "params", "macs"]
-    if with_latency and "latency_ms" in df and df["latency_ms"].notna().any():
-        cols.append("latency_ms")
+    cols = list(_BASE)
+    if with_latency and LATENCY.name in df and df[LATENCY.name].notna().any():
+        cols.append(LATENCY.name)
     return cols
 
 
@@ -129,7 +133,7 @@ def pareto_front(df: pd.DataFrame, *, with_latency: bool = False) -> pd.DataFram
 
 
 def _normalised(df: pd.DataFrame, reference: ReferencePoint, with_latency: bool) -> np.ndarray:
-    cols = ["val_accuracy", "params", "macs"]
+    cols = list(_BASE)
     scale = [1.0, reference.params, reference.macs]
     if with_latency and reference.latency_ms is not None:
         cols.append("latency_ms")
@@ -144,8 +148,7 @@ def hypervolume(df: pd.DataFrame, reference: ReferencePoint, *, with_latency: bo
     """Hypervolume of the feasible complete trials, normalised objectives, reference point all ones."""
     from optuna._hypervolume import compute_hypervolume
 
-    ok = (df["state"] == "COMPLETE") & df["feasible"].astype(bool) & df[["val_accuracy", "params", "macs"]
-                                                                         ].notna().all(axis=1)
+    ok = (df["state"] == "COMPLETE") & df["feasible"].astype(bool) & df[_BASE].notna().all(axis=1)
     points = _normalised(df[ok], reference, with_latency)
     if len(points) == 0:
         return 0.0
@@ -163,7 +166,7 @@ def hypervolume_history(df: pd.DataFrame, reference: ReferencePoint, *, with_lat
 
     ordered = df.sort_values(order)
     ok = ((ordered["state"] == "COMPLETE") & ordered["feasible"].astype(bool)
-          & ordered[["val_accuracy", "params", "macs"]].notna().all(axis=1)).to_numpy()
+          & ordered[_BASE].notna().all(axis=1)).to_numpy()
     points = _normalised(ordered, reference, with_latency)
     ref = np.ones(points.shape[1])
     history, front = [], np.empty((0, points.shape[1]))
@@ -185,7 +188,7 @@ def export_trials(df: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
-        raise ValueError(f"export path must end in .csv or .parquet, got {str(path)!r}")
+        raise BadInput(f"export path must end in .csv or .parquet, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     if suffix == ".csv":

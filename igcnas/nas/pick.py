@@ -20,9 +20,12 @@ from typing import Any
 import pandas as pd
 
 from igcnas.nas.pareto import pareto_mask
+from igcnas.nas.records import StudyKey, TrialKey
 from igcnas.nas.space import Budget
+from igcnas.errors import BadInput
 
-__all__ = ["NothingFits", "choose", "nearest_over_budget", "export_model", "PickResult"]
+__all__ = ["NothingFits", "choose", "nearest_over_budget", "export_model", "PickResult", "search_evaluation",
+           "load_search_data"]
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +97,35 @@ class PickResult:
     macs: int
     retrained_epochs: int | None
     files: dict[str, Path]
+    val_index: tuple[int, ...] = ()  # the validation images it was scored on (the search's split)
 
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def search_evaluation(study: Any) -> dict[str, Any]:
+    """How the study's search read its data and trained (recorded by the orchestrator).
+
+    Without it there is no honest validation split to score on: guessing a data set or a seed could
+    score the model on images it was trained on, so such a study is refused.
+    """
+    record = study.user_attrs.get(StudyKey.EVALUATION)
+    if not record:
+        raise BadInput(f"study {study.study_name!r} does not record how it was searched (data set, split seed, "
+                       "validation fraction, training settings); it was made by an older igc-nas or outside it, "
+                       "so pick cannot evaluate on its validation split: search it again with this version")
+    return dict(record)
+
+
+def load_search_data(record: dict[str, Any], *, data_dir: str | None = None) -> Any:
+    """The search's own data splits: same data set, folder, split seed and validation fraction."""
+    from igcnas.evaluators.data import load_dataset
+
+    return load_dataset(record["dataset"], data_dir=data_dir or record.get("data_dir"), seed=record["split_seed"],
+                        val_fraction=record["val_fraction"])
 
 
 def export_model(
@@ -110,54 +136,52 @@ def export_model(
     front: pd.DataFrame,
     budget: Budget,
     artifacts_dir: str | None = None,
+    retrain: bool = False,
     retrain_epochs: int | None = None,
     data_dir: str | None = None,
     seed: int = 0,
 ) -> PickResult:
     """Write ``config.json``, ``model.pt`` (state dict), ``model.pt2`` (exported program) and ``report.md``.
 
-    Weights come from the trial's stored artifact, or from retraining for ``retrain_epochs``.
-    Everything is written to a temporary folder first and moved into place at the end, so an
-    error leaves nothing half-written.
+    Weights come from the trial's stored artifact, or from retraining (``retrain``) with the search's
+    training settings (``retrain_epochs`` overrides the epochs; ``seed`` seeds the retraining). The
+    model is scored on the search's validation split and on the untouched test split. Everything is
+    written to a temporary folder first and moved into place at the end, so an error leaves nothing
+    half-written.
     """
     import shutil
     import tempfile
 
     import torch
 
-    from igcnas.evaluators.data import load_dataset
     from igcnas.evaluators.train import TrainSettings, evaluate, train_model
     from igcnas.models import build_model
+    from igcnas.nas.study import load_weights
     from igcnas.search_space.config import config_from_dict, config_to_dict
 
     number = int(trial_row["number"])
     trial = study.trials[number]
-    config = config_from_dict(trial.user_attrs["config"])
-    dataset = study.user_attrs.get("igcnas:dataset", "digits")
+    config = config_from_dict(trial.user_attrs[TrialKey.CONFIG])
+    record = search_evaluation(study)
+    dataset = record["dataset"]
     target = Path(directory)
     if target.exists() and any(target.iterdir()):
-        raise ValueError(f"export directory {str(target)!r} exists and is not empty")
-    data = load_dataset(dataset, data_dir=data_dir, seed=seed)
+        raise BadInput(f"export directory {str(target)!r} exists and is not empty")
+    if retrain_epochs is not None and retrain_epochs < 1:
+        raise BadInput(f"--retrain-epochs must be >= 1, got {retrain_epochs}")
+    data = load_search_data(record, data_dir=data_dir)
     model = build_model(config, seed=seed)
-    if retrain_epochs is not None:
-        if retrain_epochs < 1:
-            raise ValueError(f"--retrain-epochs must be >= 1, got {retrain_epochs}")
-        train_model(model, data, TrainSettings(epochs=retrain_epochs, seed=seed, progress=True))
+    retrained = None
+    if retrain or retrain_epochs is not None:
+        retrained = retrain_epochs or record["epochs"]
+        train_model(model, data, TrainSettings(epochs=retrained, batch_size=record["batch_size"], lr=record["lr"],
+                                               seed=seed, progress=True))
     else:
-        artifact = trial.user_attrs.get("weights_artifact")
-        store_dir = artifacts_dir or study.user_attrs.get("igcnas:artifacts")
+        artifact = trial.user_attrs.get(TrialKey.WEIGHTS_ARTIFACT)
+        store_dir = artifacts_dir or study.user_attrs.get(StudyKey.ARTIFACTS)
         if artifact is None or store_dir is None:
-            raise ValueError(f"trial {number} has no stored weights; use --retrain-epochs E to train it")
-        from optuna.artifacts import FileSystemArtifactStore, download_artifact
-
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / "weights.pt"
-            try:
-                download_artifact(artifact_store=FileSystemArtifactStore(str(store_dir)), file_path=str(local),
-                                  artifact_id=artifact)
-            except Exception as exc:
-                raise ValueError(f"weights of trial {number} cannot be read from {store_dir!r}: {exc}") from None
-            model.load_state_dict(torch.load(local, weights_only=True))
+            raise BadInput(f"trial {number} has no stored weights; use --retrain to train it")
+        model.load_state_dict(load_weights(artifact, store_dir))
     model.eval()
     val_accuracy = evaluate(model, data.val_x, data.val_y)
     test_accuracy = None if data.test_x is None else evaluate(model, data.test_x, data.test_y)
@@ -190,7 +214,9 @@ def export_model(
             f"- validation accuracy (exported weights): {val_accuracy:.4f}",
             "- test accuracy (exported weights): "
             + ("n/a (no test split)" if test_accuracy is None else f"{test_accuracy:.4f}"),
-            "- weights: " + (f"retrained for {retrain_epochs} epochs" if retrain_epochs else "the trial's own"),
+            "- weights: " + (f"retrained for {retrained} epochs" if retrained else "the trial's own"),
+            f"- validation split: the search's (seed {record['split_seed']}, fraction {record['val_fraction']}, "
+            f"{len(data.val_index)} images)",
             f"- budget: {json.dumps({k: v for k, v in budget.as_dict().items() if v is not None})}",
             f"- position on the Pareto front: {position} of {len(rank)} by accuracy" if position else
             "- position on the Pareto front: not on the front",
@@ -215,4 +241,4 @@ def export_model(
         raise
     files = {k: target / v.name for k, v in files.items()}
     return PickResult(number, target, val_accuracy, test_accuracy, int(trial_row["params"]),
-                      int(trial_row["macs"]), retrain_epochs, files)
+                      int(trial_row["macs"]), retrained, files, data.val_index)

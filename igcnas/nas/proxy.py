@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from igcnas.errors import BadInput
 
 __all__ = ["ProxyResult", "proxy_check"]
 
@@ -37,15 +38,15 @@ def proxy_check(*, dataset: str = "digits", data_dir: str | None = None, n_confi
     from igcnas.evaluators.data import load_dataset
     from igcnas.evaluators.train import TrainSettings, train_model
     from igcnas.models import build_model
-    from igcnas.nas.objective import describe_structure
-    from igcnas.nas.space import suggest_config
+    from igcnas.search_space.describe import describe_structure
+    from igcnas.nas.space import genome_for, suggest_config
     from igcnas.search_space.spec import SearchSpec
     from igcnas.search_space.costs import closed_form_costs
 
     if n_configs < 3:
-        raise ValueError(f"n-configs must be >= 3 to rank anything, got {n_configs}")
+        raise BadInput(f"n-configs must be >= 3 to rank anything, got {n_configs}")
     if not 1 <= short_epochs < long_epochs:
-        raise ValueError(f"need 1 <= short epochs < long epochs, got {short_epochs} and {long_epochs}")
+        raise BadInput(f"need 1 <= short epochs < long epochs, got {short_epochs} and {long_epochs}")
     data = load_dataset(dataset, data_dir=data_dir, seed=seed)
     spec = SearchSpec.for_data(in_channels=data.in_channels, input_size=data.input_size,
                                num_classes=data.num_classes, families=families)
@@ -53,7 +54,7 @@ def proxy_check(*, dataset: str = "digits", data_dir: str | None = None, n_confi
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     result = ProxyResult(short_epochs, long_epochs)
     for i in range(n_configs):
-        config = suggest_config(study.ask(), spec)
+        config = suggest_config(study.ask(), genome_for(spec))
         accuracies = []
         for epochs in (short_epochs, long_epochs):
             model = build_model(config, seed=seed + i)

@@ -1,14 +1,15 @@
-"""The search space as an Optuna define-by-run function over valid configurations only.
+"""The search space as Optuna sees it: the genome's fixed genes, suggested in every trial.
 
-Family, first-stage width and blocks per stage are categorical; then, per
-stage, only the options the complementary condition (and the stage's input
-width) allow are offered. IGC-V2 first picks L and then a complementary
-factorisation ``(K_2, ..., K_L)`` of that length. Parameter names carry the
-context that fixes their choices (``igcv2.s1.K@C64.L3``), so every name always
-has the same distribution, which Optuna's samplers need.
+Every trial suggests the same genes with the same distributions (``family``,
+``width``, ``blocks``, then ``s{i}.L`` and ``s{i}.pos`` per stage; see
+:mod:`igcnas.search_space.genome`), and the genome decodes them, repairing
+where needed, into a valid network whose interleaved blocks are
+complementary. Fixed genes are what Optuna's multivariate samplers need:
+NSGA-II's ``IntersectionSearchSpace`` and TPE's ``multivariate=True`` only
+model parameters that every trial has, so the old per-family, per-width
+names (``igcv2.s1.K@C64.L3``) left widths, L and K to random draws.
 
-Also here: budgets (with human units) and the exact cost bounds of a space,
-so that a budget nothing can meet is refused before anything is trained.
+Also here: budgets (with human units), and the seed trials to enqueue.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from igcnas.search_space.config import NetworkConfig, StageConfig
-from igcnas.search_space.families import get_family
-from igcnas.search_space.spec import SearchSpec, option_label
+from igcnas.search_space.config import NetworkConfig
+from igcnas.search_space.genome import GeneSpec, Genome, genome_for, seed_configs, zoo_seed_configs
+from igcnas.search_space.spec import SearchSpec, space_bounds
 
-__all__ = ["Budget", "parse_count", "suggest_config", "seed_params", "zoo_seed_params", "params_for"]
+__all__ = ["Budget", "parse_count", "suggest_config", "seed_trial_params", "gene_distributions", "genome_for",
+           "space_bounds"]
 
 
 def parse_count(text: str | int | float | None, what: str) -> float | None:
@@ -64,119 +66,58 @@ class Budget:
         return {"max_params": self.max_params, "max_macs": self.max_macs, "max_latency_ms": self.max_latency_ms}
 
 
-def suggest_config(trial: Any, spec: SearchSpec) -> NetworkConfig:
-    """Define-by-run: every suggestion is constrained to valid configurations."""
-    cells = spec.cells()
-    if not cells:
-        raise ValueError("the search space is empty: no family/width combination has a valid network")
-    families = tuple(dict.fromkeys(f for f, _ in cells))
-    family = trial.suggest_categorical("family", families)
-    widths = tuple(w for f, w in cells if f == family)
-    width = trial.suggest_categorical(f"width@{family}", widths)
-    blocks = trial.suggest_categorical("blocks", spec.blocks)
-    choices = []
-    for i, options in enumerate(spec.stage_options(family, width)):
-        stage_width = width * 2**i
-        if len(options) == 1:
-            choices.append(options[0])
-            continue
-        if family == "igcv2":
-            lengths = sorted({len(o["chain"]) + 1 for o in options})
-            l_value = trial.suggest_categorical(f"igcv2.s{i}.L@C{stage_width}", lengths)
-            subset = [o for o in options if len(o["chain"]) + 1 == l_value]
-            labels = [option_label(o) for o in subset]
-            label = trial.suggest_categorical(f"igcv2.s{i}.K@C{stage_width}.L{l_value}", labels)
-        else:
-            subset = options
-            labels = [option_label(o) for o in subset]
-            label = trial.suggest_categorical(f"{family}.s{i}@C{stage_width}", labels)
-        choices.append(subset[labels.index(label)])
-    return spec.build(family, width, blocks, choices)
+def _genome(genome: Genome | SearchSpec) -> Genome:
+    """A genome, or the shared one of a spec: callers that still hold a SearchSpec keep working."""
+    if isinstance(genome, Genome):
+        return genome
+    if isinstance(genome, SearchSpec):
+        return genome_for(genome)
+    raise ValueError(f"genome must be a Genome (or a SearchSpec), got {type(genome).__name__}")
 
 
-def params_for(spec: SearchSpec, family: str, width: int, blocks: int, choices: list[dict[str, Any]]
-               ) -> dict[str, Any]:
-    """The trial parameters under which :func:`suggest_config` yields this network (for enqueuing).
+def gene_distribution(gene: GeneSpec) -> Any:
+    """The Optuna distribution of one gene."""
+    import optuna
 
-    ValueError when a stage's choice is not one of the options the space offers there.
+    if gene.kind == "categorical":
+        return optuna.distributions.CategoricalDistribution(gene.choices)
+    if gene.kind == "int":
+        return optuna.distributions.IntDistribution(int(gene.low), int(gene.high))  # type: ignore[arg-type]
+    return optuna.distributions.FloatDistribution(float(gene.low), float(gene.high))  # type: ignore[arg-type]
+
+
+def gene_distributions(genome: Genome | SearchSpec) -> dict[str, Any]:
+    """Every gene's Optuna distribution, in gene order (for ``create_trial`` and samplers)."""
+    return {gene.name: gene_distribution(gene) for gene in _genome(genome).genes}
+
+
+def suggest_config(trial: Any, genome: Genome | SearchSpec) -> NetworkConfig:
+    """Define-by-run over fixed genes: suggest every gene, then decode (and repair) into a valid network.
+
+    Every gene is suggested in every trial, even those a family ignores (dense has no stage
+    choices), so that all trials share one search space and samplers see it whole. A SearchSpec
+    is accepted for callers not yet passing a genome (its shared :func:`genome_for` is used).
     """
-    params: dict[str, Any] = {"family": family, f"width@{family}": width, "blocks": blocks}
-    for i, (options, choice) in enumerate(zip(spec.stage_options(family, width), choices, strict=True)):
-        if choice not in options:
-            raise ValueError(f"stage {i} option {option_label(choice)} is not in the space at width {width}")
-        if len(options) == 1:
-            continue
-        stage_width = width * 2**i
-        if family == "igcv2":
-            l_value = len(choice["chain"]) + 1
-            params[f"igcv2.s{i}.L@C{stage_width}"] = l_value
-            params[f"igcv2.s{i}.K@C{stage_width}.L{l_value}"] = option_label(choice)
+    genome = _genome(genome)
+    params: dict[str, Any] = {}
+    for gene in genome.genes:
+        if gene.kind == "categorical":
+            params[gene.name] = trial.suggest_categorical(gene.name, gene.choices)
+        elif gene.kind == "int":
+            params[gene.name] = trial.suggest_int(gene.name, int(gene.low), int(gene.high))  # type: ignore[arg-type]
         else:
-            params[f"{family}.s{i}@C{stage_width}"] = option_label(choice)
-    return params
+            params[gene.name] = trial.suggest_float(gene.name, float(gene.low), float(gene.high))  # type: ignore[arg-type]
+    return genome.decode(params)
 
 
-def zoo_seed_params(spec: SearchSpec) -> list[dict[str, Any]]:
-    """The paper's zoo networks carried into the search template, to enqueue.
-
-    A zoo network's per-stage structure (IGC-V1's partitions, IGC-V2's K's, ...) is kept and placed at
-    the searched width nearest to its own where every stage's structure is valid; the depth becomes
-    the smallest searched block count. Networks whose structure fits no searched width (IGC-V2 C64's
-    K = 8x8 needs 64 channels) are left out rather than altered.
-    """
-    import math
-
-    from igcnas.search_space.zoo import ZOO
-
+def seed_trial_params(genome: Genome | SearchSpec) -> list[dict[str, Any]]:
+    """Trial parameters (genes) of the seed networks to enqueue: the balance-condition networks and
+    the zoo networks (:func:`~igcnas.search_space.genome.seed_configs`,
+    :func:`~igcnas.search_space.genome.zoo_seed_configs`), each once."""
+    genome = _genome(genome)
     out: list[dict[str, Any]] = []
-    blocks = min(spec.blocks)
-    for entry in ZOO.values():
-        config = entry.config
-        if config.family not in spec.families or len(config.stages) != spec.num_stages:
-            continue
-        fields = get_family(config.family).params
-        choices = [{k: getattr(stage, k) for k in fields if getattr(stage, k) is not None}
-                   for stage in config.stages]
-        own = config.stages[0].width
-        for width in sorted(spec.widths, key=lambda w: (abs(math.log(w / own)), w)):
-            if (config.family, width) not in spec.cells():
-                continue
-            try:
-                params = params_for(spec, config.family, width, blocks, choices)
-            except ValueError:
-                continue
-            if params not in out:
-                out.append(params)
-            break
+    for config in seed_configs(genome.spec) + zoo_seed_configs(genome.spec):
+        params = genome.encode(config)
+        if params not in out:
+            out.append(params)
     return out
-
-
-def seed_params(spec: SearchSpec, *, max_seeds: int = 6) -> list[dict[str, Any]]:
-    """Parameters of the balance-condition networks, to enqueue before sampling starts.
-
-    For IGC-V2 at each width (and the smallest block count), every stage takes its complementary
-    factorisation closest to the balance condition (lowest params/bound of the 1x1 chain, then
-    fewer convolutions); Xception at the same widths comes along as the paper's baseline. Only
-    valid configurations are produced, named exactly as :func:`suggest_config` names them.
-    """
-    from igcnas.search_space.conditions import check_balance
-    from igcnas.search_space.families import get_family
-
-    seeds: list[dict[str, Any]] = []
-    blocks = min(spec.blocks)
-    widths = sorted(spec.widths)
-    picks = [widths[len(widths) // 2], widths[-1], widths[0]]
-    for width in dict.fromkeys(picks):
-        if "igcv2" in spec.families and ("igcv2", width) in spec.cells():
-            choices: list[dict[str, Any]] = []
-            for i, options in enumerate(spec.stage_options("igcv2", width)):
-                stage_width = width * 2**i
-                structure = [get_family("igcv2").structure(StageConfig(width=stage_width, blocks=1, **o))
-                             for o in options]
-                best = min(range(len(options)), key=lambda j: (
-                    check_balance(structure[j], stage_width).pointwise_excess or 0.0, len(options[j]["chain"])))
-                choices.append(options[best])
-            seeds.append(params_for(spec, "igcv2", width, blocks, choices))
-        if "xception" in spec.families and ("xception", width) in spec.cells():
-            seeds.append({"family": "xception", "width@xception": width, "blocks": blocks})
-    return seeds[:max_seeds]

@@ -17,6 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from igcnas.errors import BadInput
 
 __all__ = ["StageConfig", "NetworkConfig", "config_from_dict", "config_to_dict", "load_config"]
 
@@ -26,9 +27,9 @@ TRANSITIONS = ("input_width", "expand")
 
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise BadInput(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+        raise BadInput(f"{name} must be an integer >= {minimum}, got {value}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,12 +63,12 @@ class StageConfig:
         _check_int("width", self.width, minimum=1)
         _check_int("blocks", self.blocks, minimum=1)
         if self.stride not in (1, 2):
-            raise ValueError(f"stride must be one of 1, 2, got {self.stride!r}")
+            raise BadInput(f"stride must be one of 1, 2, got {self.stride!r}")
         if self.chain is not None:
             if isinstance(self.chain, list):
                 object.__setattr__(self, "chain", tuple(self.chain))
             if not isinstance(self.chain, tuple) or not self.chain:
-                raise ValueError(f"chain must be a non-empty list of integers >= 1, got {self.chain!r}")
+                raise BadInput(f"chain must be a non-empty list of integers >= 1, got {self.chain!r}")
             for value in self.chain:
                 _check_int("chain entry", value, minimum=1)
         for name in ("k1", "k", "expansion", "groups"):
@@ -100,22 +101,22 @@ class NetworkConfig:
         if isinstance(self.stages, list):
             object.__setattr__(self, "stages", tuple(self.stages))
         if not isinstance(self.stages, tuple) or not self.stages:
-            raise ValueError("stages must be a non-empty list of stage objects")
+            raise BadInput("stages must be a non-empty list of stage objects")
         for stage in self.stages:
             if not isinstance(stage, StageConfig):
-                raise ValueError(f"stages must hold StageConfig objects, got {type(stage).__name__}")
+                raise BadInput(f"stages must hold StageConfig objects, got {type(stage).__name__}")
         _check_int("stem_width", self.stem_width, minimum=1)
         if self.stem_stride not in (1, 2):
-            raise ValueError(f"stem_stride must be one of 1, 2, got {self.stem_stride!r}")
+            raise BadInput(f"stem_stride must be one of 1, 2, got {self.stem_stride!r}")
         _check_int("num_classes", self.num_classes, minimum=2)
         _check_int("input_size", self.input_size, minimum=1)
         _check_int("in_channels", self.in_channels, minimum=1)
         if self.head_width is not None:
             _check_int("head_width", self.head_width, minimum=1)
         if self.shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {self.shortcut!r}")
+            raise BadInput(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {self.shortcut!r}")
         if self.transition not in TRANSITIONS:
-            raise ValueError(f"transition must be one of {', '.join(TRANSITIONS)}, got {self.transition!r}")
+            raise BadInput(f"transition must be one of {', '.join(TRANSITIONS)}, got {self.transition!r}")
         family = get_family(self.family)  # raises ValueError naming the families
         family.validate(self)
         from igcnas.search_space.plan import resolve  # local: plan imports config
@@ -154,31 +155,31 @@ def config_to_dict(config: NetworkConfig) -> dict[str, Any]:
 def config_from_dict(data: Any) -> NetworkConfig:
     """Parse a dict (from JSON or TOML) into a validated :class:`NetworkConfig`."""
     if not isinstance(data, dict):
-        raise ValueError(f"config must be a JSON object, got {type(data).__name__}")
+        raise BadInput(f"config must be a JSON object, got {type(data).__name__}")
     unknown = set(data) - _NETWORK_FIELDS
     if unknown:
-        raise ValueError(
+        raise BadInput(
             f"unknown config field {sorted(unknown)[0]!r}; allowed fields: {', '.join(sorted(_NETWORK_FIELDS))}"
         )
     for required in ("family", "stages", "stem_width"):
         if required not in data:
-            raise ValueError(f"config field {required!r} is missing")
+            raise BadInput(f"config field {required!r} is missing")
     stages_raw = data["stages"]
     if not isinstance(stages_raw, list):
-        raise ValueError("stages must be a list of stage objects")
+        raise BadInput("stages must be a list of stage objects")
     stages = []
     for index, stage in enumerate(stages_raw):
         if not isinstance(stage, dict):
-            raise ValueError(f"stages[{index}] must be an object")
+            raise BadInput(f"stages[{index}] must be an object")
         unknown = set(stage) - _STAGE_FIELDS
         if unknown:
-            raise ValueError(
+            raise BadInput(
                 f"unknown field {sorted(unknown)[0]!r} in stages[{index}]; "
                 f"allowed fields: {', '.join(sorted(_STAGE_FIELDS))}"
             )
         for required in ("width", "blocks"):
             if required not in stage:
-                raise ValueError(f"stages[{index}].{required} is missing")
+                raise BadInput(f"stages[{index}].{required} is missing")
         stage = dict(stage)
         if isinstance(stage.get("chain"), list):
             stage["chain"] = tuple(stage["chain"])
@@ -193,19 +194,19 @@ def load_config(path: str | Path) -> NetworkConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ValueError(f"config file {str(path)!r} does not exist") from None
+        raise BadInput(f"config file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"config file {str(path)!r} cannot be read: {exc}") from None
+        raise BadInput(f"config file {str(path)!r} cannot be read: {exc}") from None
     if path.suffix.lower() == ".toml":
         import tomllib
 
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+            raise BadInput(f"config file {str(path)!r} is not valid TOML: {exc}") from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"config file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+            raise BadInput(f"config file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
     return config_from_dict(data)

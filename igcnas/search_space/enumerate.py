@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from igcnas.search_space.config import NetworkConfig, StageConfig
 from igcnas.search_space.families import Interleaved, _divisors, get_family, igcv2_star_l
 from igcnas.search_space.plan import InterleavedPlan, resolve, resolve_interleaved, resolve_inverted
+from igcnas.errors import BadInput
 
 if TYPE_CHECKING:
     from igcnas.search_space.spec import SearchSpec
@@ -35,7 +36,7 @@ __all__ = ["ordered_factorizations", "block_options", "template_options", "templ
 def ordered_factorizations(n: int, *, min_factor: int = 2, max_parts: int | None = None) -> list[tuple[int, ...]]:
     """All ordered tuples of factors >= ``min_factor`` whose product is ``n`` (at most ``max_parts``)."""
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise BadInput(f"n must be >= 1, got {n}")
     results: list[tuple[int, ...]] = []
 
     def extend(prefix: tuple[int, ...], rest: int) -> None:
@@ -82,7 +83,7 @@ def block_options(
 def _options(family: str, width: int, max_l: int) -> list[dict[str, Any]]:
     get_family(family)
     if max_l < 1:
-        raise ValueError(f"max_l must be >= 1, got {max_l}")
+        raise BadInput(f"max_l must be >= 1, got {max_l}")
     proper = [d for d in _divisors(width) if 1 < d < width]
     if family in ("dense", "xception"):
         return [{}]
@@ -102,7 +103,7 @@ def _options(family: str, width: int, max_l: int) -> list[dict[str, Any]]:
         return options
     if family == "igcv3":
         return [{"expansion": t, "groups": g} for t in (2, 4, 6) for g in (1, 2, 4) if width % g == 0]
-    raise ValueError(f"no enumeration rule for family {family!r}")
+    raise BadInput(f"no enumeration rule for family {family!r}")
 
 
 def template_options(family: str, width: int, *, num_stages: int, max_l: int) -> list[list[dict[str, Any]]]:
@@ -196,7 +197,7 @@ class DesignSpace:
         rng = random.Random(seed)
         total = self.count()
         if total == 0:
-            raise ValueError("the design space is empty: no width admits a valid configuration")
+            raise BadInput("the design space is empty: no width admits a valid configuration")
         return [self[rng.randrange(total)] for _ in range(n)]
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
+from igcnas.errors import BadInput
 
 if TYPE_CHECKING:
     from igcnas.search_space.config import NetworkConfig, StageConfig
@@ -83,7 +84,7 @@ def _divisors(n: int) -> list[int]:
 def igcv2_star_l(width: int, k: int = 8) -> int:
     """L* = ceil(log_K(width)) + 1 (Table 1 of the IGC-V2 paper), computed in integers."""
     if k < 2:
-        raise ValueError(f"k must be an integer >= 2, got {k}")
+        raise BadInput(f"k must be an integer >= 2, got {k}")
     power, exponent = 1, 0
     while power < width:
         power *= k
@@ -95,7 +96,7 @@ def _only(stage: StageConfig, index: int, family: str, allowed: tuple[str, ...])
     for name in ("k1", "chain", "k", "l", "expansion", "groups"):
         if name not in allowed and getattr(stage, name) is not None:
             allowed_text = ", ".join(allowed) if allowed else "none"
-            raise ValueError(
+            raise BadInput(
                 f"stages[{index}].{name} is not a parameter of family {family!r} (its parameters: {allowed_text})"
             )
 
@@ -103,20 +104,20 @@ def _only(stage: StageConfig, index: int, family: str, allowed: tuple[str, ...])
 def _require_int(stage: StageConfig, index: int, name: str, family: str) -> int:
     value = getattr(stage, name)
     if value is None:
-        raise ValueError(f"stages[{index}].{name} is required by family {family!r}")
+        raise BadInput(f"stages[{index}].{name} is required by family {family!r}")
     return int(value)
 
 
 def _require_chain(stage: StageConfig, index: int, family: str) -> tuple[int, ...]:
     if stage.chain is None:
-        raise ValueError(f"stages[{index}].chain is required by family {family!r}")
+        raise BadInput(f"stages[{index}].chain is required by family {family!r}")
     return tuple(stage.chain)
 
 
 def _must_divide(what: str, value: int, width: int, index: int) -> None:
     if width % value != 0:
         choices = ", ".join(str(d) for d in _divisors(width))
-        raise ValueError(
+        raise BadInput(
             f"stages[{index}].{what}={value} does not divide the stage width {width}; allowed values: {choices}"
         )
 
@@ -155,7 +156,7 @@ def _deep_roots(stage: StageConfig, index: int) -> BlockStructure:
     g = _require_int(stage, index, "k1", "deep_roots")
     _must_divide("k1", g, stage.width, index)
     if not 1 < g < stage.width:
-        raise ValueError(
+        raise BadInput(
             f"stages[{index}].k1 must satisfy 1 < k1 < width={stage.width} for deep_roots "
             "(k1 = 1 is xception, k1 = width a regular conv)"
         )
@@ -166,7 +167,7 @@ def _igcv1(stage: StageConfig, index: int) -> BlockStructure:
     m = _require_int(stage, index, "k1", "igcv1")
     _must_divide("k1", m, stage.width, index)
     if not 1 < m < stage.width:
-        raise ValueError(
+        raise BadInput(
             f"stages[{index}].k1 (M, channels per primary partition) must satisfy 1 < M < width={stage.width}"
         )
     return Interleaved(k1=m, chain=(stage.width // m,))
@@ -178,9 +179,9 @@ def _igcv2(stage: StageConfig, index: int) -> BlockStructure:
     _must_divide("k1", k1, stage.width, index)
     for position, k in enumerate(chain):
         if k < 2:
-            raise ValueError(f"stages[{index}].chain[{position}]={k}: channels per branch must be >= 2")
+            raise BadInput(f"stages[{index}].chain[{position}]={k}: channels per branch must be >= 2")
         if k > stage.width:
-            raise ValueError(
+            raise BadInput(
                 f"stages[{index}].chain[{position}]={k} exceeds the stage width {stage.width}"
             )
         _must_divide(f"chain[{position}]", k, stage.width, index)
@@ -191,7 +192,7 @@ def _igcv2_star(stage: StageConfig, index: int) -> BlockStructure:
     k = _require_int(stage, index, "k", "igcv2_star")
     l_value = _require_int(stage, index, "l", "igcv2_star")
     if k < 2:
-        raise ValueError(f"stages[{index}].k must be >= 2, got {k}")
+        raise BadInput(f"stages[{index}].k must be >= 2, got {k}")
     _must_divide("k", k, stage.width, index)
     return Interleaved(k1=1, chain=(k,) * (l_value - 1))
 
@@ -208,7 +209,7 @@ FAMILIES: dict[str, Family] = {}
 
 def _register(family: Family) -> None:
     if family.name in FAMILIES:
-        raise ValueError(f"family {family.name!r} is registered twice")
+        raise BadInput(f"family {family.name!r} is registered twice")
     FAMILIES[family.name] = family
 
 
@@ -260,5 +261,5 @@ def family_names() -> tuple[str, ...]:
 
 def get_family(name: object) -> Family:
     if not isinstance(name, str) or name not in FAMILIES:
-        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {name!r}")
+        raise BadInput(f"family must be one of {', '.join(FAMILIES)}, got {name!r}")
     return FAMILIES[name]

@@ -47,6 +47,7 @@ from functools import lru_cache
 
 from igcnas.search_space.config import NetworkConfig
 from igcnas.search_space.families import Interleaved, Inverted, get_family
+from igcnas.errors import BadInput
 
 __all__ = [
     "ConvOp",
@@ -201,7 +202,7 @@ def _groups_for(channels: int, per_group: int, where: str) -> int:
     """Number of groups when each group takes ``per_group`` of ``channels`` inputs."""
     per_group = min(per_group, channels)
     if channels % per_group != 0:
-        raise ValueError(f"{where}: {per_group} channels per group do not divide {channels} input channels")
+        raise BadInput(f"{where}: {per_group} channels per group do not divide {channels} input channels")
     return channels // per_group
 
 
@@ -226,7 +227,7 @@ def resolve_interleaved(
     else:
         g_spatial = _groups_for(c_in, structure.k1, f"{where} spatial conv")
     if c_mid % g_spatial != 0:
-        raise ValueError(f"{where} spatial conv: {g_spatial} groups do not divide {c_mid} output channels")
+        raise BadInput(f"{where} spatial conv: {g_spatial} groups do not divide {c_mid} output channels")
     spatial = ConvOp(c_in, c_mid, 3, stride, g_spatial, size, size_out)
     pointwise: list[ConvOp] = []
     shuffles: list[int] = []
@@ -242,7 +243,7 @@ def resolve_interleaved(
             if channels % groups != 0:
                 groups = _groups_for(channels, k, label)
         if c_out % groups != 0 or channels % groups != 0:
-            raise ValueError(f"{label}: {groups} groups do not divide {channels} -> {c_out} channels")
+            raise BadInput(f"{label}: {groups} groups do not divide {channels} -> {c_out} channels")
         # Interleave the previous convolution's groups unless that is the identity or pointless.
         useful = groups > 1 and 1 < previous_groups < channels
         shuffles.append(previous_groups if useful else 1)
@@ -259,7 +260,7 @@ def resolve_inverted(
     hidden = c_in * structure.expansion
     for name, channels in (("input", c_in), ("expanded", hidden), ("output", c_out)):
         if channels % g != 0:
-            raise ValueError(f"{where}: groups={g} does not divide the {name} width {channels}")
+            raise BadInput(f"{where}: groups={g} does not divide the {name} width {channels}")
     expand = None
     if structure.expansion != 1:
         expand = ConvOp(c_in, hidden, 1, 1, g, size, size)
@@ -276,7 +277,7 @@ def _shortcut(config: NetworkConfig, c_in: int, c_out: int, stride: int, size: i
         proj = ConvOp(c_in, c_out, 1, stride, 1, size, conv_out_size(size, 1, stride))
         return ShortcutPlan("projection", c_in, c_out, stride, proj)
     if c_out < c_in:
-        raise ValueError("shortcut 'zero_pad' cannot reduce the width; use shortcut='projection'")
+        raise BadInput("shortcut 'zero_pad' cannot reduce the width; use shortcut='projection'")
     return ShortcutPlan("zero_pad", c_in, c_out, stride)
 
 

@@ -21,6 +21,7 @@ from igcnas.search_space.config import NetworkConfig
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.enumerate import template_network, template_options
 from igcnas.search_space.families import FAMILIES, get_family
+from igcnas.errors import BadInput
 
 __all__ = ["SearchSpec", "DEFAULT_FAMILIES", "DEFAULT_BLOCKS", "DEFAULT_MAX_L", "default_widths", "option_label",
            "choices_of", "SpaceBounds", "space_bounds"]
@@ -63,22 +64,22 @@ class SearchSpec:
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
             if not getattr(self, name):
-                raise ValueError(f"{name} must not be empty")
+                raise BadInput(f"{name} must not be empty")
         for family in self.families:
             get_family(family)
         if len(set(self.families)) != len(self.families):
-            raise ValueError(f"families must not repeat, got {list(self.families)}")
+            raise BadInput(f"families must not repeat, got {list(self.families)}")
         for w in self.widths:
             if not isinstance(w, int) or w < 2:
-                raise ValueError(f"widths must be integers >= 2, got {w!r}")
+                raise BadInput(f"widths must be integers >= 2, got {w!r}")
         for b in self.blocks:
             if not isinstance(b, int) or b < 1:
-                raise ValueError(f"blocks must be integers >= 1, got {b!r}")
+                raise BadInput(f"blocks must be integers >= 1, got {b!r}")
         for name, value, low in (("num_stages", self.num_stages, 1), ("max_l", self.max_l, 2),
                                  ("num_classes", self.num_classes, 2), ("in_channels", self.in_channels, 1),
                                  ("input_size", self.input_size, 1)):
             if not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+                raise BadInput(f"{name} must be an integer >= {low}, got {value!r}")
 
     @classmethod
     def for_data(cls, *, in_channels: int, input_size: int, num_classes: int, families: tuple[str, ...] | None = None,

@@ -17,7 +17,7 @@ from typing import Any
 from igcnas.search_space.config import NetworkConfig, StageConfig
 from igcnas.search_space.families import igcv2_star_l
 
-__all__ = ["PaperFigures", "ZooEntry", "ZOO", "zoo_names", "get_zoo_entry", "cifar_network", "register_zoo"]
+__all__ = ["PaperFigures", "ZooEntry", "ZOO", "get_zoo_entry", "paper_ratios", "cifar_network", "register_zoo"]
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,26 @@ def register_zoo(entry: ZooEntry) -> ZooEntry:
     return entry
 
 
-def zoo_names() -> tuple[str, ...]:
-    return tuple(ZOO)
+def paper_ratios(entry: ZooEntry, figures: PaperFigures) -> tuple[float | None, float | None]:
+    """(our params / printed params, our MACs / printed MACs) for one printed row (None where not printed).
+
+    Block-scope rows (Tables 2 and 5) count one block in the middle of the network; network rows use
+    the count the paper's #params corresponds to (``figures.params_field``).
+    """
+    from igcnas.search_space.costs import closed_form_costs
+    from igcnas.search_space.plan import resolve
+
+    if figures.scope == "block":
+        block = resolve(entry.config).blocks()[1]
+        ours_params = sum(c.params for c in block.convs)
+        ours_macs = sum(c.macs for c in block.convs)
+    else:
+        costs = closed_form_costs(entry.config)
+        ours_params = getattr(costs, figures.params_field)
+        ours_macs = costs.macs
+    params_ratio = None if figures.params is None else ours_params / figures.params
+    macs_ratio = None if figures.macs is None else ours_macs / figures.macs
+    return params_ratio, macs_ratio
 
 
 def get_zoo_entry(name: str) -> ZooEntry:

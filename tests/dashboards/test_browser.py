@@ -138,7 +138,7 @@ def test_live_page_refreshes_while_the_study_grows(browser, live_server, synthet
 def test_empty_study_page_and_missing_study_and_bad_storage(browser, tmp_path, capsys):
     import optuna
 
-    from igcnas.nas.optuna_driver import open_storage
+    from igcnas.nas.study import open_storage
 
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     optuna.create_study(study_name="empty", storage=open_storage(url, heartbeat=False),

@@ -2,7 +2,7 @@ import optuna
 
 from igcnas.dashboards import dashboard_data, write_report
 from igcnas.dashboards.data import collect
-from igcnas.nas.optuna_driver import open_storage
+from igcnas.nas.study import open_storage
 from igcnas.nas.pareto import pareto_mask, trials_frame
 
 

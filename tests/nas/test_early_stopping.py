@@ -6,7 +6,9 @@ import pytest
 from igcnas.cli import main
 from igcnas.nas.early_stopping import (RungEntry, RungSchedule, domination_counts, fidelity_key, rung_population,
                                        should_promote)
-from igcnas.nas.optuna_driver import DIRECTIONS, SearchOptions, open_storage, open_study
+from igcnas.nas.objectives import OBJECTIVES
+from igcnas.nas.options import SearchOptions
+from igcnas.nas.study import open_storage, open_study
 
 
 @pytest.mark.parametrize("max_epochs, min_epochs, eta, rungs", [
@@ -54,7 +56,7 @@ def test_rung_population_uses_only_trials_that_reached_the_rung():
 def _dominating_study(url: str, name: str, fidelity: str, n: int = 3) -> None:
     """A study whose earlier trials dominate anything on (rung accuracy, params, MACs): 100% with 1 param."""
     storage = open_storage(url, heartbeat=False)
-    study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
+    study = optuna.create_study(study_name=name, storage=storage, directions=[o.direction for o in OBJECTIVES])
     study.add_trials([optuna.trial.create_trial(
         values=[1.0, 1.0, 1.0],
         user_attrs={"params": 1, "macs": 1, "curve": [1.0, 1.0, 1.0], "fidelity": fidelity, "status": "complete",

@@ -6,7 +6,8 @@ import torch
 
 from igcnas.cli import main
 from igcnas.models import load
-from igcnas.nas.optuna_driver import SearchOptions, run_search
+from igcnas.nas.options import SearchOptions
+from igcnas.nas.orchestrator import run_search
 from igcnas.nas.pick import NothingFits, choose
 from igcnas.nas.space import Budget
 

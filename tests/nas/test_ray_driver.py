@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from igcnas.cli import main
-from igcnas.nas.optuna_driver import open_storage, open_study
+from igcnas.nas.study import open_storage, open_study
 from igcnas.search_space.config import config_from_dict
 from igcnas.search_space.enumerate import arch_id
 
@@ -100,7 +100,7 @@ def test_unreachable_ray_address_is_a_clear_error(tmp_path, capsys):
 
 
 def test_ray_scheduler_stops_dominated_trials_at_the_first_rung(ray_cluster, tmp_path, capsys):
-    from igcnas.nas.optuna_driver import SearchOptions
+    from igcnas.nas.options import SearchOptions
     from tests.nas.test_early_stopping import _dominating_study
 
     url = f"sqlite:///{tmp_path / 'es.db'}"

@@ -12,7 +12,9 @@ import optuna
 import pytest
 
 from igcnas.cli import main
-from igcnas.nas.optuna_driver import SearchOptions, open_storage, run_search
+from igcnas.nas.options import SearchOptions
+from igcnas.nas.orchestrator import run_search
+from igcnas.nas.study import open_storage
 from igcnas.nas.pareto import pareto_mask, trials_frame
 
 PG_URL = os.environ.get("IGCNAS_TEST_POSTGRES", "postgresql+psycopg2://igcnas:igcnas@127.0.0.1:5432/igcnas")
@@ -160,11 +162,11 @@ def test_diverging_slow_or_hungry_trials_are_failed_with_the_reason(tmp_path, ch
 def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_rerun(tmp_path):
     """A worker killed between taking a trial and its first heartbeat leaves a RUNNING trial without any
     heartbeat, which Optuna alone never fails: with --total-trials it would hold its slot forever."""
-    from igcnas.nas.optuna_driver import DIRECTIONS
+    from igcnas.nas.objectives import OBJECTIVES
 
     url = f"sqlite:///{tmp_path / 'o.db'}"
     storage = open_storage(url, heartbeat_interval=1, grace_period=3)
-    study = optuna.create_study(study_name="orphan", storage=storage, directions=list(DIRECTIONS))
+    study = optuna.create_study(study_name="orphan", storage=storage, directions=[o.direction for o in OBJECTIVES])
     orphan = study.ask()  # RUNNING, and no heartbeat thread ever started for it
     orphan.set_user_attr("status", "running")
     time.sleep(3.5)

@@ -6,7 +6,9 @@ import optuna
 import pytest
 
 from igcnas.cli import main
-from igcnas.nas.optuna_driver import SearchOptions, open_storage, open_study, run_search
+from igcnas.nas.options import SearchOptions
+from igcnas.nas.orchestrator import run_search
+from igcnas.nas.study import open_storage, open_study
 from igcnas.nas.space import Budget
 from igcnas.search_space.config import config_from_dict
 from igcnas.search_space.costs import closed_form_costs

@@ -4,7 +4,7 @@ import pytest
 
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.plan import resolve
-from igcnas.search_space.zoo import ZOO, register_zoo
+from igcnas.search_space.zoo import ZOO, paper_ratios, register_zoo
 
 # Rows whose printed figures no single documented convention reproduces within the tolerance (the
 # closing note of the foundation issue lists each with its ratio). Bounds keep them from drifting.
@@ -23,17 +23,7 @@ KNOWN_DEVIATIONS = {
 
 
 def ratios(entry, figures):
-    if figures.scope == "block":
-        block = resolve(entry.config).blocks()[1]
-        ours_params = sum(c.params for c in block.convs)
-        ours_macs = sum(c.macs for c in block.convs)
-    else:
-        costs = closed_form_costs(entry.config)
-        ours_params = getattr(costs, figures.params_field)
-        ours_macs = costs.macs
-    params_ratio = None if figures.params is None else ours_params / figures.params
-    macs_ratio = None if figures.macs is None else ours_macs / figures.macs
-    return params_ratio, macs_ratio
+    return paper_ratios(entry, figures)
 
 
 CASES = [(name, figures) for name, entry in ZOO.items() for figures in entry.paper]

@@ -1,0 +1,143 @@
+"""``igc-nas trials``, ``igc-nas dashboard`` and ``igc-nas pick``: reading a study, showing it, exporting from it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from igcnas.cli._common import fmt_count, print_table
+from igcnas.cli.search import print_front
+from igcnas.errors import BadInput
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("trials", help="list the trials of a study", description="List a study's trials, or its "
+                       "Pareto front, and optionally export them to CSV.")
+    p.add_argument("--storage", required=True, help="Optuna RDB URL, e.g. sqlite:///igc-nas-runs/x/study.db")
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument("--pareto", action="store_true", help="only the feasible non-dominated trials")
+    p.add_argument("--csv", help="also write the table to this CSV (or .parquet) file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_trials)
+
+    p = sub.add_parser("dashboard", help="browse a study's Pareto front in the browser",
+                       description="Serve a live dashboard of a study (it refreshes while a search is running), "
+                                   "or write it as one self-contained HTML file with --html.")
+    p.add_argument("--storage", required=True, help="Optuna RDB URL of the study")
+    p.add_argument("--study", help="study name (default: the storage's only study)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8050, help="port (default 8050; 0 picks a free one)")
+    p.add_argument("--refresh", type=float, default=5.0, help="seconds between refreshes of the live page")
+    p.add_argument("--html", help="write a static report to this file instead of serving")
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("pick", help="pick the most accurate model within a budget and export it",
+                       description="Choose the most accurate feasible trial on the Pareto front within the "
+                                   "budget (human units: 250k, 1.5M), optionally retrain it with the search's "
+                                   "settings, and export config.json, model.pt (state dict), model.pt2 (exported "
+                                   "program) and report.md with its accuracy on the search's validation split and "
+                                   "on the untouched test split. Load it with igcnas.models.load(DIR).")
+    p.add_argument("--storage", required=True, help="Optuna RDB URL of the study")
+    p.add_argument("--study", help="study name (default: the storage's only study)")
+    p.add_argument("--max-params", help="parameter budget")
+    p.add_argument("--max-macs", help="MAC budget (multiply-accumulates; FLOPs = 2*MACs)")
+    p.add_argument("--max-latency-ms", help="CPU latency budget (needs latency measured during the search)")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain the pick from scratch with the search's training settings before export")
+    p.add_argument("--retrain-epochs", type=int, help="retrain for E epochs instead (implies --retrain)")
+    p.add_argument("--export", help="directory to write the model to (must not exist or be empty)")
+    p.add_argument("--artifacts", help="artifact folder holding the trials' weights (default: from the study)")
+    p.add_argument("--data-dir", help="data folder, when it moved since the search (default: the search's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the retraining (the data split is the search's)")
+    p.set_defaults(func=cmd_pick)
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    from igcnas.nas.pareto import export_trials, pareto_front, trials_frame
+    from igcnas.nas.study import open_existing_study
+
+    _, study = open_existing_study(args.storage, args.study)
+    df = trials_frame(study)
+    table = pareto_front(df) if args.pareto else df
+    if args.csv:
+        export_trials(table, args.csv)
+        print(f"wrote {len(table)} trials to {args.csv}", file=sys.stderr)
+    if args.json:
+        print(table.to_json(orient="records", date_format="iso"))
+        return 0
+    if args.pareto:
+        print_front(table, limit=len(table))
+        return 0
+    rows = [{"number": r["number"], "state": r["state"],
+             "acc": "-" if r["val_accuracy"] != r["val_accuracy"] else f"{r['val_accuracy']:.4f}",
+             "params": fmt_count(r["params"]), "macs": fmt_count(r["macs"]), "structure": r["structure"]}
+            for _, r in table.iterrows()]
+    print_table(rows, [("number", "trial"), ("state", "state"), ("acc", "val acc"), ("params", "params"),
+                       ("macs", "MACs"), ("structure", "architecture")])
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from igcnas.dashboards import serve, write_report
+    from igcnas.nas.study import open_existing_study
+
+    _, study = open_existing_study(args.storage, args.study)
+    if args.html:
+        path = write_report(study, args.html)
+        print(f"wrote {path} (self-contained; opens offline)")
+        return 0
+    name = study.study_name
+    # One study object for the server's life: Optuna's cache then reads only new or running trials on
+    # each refresh instead of the whole study.
+    server = serve(lambda: study, title=f"study {name}", host=args.host, port=args.port, refresh_s=args.refresh)
+    server.warm()  # read the study and build the page data before the first browser asks
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}: anyone who can reach this machine on port {server.port} can "
+              "read the study", file=sys.stderr)
+    print(f"dashboard for study {name!r}: {server.url} (refreshes every {args.refresh:g}s; Ctrl-C stops)",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+    return 0
+
+
+def cmd_pick(args: argparse.Namespace) -> int:
+    from igcnas.nas.pareto import pareto_front, trials_frame
+    from igcnas.nas.pick import NothingFits, choose, export_model
+    from igcnas.nas.space import Budget, parse_count
+    from igcnas.nas.study import open_existing_study
+
+    budget = Budget(max_params=parse_count(args.max_params, "--max-params"),
+                    max_macs=parse_count(args.max_macs, "--max-macs"),
+                    max_latency_ms=parse_count(args.max_latency_ms, "--max-latency-ms"))
+    if args.retrain_epochs is not None and args.retrain_epochs < 1:
+        raise BadInput(f"--retrain-epochs must be >= 1, got {args.retrain_epochs}")
+    _, study = open_existing_study(args.storage, args.study)
+    df = trials_frame(study)
+    try:
+        row = choose(df, budget)
+    except NothingFits as exc:
+        if budget.max_latency_ms is not None and df["latency_ms"].isna().all():
+            raise BadInput("no trial of this study has a measured latency; search with --max-latency-ms or "
+                           "--latency-objective to pick by latency") from None
+        raise BadInput(str(exc)) from None
+    print(f"picked trial {int(row['number'])}: val acc {row['val_accuracy']:.4f}, params {int(row['params']):,}, "
+          f"MACs {int(row['macs']):,} (FLOPs = 2*MACs = {2 * int(row['macs']):,}) - {row['structure']}")
+    if not args.export:
+        return 0
+    result = export_model(study=study, trial_row=row, directory=args.export, front=pareto_front(df), budget=budget,
+                          artifacts_dir=args.artifacts, retrain=args.retrain, retrain_epochs=args.retrain_epochs,
+                          data_dir=args.data_dir, seed=args.seed)
+    test = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
+    print(f"exported to {result.directory}: val acc {result.val_accuracy:.4f} (the search's validation split, "
+          f"{len(result.val_index)} images), test acc {test}")
+    for label, path in result.files.items():
+        print(f"  {label}: {path}")
+    return 0

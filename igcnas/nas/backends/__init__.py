@@ -1,0 +1,54 @@
+"""Backends run a prepared search; the orchestrator (``igcnas.nas.orchestrator``) does everything else.
+
+A backend is anything with a ``name``, the set of options it does not honour
+(``unsupported``: the orchestrator refuses them with a one-line error instead
+of silently ignoring them) and ``run(prepared, callbacks=...)`` returning a
+:class:`BackendReport`. Backends never import each other; only the Ray backend
+imports ray, and it is imported only when asked for by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+
+from igcnas.errors import BadInput
+
+if TYPE_CHECKING:
+    from igcnas.nas.orchestrator import Prepared
+
+__all__ = ["Backend", "BackendReport", "TrialCallback", "get_backend", "BACKEND_MODULES"]
+
+TrialCallback = Callable[[Any, Any], None]  # (study, finished trial), called once per trial of this run
+
+# name -> module defining BACKEND; imported lazily so that `import igcnas.nas` never imports ray.
+BACKEND_MODULES = {"optuna": "igcnas.nas.backends.optuna_backend", "ray": "igcnas.nas.backends.ray_backend"}
+
+
+@dataclass
+class BackendReport:
+    """What a backend ran in this run (the study holds the details)."""
+
+    trained: int = 0  # trained to the end (COMPLETE)
+    stopped_early: int = 0  # trained, then stopped at a rung
+    skipped: int = 0  # never trained: over budget, or no slot left under --total-trials
+    failed: int = 0
+    last_failure: str = ""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    # Option names (fields of SearchOptions) this backend does not honour; they must keep their defaults.
+    unsupported: frozenset[str]
+
+    def run(self, prepared: Prepared, *, callbacks: list[TrialCallback]) -> BackendReport:
+        """Train trials into ``prepared.study`` until the run's target is met; report what ran."""
+        ...
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKEND_MODULES:
+        raise BadInput(f"backend must be one of {', '.join(BACKEND_MODULES)}, got {name!r}")
+    return importlib.import_module(BACKEND_MODULES[name]).BACKEND

@@ -1,0 +1,191 @@
+"""The Optuna backend: ``study.optimize`` in this process (``--n-jobs`` threads), one objective per trial.
+
+Many processes on one storage make a distributed search: each runs this
+backend against the same study. The objective suggests a valid configuration,
+checks the budget on closed-form costs, trains with rung checks (multi-objective
+successive halving against the study's own records) and records everything on
+the trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from igcnas.errors import BadInput
+from igcnas.nas.backends import BackendReport, TrialCallback
+from igcnas.nas.records import TrialKey, TrialStatus
+
+if TYPE_CHECKING:
+    from igcnas.nas.orchestrator import Prepared
+
+__all__ = ["OptunaBackend", "BACKEND", "make_objective"]
+
+log = logging.getLogger(__name__)
+
+
+def make_objective(prep: Prepared) -> Callable[[Any], tuple[float, ...]]:
+    """The Optuna objective: suggest a valid config, check the budget, train, record everything."""
+    import optuna
+
+    from igcnas.nas.early_stopping import RungEntry, StoppedAtRung, rung_peers, should_promote
+    from igcnas.nas.objective import evaluate_config, suggest_and_record
+    from igcnas.nas.study import store_weights
+
+    options = prep.options
+    schedule = options.rung_schedule
+
+    def check_rung(trial: optuna.Trial, epoch: int, accuracy: float, params: int, macs: int) -> None:
+        peers = rung_peers(trial.study.get_trials(deepcopy=False), options.fidelity, epoch, exclude=trial.number)
+        promote, dominated_by, threshold = should_promote(RungEntry(accuracy, params, macs), peers, schedule.eta)
+        if not promote:
+            raise StoppedAtRung(epoch, accuracy, dominated_by, threshold, len(peers) + 1)
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        if options.total_trials is not None and not _has_slot(trial, options.total_trials):
+            trial.set_user_attr(TrialKey.STATUS, TrialStatus.NO_SLOT)
+            raise optuna.TrialPruned(f"the study already has (or is running) its {options.total_trials} trials")
+        pre = suggest_and_record(trial, prep.genome, options.budget)
+        if pre.status == TrialStatus.OVER_BUDGET:
+            trial.set_user_attr(TrialKey.STATUS, TrialStatus.OVER_BUDGET)
+            raise optuna.TrialPruned(pre.reason)
+        trial.set_user_attr(TrialKey.FIDELITY, options.fidelity)
+        curve: list[float] = []
+        rungs: dict[str, float] = {}
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            curve.append(accuracy)
+            trial.set_user_attr(TrialKey.CURVE, list(curve))
+            if schedule is not None and epoch in schedule.rungs:
+                rungs[str(epoch)] = accuracy
+                trial.set_user_attr(TrialKey.RUNGS, dict(rungs))
+                check_rung(trial, epoch, accuracy, pre.params, pre.macs)
+
+        seed = options.seed + trial.number
+        try:
+            evaluation = evaluate_config(pre.config, prep.data, train_settings=options.train_settings(seed=seed),
+                                         budget=options.budget, measure_latency=options.measure_latency,
+                                         model_seed=seed, on_epoch=on_epoch)
+        except StoppedAtRung as stop:
+            trial.set_user_attr(TrialKey.STATUS, TrialStatus.STOPPED_EARLY)
+            trial.set_user_attr(TrialKey.STOPPED_AT_EPOCH, stop.epoch)
+            trial.set_user_attr(TrialKey.STOP_REASON, str(stop))
+            raise optuna.TrialPruned(str(stop)) from None
+        except Exception as exc:
+            trial.set_user_attr(TrialKey.STATUS, TrialStatus.FAILED)
+            trial.set_user_attr(TrialKey.FAIL_REASON, f"{type(exc).__name__}: {exc}")
+            raise
+        for key, value in evaluation.attrs.items():
+            if pre.attrs.get(key) != value:
+                trial.set_user_attr(key, value)
+        if evaluation.status == TrialStatus.OVER_BUDGET:  # measured latency over its budget: not trained
+            for key, value in evaluation.constraints.items():
+                if key not in pre.constraints:
+                    trial.set_constraint(key, value)
+            trial.set_user_attr(TrialKey.STATUS, TrialStatus.OVER_BUDGET)
+            raise optuna.TrialPruned(evaluation.reason)
+        if options.latency_objective and "max_latency_ms" in evaluation.constraints:
+            trial.set_constraint("max_latency_ms", evaluation.constraints["max_latency_ms"])
+        if options.save_weights:
+            trial.set_user_attr(TrialKey.WEIGHTS_ARTIFACT,
+                                store_weights(trial, options.artifacts_path, model=evaluation.model))
+        trial.set_user_attr(TrialKey.STATUS, TrialStatus.COMPLETE)
+        return evaluation.objective_values(options.objectives)
+
+    return objective
+
+
+def _has_slot(trial: Any, target: int) -> bool:
+    """Whether ``trial`` may run toward a study-wide target of ``target`` completed trials.
+
+    Trial numbers are handed out atomically by the storage, so deciding on the trials numbered
+    before this one (complete, or still running) lets any number of workers share one target
+    without ever completing more than ``target`` trials.
+    """
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    earlier = trial.study.get_trials(deepcopy=False, states=states)
+    return sum(1 for t in earlier if t.number < trial.number) < target
+
+
+class _StopAfter:
+    """Stops the study once this run has trained ``n`` trials (or skipped or failed far too many).
+
+    A trained trial is one trained to the full epochs or stopped early at a rung; configurations
+    over budget were never trained and only count toward the skip limit.
+    """
+
+    def __init__(self, n: int, start_number: int, max_skipped: int, total: int | None = None) -> None:
+        self.n, self.start_number, self.max_skipped, self.total = n, start_number, max_skipped, total
+        self.report = BackendReport()
+        self.max_failed = max(10, 3 * n)
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        import optuna
+
+        if trial.number < self.start_number:
+            return
+        report = self.report
+        state = trial.state
+        status = trial.user_attrs.get(TrialKey.STATUS)
+        if state == optuna.trial.TrialState.COMPLETE:
+            report.trained += 1
+        elif state == optuna.trial.TrialState.FAIL:
+            report.failed += 1
+            report.last_failure = str(trial.user_attrs.get(TrialKey.FAIL_REASON)
+                                      or trial.system_attrs.get("fail_reason"))
+            if report.failed >= self.max_failed:
+                study.stop()  # something is wrong with every trial: stop instead of looping
+                return
+        elif status == TrialStatus.STOPPED_EARLY:
+            report.stopped_early += 1  # trained, then stopped at a rung: counts as one of the n trials
+        else:
+            report.skipped += 1
+        if self.total is not None:
+            complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+            if complete >= self.total:
+                study.stop()
+            elif status == TrialStatus.NO_SLOT:
+                time.sleep(0.5)  # other workers hold the remaining slots: wait for them to finish or fail
+            return
+        if report.trained + report.stopped_early >= self.n or report.skipped >= self.max_skipped:
+            study.stop()
+
+
+class OptunaBackend:
+    """Trials in this process; every option is honoured except the Ray-only ones."""
+
+    name = "optuna"
+    unsupported = frozenset({"address", "cpus_per_trial", "max_concurrent"})
+
+    def run(self, prepared: Prepared, *, callbacks: list[TrialCallback]) -> BackendReport:
+        import optuna
+        import torch
+
+        prep, options = prepared, prepared.options
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.n_jobs))
+        # Trials numbered from here on are this run's (enqueued seeds are waiting trials with lower numbers).
+        stopper = _StopAfter(options.n_trials, len(prep.earlier), max_skipped=max(200, 20 * options.n_trials),
+                             total=options.total_trials)
+        # Failed trials are reported by the caller with their reason; Optuna's own warning would add
+        # a traceback for every one of them.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        done = optuna.trial.TrialState.COMPLETE
+        if options.total_trials is not None and len(prep.study.get_trials(
+                deepcopy=False, states=(done,))) >= options.total_trials:
+            return stopper.report
+        study = prep.study
+        study.sampler = prep.sampler()
+        study.optimize(make_objective(prep), n_trials=None, timeout=options.timeout, n_jobs=options.n_jobs,
+                       catch=(Exception,), callbacks=[stopper, *callbacks], gc_after_trial=False)
+        report = stopper.report
+        if report.trained == 0 and report.stopped_early == 0 and report.skipped >= stopper.max_skipped:
+            raise BadInput(f"no configuration within the budget was found in {report.skipped} samples; "
+                           "loosen --max-params/--max-macs/--max-latency-ms")
+        return report
+
+
+BACKEND = OptunaBackend()

@@ -1,0 +1,319 @@
+"""The Ray Tune backend (the only module that imports ray).
+
+The same genes, evaluation and records as the Optuna backend run as Ray Tune
+trials, with Ray Tune's ``OptunaSearch`` asking and telling the **same Optuna
+storage and study** with the same sampler object, so one study can be grown by
+either backend and read by the same tools. Trial attributes are written on the
+Optuna trial: before training by the define-by-run function, after it by the
+recording searcher. Over-budget samples count toward the skip limit, not
+``--n-trials``: the backend runs Tune rounds until ``--n-trials`` trials were
+trained (to the end or to a rung), as the Optuna backend counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from igcnas.errors import BadInput
+from igcnas.nas.backends import BackendReport, TrialCallback
+from igcnas.nas.backends.ray_parts import DefineByRun, trainable
+from igcnas.nas.records import TrialKey, TrialStatus
+
+if TYPE_CHECKING:
+    from igcnas.nas.orchestrator import Prepared
+
+__all__ = ["RayBackend", "BACKEND", "RecordingOptunaSearch", "MultiObjectiveASHA"]
+
+log = logging.getLogger(__name__)
+
+
+def _make_searcher_class() -> type:
+    from ray.tune.search.optuna import OptunaSearch
+
+    from igcnas.nas.study import store_weights
+
+    class _Recording(OptunaSearch):
+        """OptunaSearch that also stores what the trial measured (and its weights) on the Optuna trial.
+
+        Recording is part of the result: if it fails (a weight upload that cannot be written, say),
+        the trial is told as failed with the reason rather than complete without weights.
+        """
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            ot_trial = self._ot_trials.get(trial_id)
+            # A trial that failed inside (diverged, over its time or memory limit) is told as failed.
+            error = error or bool(result and result.get("igcnas_status") == TrialStatus.FAILED)
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            finished = bool(result) and all(result.get(m) is not None for m in metrics)
+            if ot_trial is not None:
+                try:
+                    ot_trial.set_user_attr(TrialKey.BACKEND, "ray")
+                    if result and not finished and "igcnas_status" not in result and "epoch" in result:
+                        _record_stopped(ot_trial, result)
+                    elif result:
+                        _record_result(ot_trial, result, store_weights)
+                    elif error:
+                        ot_trial.set_user_attr(TrialKey.STATUS, TrialStatus.FAILED)
+                        ot_trial.set_user_attr(TrialKey.FAIL_REASON, "the Ray trial raised an error (see Ray logs)")
+                except Exception as exc:  # noqa: BLE001 - any recording failure fails the trial, with its reason
+                    log.warning("trial %s: recording failed, the trial is failed: %s", trial_id, exc)
+                    with contextlib.suppress(Exception):
+                        ot_trial.set_user_attr(TrialKey.STATUS, TrialStatus.FAILED)
+                        ot_trial.set_user_attr(TrialKey.FAIL_REASON, f"recording the result failed: "
+                                                                     f"{type(exc).__name__}: {exc}")
+                    super().on_trial_complete(trial_id, result=None, error=True)
+                    return
+            # Without every objective value OptunaSearch would tell COMPLETE with None values, which the
+            # study refuses (the trial would stay RUNNING): such trials are pruned (or failed on error).
+            super().on_trial_complete(trial_id, result=result if finished else None, error=error)
+
+    return _Recording
+
+
+def _record_stopped(ot_trial: Any, result: dict) -> None:
+    """Stopped by the scheduler at a rung: pruned, with what it reached there."""
+    ot_trial.set_user_attr(TrialKey.STATUS, TrialStatus.STOPPED_EARLY)
+    ot_trial.set_user_attr(TrialKey.STOPPED_AT_EPOCH, int(result["epoch"]))
+    ot_trial.set_user_attr(TrialKey.CURVE, json.loads(result.get("igcnas_curve") or "[]"))
+    ot_trial.set_user_attr(TrialKey.STOP_REASON, f"stopped by the multi-objective scheduler at rung epoch "
+                                                 f"{result['epoch']}")
+
+
+def _record_result(ot_trial: Any, result: dict, store_weights: Any) -> None:
+    weights = result.get("igcnas_weights_file")
+    if weights:
+        # Uploaded first: a trial whose weights cannot be stored must not end COMPLETE.
+        artifact = store_weights(ot_trial, Path(weights).parent.parent, file_path=Path(weights))
+        ot_trial.set_user_attr(TrialKey.WEIGHTS_ARTIFACT, artifact)
+        Path(weights).unlink()
+    for key, value in json.loads(result.get("igcnas_attrs") or "{}").items():
+        if ot_trial.user_attrs.get(key) != value:
+            ot_trial.set_user_attr(key, value)
+    for key, value in json.loads(result.get("igcnas_constraints") or "{}").items():
+        if key not in ot_trial.constraints:
+            ot_trial.set_constraint(key, value)
+    ot_trial.set_user_attr(TrialKey.STATUS, result.get("igcnas_status", TrialStatus.COMPLETE))
+    if result.get("igcnas_error"):
+        ot_trial.set_user_attr(TrialKey.FAIL_REASON, result["igcnas_error"])
+    if result.get("igcnas_node"):
+        ot_trial.set_user_attr(TrialKey.RAY_NODE, result["igcnas_node"])
+
+
+def RecordingOptunaSearch(**kwargs: Any) -> Any:  # noqa: N802 - a class factory (ray imported lazily)
+    return _make_searcher_class()(**kwargs)
+
+
+def _make_scheduler_class() -> type:
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    from igcnas.nas.early_stopping import RungEntry, should_promote
+
+    class _MultiObjectiveASHA(FIFOScheduler):
+        """Multi-objective asynchronous successive halving as a Tune scheduler.
+
+        Tune's schedulers rank one metric; this one ranks a trial at each rung on (accuracy there,
+        params, MACs) against every trial that reached the rung before it (those of earlier runs of the
+        study included) and stops it when too many dominate it; see ``igcnas.nas.early_stopping``.
+        """
+
+        def __init__(self, schedule: Any, history: dict[int, list[Any]]) -> None:
+            super().__init__()
+            self.schedule = schedule
+            self.rungs: dict[int, list[Any]] = {e: list(history.get(e, [])) for e in schedule.rungs}
+            self.decisions = {"promoted": 0, "stopped": 0}
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            epoch = result.get("epoch")
+            if epoch in self.rungs and "val_accuracy_epoch" in result and "igcnas_params" in result:
+                entry = RungEntry(float(result["val_accuracy_epoch"]), float(result["igcnas_params"]),
+                                  float(result["igcnas_macs"]))
+                promote, _, _ = should_promote(entry, self.rungs[epoch], self.schedule.eta)
+                self.rungs[epoch].append(entry)
+                self.decisions["promoted" if promote else "stopped"] += 1
+                if not promote:
+                    return TrialScheduler.STOP
+            return TrialScheduler.CONTINUE
+
+        def debug_string(self) -> str:
+            return f"MultiObjectiveASHA rungs {self.schedule.rungs}: {self.decisions}"
+
+    return _MultiObjectiveASHA
+
+
+def MultiObjectiveASHA(schedule: Any, history: dict[int, list[Any]] | None = None) -> Any:  # noqa: N802
+    """A Tune ``TrialScheduler`` for multi-objective successive halving (ray imported lazily)."""
+    return _make_scheduler_class()(schedule, history or {})
+
+
+# Results live in the Optuna study; Tune's result files are switched off, and the ResultGrid that
+# fit() builds would warn for every trial that it found none.
+TUNE_RESULT_FILES_LOGGER = "ray.tune.analysis.experiment_analysis"
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Raise one logger to ERROR for the duration of the block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (ray.init would retry for minutes)."""
+    import socket
+
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise BadInput(f"--address must be auto or HOST:PORT, got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise BadInput(f"cannot connect to the Ray cluster at {address!r}: {exc.strerror or exc}") from None
+
+
+def _connect(address: str | None) -> bool:
+    """Start or join Ray; True when this call started it (and so must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    init_kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address:
+        _check_reachable(address)
+        init_kwargs["address"] = address
+    else:
+        init_kwargs["num_cpus"] = os.cpu_count() or 1
+    # Workers import igcnas from this checkout or installed package; make sure they can.
+    package_root = str(Path(__file__).resolve().parents[3])
+    init_kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}}
+    try:
+        ray.init(**init_kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise BadInput(f"cannot connect to the Ray cluster at {address!r}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return True
+
+
+class RayBackend:
+    """Trials as Ray Tune trials on a cluster; per-process options (threads, study-wide targets) are refused."""
+
+    name = "ray"
+    unsupported = frozenset({"total_trials", "n_jobs"})
+
+    def run(self, prepared: Prepared, *, callbacks: list[TrialCallback]) -> BackendReport:
+        import optuna
+        import ray
+        from ray import tune
+        from ray.tune.search import ConcurrencyLimiter
+
+        from igcnas.nas.early_stopping import rung_peers
+
+        prep, options = prepared, prepared.options
+        run = _run_settings(prep)
+        objectives = options.objectives
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard/CSV/JSON result files
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # Per-epoch reports carry the rung accuracy, not the final objectives OptunaSearch waits for.
+        os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+        started_here = _connect(options.address)
+        report, seen = BackendReport(), set(prep.earlier)
+        max_skipped = max(200, 20 * options.n_trials)
+        deadline = None if options.timeout is None else time.monotonic() + options.timeout
+        sampler = prep.sampler()  # one object for every round: its state (and RNG) carries on
+        try:
+            while report.trained + report.stopped_early < options.n_trials and report.skipped < max_skipped:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                searcher = RecordingOptunaSearch(space=DefineByRun(prep.genome, options.budget, run),
+                                                 metric=[o.name for o in objectives],
+                                                 mode=[o.tune_mode for o in objectives], sampler=sampler,
+                                                 study_name=options.study_name, storage=prep.storage)
+                search_alg: Any = searcher
+                if options.max_concurrent:
+                    search_alg = ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent)
+                schedule = options.rung_schedule
+                scheduler = None
+                if schedule is not None and schedule.rungs:
+                    trials = prep.study.get_trials(deepcopy=False)
+                    history = {e: rung_peers(trials, options.fidelity, e) for e in schedule.rungs}
+                    scheduler = MultiObjectiveASHA(schedule, history)
+                n = options.n_trials - report.trained - report.stopped_early
+                tuner = tune.Tuner(
+                    tune.with_resources(trainable, {"cpu": options.cpus_per_trial}),
+                    tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=n, time_budget_s=remaining,
+                                                scheduler=scheduler),
+                    run_config=tune.RunConfig(name=f"{options.study_name}-ray",
+                                              storage_path=str((options.run_dir / "ray").resolve()), verbose=0,
+                                              # a trial lost with its node is retried once, then recorded failed
+                                              failure_config=tune.FailureConfig(max_failures=1)),
+                )
+                with warnings.catch_warnings(), _quiet(TUNE_RESULT_FILES_LOGGER):
+                    # The searcher asks trials outside Study.optimize; its heartbeat is not used for Ray
+                    # trials (their backend attribute exempts them from orphan failing).
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                    tuner.fit()
+                new = [t for t in prep.study.get_trials(deepcopy=False)
+                       if t.number not in seen and t.state.is_finished()]
+                if not new:
+                    break  # nothing ran (time budget spent): do not loop
+                for trial in new:
+                    seen.add(trial.number)
+                    _count(report, trial, optuna)
+                    for callback in callbacks:
+                        callback(prep.study, trial)
+        finally:
+            if started_here:
+                ray.shutdown()
+        if report.trained == 0 and report.stopped_early == 0 and report.skipped >= max_skipped:
+            raise BadInput(f"no configuration within the budget was found in {report.skipped} samples; "
+                           "loosen --max-params/--max-macs/--max-latency-ms")
+        return report
+
+
+def _count(report: BackendReport, trial: Any, optuna: Any) -> None:
+    status = trial.user_attrs.get(TrialKey.STATUS)
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        report.trained += 1
+    elif trial.state == optuna.trial.TrialState.FAIL or status == TrialStatus.FAILED:
+        report.failed += 1
+        report.last_failure = str(trial.user_attrs.get(TrialKey.FAIL_REASON, ""))
+    elif status == TrialStatus.STOPPED_EARLY:
+        report.stopped_early += 1
+    else:
+        report.skipped += 1
+
+
+def _run_settings(prep: Prepared) -> dict[str, Any]:
+    """What every Ray trial needs to load the same data and train the same way (plain, picklable values)."""
+    options = prep.options
+    return {
+        **options.evaluation_record(),
+        "budget": options.budget.as_dict(),
+        "measure_latency": options.measure_latency,
+        "latency_objective": options.latency_objective,
+        "cpus_per_trial": options.cpus_per_trial,
+        "fidelity": options.fidelity,
+        "trial_timeout": options.trial_timeout,
+        "trial_memory_mb": options.trial_memory_mb,
+        "objectives": [o.name for o in options.objectives],
+        "artifacts": str(options.artifacts_path.resolve()) if options.save_weights else None,
+    }
+
+
+BACKEND = RayBackend()

@@ -1,0 +1,442 @@
+"""A steady-state multi-objective evolutionary sampler over the genome's fixed genes.
+
+Why not Optuna's NSGA-II as is: it breeds generation by generation (workers of a
+short asynchronous search wait on, or race past, a generation that has not
+finished), its crossovers treat genes as unrelated numbers, and it ignores
+trials pruned by successive halving, which are most trials of a search with
+rungs. This sampler, built on Optuna's :class:`~optuna.samplers.BaseSampler`
+so that the Optuna backend and Ray Tune's ``OptunaSearch`` use the very same
+object, breeds one child per ``ask``:
+
+1. **Population**: the finished trials of the study (COMPLETE with values, and
+   PRUNED trials that successive halving stopped early, counted by their rung
+   result: the last accuracy of their curve with their exact params and MACs;
+   over-budget, no-slot and failed trials are not parents). Only the most recent
+   ``window`` of them by trial number take part, as in regularised evolution:
+   old members age out, so a lucky early trial cannot dominate the search and
+   no worker ever waits for a generation to complete. The population size
+   follows the trial budget (``clip(round(2 sqrt(n_trials)), 8, 32)``).
+2. **Selection**: constrained non-dominated sorting (feasible trials first, by
+   front; infeasible ones after, by total violation) with crowding distance
+   inside a front, and two binary tournaments.
+3. **Crossover per stage**: family, width and blocks come from one parent (the
+   donor); each stage's ``(L, pos)`` genes come from either parent (even odds),
+   or, when the parents differ in family, from the donor with probability
+   ``family_bias`` (0.75): the other parent's stage genes still mean "this many
+   group convolutions, this far up the cost order" in the donor's family, but
+   are less likely to be what made that parent good.
+4. **Mutation** by validity-keeping moves of the genome
+   (:meth:`~igcnas.search_space.genome.Genome.apply_op`): per stage, with
+   probability ``mutation_rate``, a step to the neighbouring option in cost
+   order or a change of L by one; likewise a width step and a blocks step; a
+   family switch at half that rate (the largest jump). A child that equals a
+   parent gets one extra move.
+5. **Rejection**: a child whose architecture (``arch_id``) the study has
+   already tried, or whose closed-form params or MACs exceed the budget, is
+   bred again (``max_tries`` times; then a random valid network is drawn).
+
+Every child's genes are canonical (snapped to the option it decodes to after
+each step), and how it was made is stored on the trial as the system
+attribute ``evolution``: ``{"parents": [donor, other], "stages": [source of
+each stage], "ops": ["crossover", "step_stage(1,+1)", ...], "tries": n}``
+(trial numbers), which is enough to rebuild the child from its parents' genes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from igcnas.errors import BadInput
+from igcnas.nas.objectives import objectives_for
+from igcnas.nas.records import StudyKey, TrialKey, TrialStatus
+from igcnas.nas.space import gene_distributions
+from igcnas.search_space.genome import Genome
+
+__all__ = ["EvolutionarySampler", "EVOLUTION_ATTR", "population_size_for", "nondominated_ranks",
+           "crowding_distance"]
+
+log = logging.getLogger(__name__)
+
+EVOLUTION_ATTR = "evolution"  # trial system attribute: how the sampler made the trial's genes
+# Objective names when a study does not list its own (the drivers' order, latency last).
+_DEFAULT_OBJECTIVES = tuple(o.name for o in objectives_for(latency=True))
+
+
+def population_size_for(n_trials: int | None) -> int:
+    """Population (and window) size for a search of ``n_trials``: ``clip(round(2 sqrt(n)), 8, 32)``, else 16.
+
+    Short searches need a small population so that selection starts early; two square roots of the
+    budget keeps about ``sqrt(n) / 2`` generations' worth of turnover in any search length.
+    """
+    if n_trials is None:
+        return 16
+    return int(min(32, max(8, round(2 * math.sqrt(n_trials)))))
+
+
+def nondominated_ranks(points: np.ndarray) -> np.ndarray:
+    """Front index (0 = non-dominated) of each row of a minimisation problem."""
+    n = len(points)
+    ranks = np.full(n, -1, dtype=int)
+    if n == 0:
+        return ranks
+    no_worse = (points[:, None, :] <= points[None, :, :]).all(axis=2)
+    better = (points[:, None, :] < points[None, :, :]).any(axis=2)
+    dominates = no_worse & better  # [i, j]: i dominates j
+    remaining = np.ones(n, dtype=bool)
+    front = 0
+    while remaining.any():
+        dominated = (dominates[remaining][:, remaining]).any(axis=0)
+        current = np.flatnonzero(remaining)[~dominated]
+        ranks[current] = front
+        remaining[current] = False
+        front += 1
+    return ranks
+
+
+def crowding_distance(points: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance within one front (boundary points are infinitely far)."""
+    n, m = points.shape if points.ndim == 2 else (len(points), 0)
+    distance = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for k in range(m):
+        order = np.argsort(points[:, k], kind="stable")
+        span = points[order[-1], k] - points[order[0], k]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span <= 0:
+            continue
+        distance[order[1:-1]] += (points[order[2:], k] - points[order[:-2], k]) / span
+    return distance
+
+
+@dataclass(frozen=True)
+class _Member:
+    number: int
+    params: dict[str, Any]  # canonical genes
+    values: tuple[float, ...]  # minimisation form
+    violation: float  # sum of positive constraint values; 0 = feasible
+
+
+def _check_int(name: str, value: Any, low: int, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise BadInput(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_rate(name: str, value: Any, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise BadInput(f"{name} must be a number in [0, 1]{' or None' if optional else ''}, got {value!r}")
+
+
+class EvolutionarySampler(BaseSampler):
+    """Steady-state multi-objective evolution over a :class:`~igcnas.search_space.genome.Genome` (see module).
+
+    Keyword arguments:
+
+    * ``genome``: the genes to breed (from the search's SearchSpec);
+    * ``seed``: seeds the sampler's own ``random.Random`` and its internal RandomSampler;
+    * ``population_size``: tournament population; default from ``n_trials_hint`` (see
+      :func:`population_size_for`);
+    * ``window``: how many of the most recent finished trials form the population (default: the
+      population size);
+    * ``mutation_rate``: probability of a move per gene (each stage's L and pos, the width, the blocks;
+      the family at half of it); default ``1 / number of genes``, NSGA-II's rule: about one move per child;
+    * ``crossover_rate``: probability that a child has two parents (else it is a mutated copy);
+    * ``family_bias``: probability that a stage comes from the family donor when parents differ in family;
+    * ``budget_params``, ``budget_macs``: closed-form bounds no bred child exceeds;
+    * ``min_parents``: finished trials needed before breeding (before that, random valid networks;
+      default half the population, at least 2);
+    * ``max_tries``: children bred per proposal before falling back to a random network.
+
+    Holds no lambdas or locks, so it pickles (Ray's ``OptunaSearch`` ships it to its actor).
+    """
+
+    def __init__(self, *, genome: Genome, seed: int | None = None, population_size: int | None = None,
+                 n_trials_hint: int | None = None, window: int | None = None, mutation_rate: float | None = None,
+                 crossover_rate: float = 0.9, family_bias: float = 0.75, budget_params: float | None = None,
+                 budget_macs: float | None = None, min_parents: int | None = None, max_tries: int = 50) -> None:
+        if not isinstance(genome, Genome):
+            raise BadInput(f"genome must be a Genome, got {type(genome).__name__}")
+        _check_int("seed", seed, 0)
+        _check_int("population_size", population_size, 2)
+        _check_int("n_trials_hint", n_trials_hint, 1)
+        _check_int("window", window, 2)
+        _check_int("min_parents", min_parents, 2)
+        _check_int("max_tries", max_tries, 1, optional=False)
+        _check_rate("mutation_rate", mutation_rate, optional=True)
+        _check_rate("crossover_rate", crossover_rate)
+        _check_rate("family_bias", family_bias)
+        for name, value in (("budget_params", budget_params), ("budget_macs", budget_macs)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not value > 0):
+                raise BadInput(f"{name} must be a number > 0 or None, got {value!r}")
+        self.genome = genome
+        self.seed = seed
+        self.population_size = population_size if population_size is not None else population_size_for(
+            n_trials_hint)
+        self.window = window if window is not None else self.population_size
+        self.mutation_rate = mutation_rate if mutation_rate is not None else 1.0 / len(genome.genes)
+        self.crossover_rate = float(crossover_rate)
+        self.family_bias = float(family_bias)
+        self.budget_params = budget_params
+        self.budget_macs = budget_macs
+        self.min_parents = min_parents if min_parents is not None else max(2, self.population_size // 2)
+        self.max_tries = max_tries
+        self._rng = random.Random(seed)
+        self._random = RandomSampler(seed=seed)
+        self._distributions: dict[str, BaseDistribution] = gene_distributions(genome)
+
+    def __repr__(self) -> str:
+        return (f"EvolutionarySampler(population_size={self.population_size}, window={self.window}, "
+                f"mutation_rate={self.mutation_rate:.3g}, crossover_rate={self.crossover_rate:.3g})")
+
+    # -- BaseSampler ----------------------------------------------------------------------------------
+
+    def reseed_rng(self) -> None:
+        self._rng = random.Random()
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        """Every gene, always: the genome's genes are the same in every trial."""
+        return dict(self._distributions)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        """Random draws for what ``sample_relative`` left out (genes of an enqueued trial that fixes only
+        some, or parameters outside the genome); any gene value decodes to a valid network."""
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        if trial.system_attrs.get("fixed_params"):
+            return {}  # an enqueued seed: Optuna applies its fixed genes, the rest are drawn independently
+        trials = study.get_trials(deepcopy=False)
+        tried = self._tried(trials, trial.number)
+        finished = self._finished(study, trials)
+        members = self._members(finished[-self.window:])
+        if len(finished) < self.min_parents or not members:
+            child, record = self._random_child(tried, reason=f"{len(finished)} of {self.min_parents} parents")
+        else:
+            child, record = self._breed(members, tried)
+        log.debug("trial %d: %s", trial.number, record)
+        study._storage.set_trial_system_attr(trial._trial_id, EVOLUTION_ATTR, record)
+        return {name: child[name] for name in search_space if name in child}
+
+    # -- the population ---------------------------------------------------------------------------------
+
+    def _has_genes(self, params: Any) -> bool:
+        return bool(params) and all(name in params for name in self.genome.gene_names)
+
+    def _tried(self, trials: Sequence[FrozenTrial], current: int) -> set[str]:
+        """Architectures the study has tried, runs or has queued (any state), by arch_id."""
+        out: set[str] = set()
+        for t in trials:
+            if t.number == current:
+                continue
+            recorded = t.user_attrs.get(TrialKey.ARCH_ID)
+            if recorded:
+                out.add(recorded)
+                continue
+            params = t.params if self._has_genes(t.params) else t.system_attrs.get("fixed_params")
+            if self._has_genes(params):
+                try:
+                    out.add(self.genome.arch_id(self.genome.locate(params)))
+                except ValueError:
+                    continue
+        return out
+
+    def _finished(self, study: optuna.Study, trials: Sequence[FrozenTrial]
+                  ) -> list[tuple[FrozenTrial, tuple[float, ...]]]:
+        """Trials usable as parents, oldest first, with objective vectors in minimisation form."""
+        directions = study.directions
+        signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in directions]
+        objectives: Sequence[str] | None = None
+        out = []
+        for t in trials:
+            if not self._has_genes(t.params):
+                continue
+            if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == len(directions):
+                values: Sequence[float] | None = t.values
+            elif t.state == TrialState.PRUNED and t.user_attrs.get(TrialKey.STATUS) == TrialStatus.STOPPED_EARLY:
+                if objectives is None:
+                    objectives = (study.metric_names or study.user_attrs.get(StudyKey.OBJECTIVES)
+                                  or _DEFAULT_OBJECTIVES)
+                values = self._rung_values(t, objectives[:len(directions)])
+            else:
+                continue  # running, failed, over budget, no slot
+            if values is None or len(values) != len(directions) or not all(math.isfinite(v) for v in values):
+                continue
+            out.append((t, tuple(s * float(v) for s, v in zip(signs, values))))
+        out.sort(key=lambda item: item[0].number)
+        return out
+
+    def _members(self, finished: Sequence[tuple[FrozenTrial, tuple[float, ...]]]) -> list[_Member]:
+        """The window's trials as parents: canonical genes (what each parent expressed) and violation."""
+        out = []
+        for t, values in finished:
+            try:
+                params = self.genome.canonical(t.params)
+            except ValueError:
+                continue  # genes from another space (a changed spec): not breedable here
+            violation = sum(max(0.0, float(v)) for v in t.constraints.values())
+            out.append(_Member(t.number, params, values, violation))
+        return out
+
+    @staticmethod
+    def _rung_values(t: FrozenTrial, objectives: Sequence[str]) -> list[float] | None:
+        """A stopped-early trial's result at its last rung, in the study's objective order: the accuracy
+        is the last of its per-epoch curve (the rung where it stopped), the costs its recorded ones."""
+        curve = t.user_attrs.get(TrialKey.CURVE) or []
+        out = []
+        for name in objectives:
+            if name == "val_accuracy":
+                value = curve[-1] if curve else None
+            else:
+                value = t.user_attrs.get(name)  # params, macs, latency_ms: recorded under the same names
+            if value is None:
+                return None
+            out.append(float(value))
+        return out
+
+    def _scores(self, members: Sequence[_Member]) -> list[tuple[int, float]]:
+        """(rank, crowding) per member: feasible fronts first, then infeasible by violation."""
+        scores: list[tuple[int, float]] = [(0, 0.0)] * len(members)
+        feasible = [i for i, m in enumerate(members) if m.violation <= 0]
+        infeasible = sorted((i for i, m in enumerate(members) if m.violation > 0), key=lambda i: members[i].violation)
+        fronts = 0
+        if feasible:
+            points = np.array([members[i].values for i in feasible], dtype=float)
+            ranks = nondominated_ranks(points)
+            fronts = int(ranks.max()) + 1
+            for r in range(fronts):
+                in_front = np.flatnonzero(ranks == r)
+                crowd = crowding_distance(points[in_front])
+                for j, c in zip(in_front, crowd):
+                    scores[feasible[j]] = (r, float(c))
+        for k, i in enumerate(infeasible):
+            scores[i] = (fronts + k, 0.0)
+        return scores
+
+    def _tournament(self, members: Sequence[_Member], scores: Sequence[tuple[int, float]]) -> _Member:
+        if len(members) == 1:
+            return members[0]
+        a, b = self._rng.sample(range(len(members)), 2)
+        (ra, ca), (rb, cb) = scores[a], scores[b]
+        return members[a] if (ra, -ca) <= (rb, -cb) else members[b]
+
+    # -- breeding ---------------------------------------------------------------------------------------
+
+    def _breed(self, members: Sequence[_Member], tried: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        scores = self._scores(members)
+        for attempt in range(1, self.max_tries + 1):
+            child, record = self._child(members, scores)
+            if self._acceptable(child, tried):
+                record["tries"] = attempt
+                return child, record
+        return self._random_child(tried, reason=f"{self.max_tries} children were all tried or over budget")
+
+    def _child(self, members: Sequence[_Member], scores: Sequence[tuple[int, float]]
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+        genome = self.genome
+        first = self._tournament(members, scores)
+        second = first
+        for _ in range(3):
+            second = self._tournament(members, scores)
+            if second.number != first.number:
+                break
+        ops: list[str] = []
+        if second.number != first.number and self._rng.random() < self.crossover_rate:
+            donor, other = (first, second) if self._rng.random() < 0.5 else (second, first)
+            bias = self.family_bias if donor.params["family"] != other.params["family"] else 0.5
+            child = dict(donor.params)
+            stages = []
+            for i in range(genome.num_stages):
+                source = donor if self._rng.random() < bias else other
+                child[genome.l_gene(i)], child[genome.pos_gene(i)] = genome.stage_genes(source.params, i)
+                stages.append(source.number)
+            parents = [donor, other]
+            ops.append("crossover")
+        else:
+            parents, child = [first], dict(first.params)
+            stages = [first.number] * genome.num_stages
+        child = genome.canonical(child)
+        for op in self._mutations(child):
+            child = genome.canonical(genome.apply_op(child, op))
+            ops.append(op)
+        if any(child == p.params for p in parents):
+            moves = genome.neighbours(child)
+            if moves:
+                op, child = self._rng.choice(moves)
+                ops.append(op)
+        return child, {"parents": [p.number for p in parents], "stages": stages, "ops": ops}
+
+    def _mutations(self, child: dict[str, Any]) -> list[str]:
+        """The moves to apply, drawn gene by gene with probability ``mutation_rate`` each: a stage's ``pos``
+        gene steps to the neighbouring option, its ``L`` gene to the neighbouring L, ``width`` and
+        ``blocks`` one step; ``family`` switches at half the rate (the largest jump). Directions that
+        would change nothing (an end of a range) are not drawn."""
+        genome, rng, rate = self.genome, self._rng, self.mutation_rate
+        sites: list[list[str]] = []
+        for i in range(genome.num_stages):
+            sites.append([f"step_stage({i},{d:+d})" for d in (-1, 1)])
+            sites.append([f"step_l({i},{d:+d})" for d in (-1, 1)])
+        sites.append([f"step_width({d:+d})" for d in (-1, 1)])
+        sites.append([f"step_blocks({d:+d})" for d in (-1, 1)])
+        ops = []
+        current = child
+        for candidates in sites:
+            if rng.random() >= rate:
+                continue
+            moved = [(op, genome.canonical(genome.apply_op(current, op))) for op in candidates]
+            moved = [(op, there) for op, there in moved if there != current]
+            if moved:
+                op, current = rng.choice(moved)
+                ops.append(op)
+        if len(genome.families) > 1 and rng.random() < rate / 2:
+            ops.append(f"set_family({rng.choice([f for f in genome.families if f != current['family']])})")
+        return ops
+
+    def _acceptable(self, child: dict[str, Any], tried: set[str]) -> bool:
+        point = self.genome.locate(child)
+        if self.genome.arch_id(point) in tried:
+            return False
+        if self.budget_params is None and self.budget_macs is None:
+            return True
+        params, macs = self.genome.costs(point)
+        return ((self.budget_params is None or params <= self.budget_params)
+                and (self.budget_macs is None or macs <= self.budget_macs))
+
+    def _random_child(self, tried: set[str], *, reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A random valid network, new and within budget when one is found in ``max_tries`` draws.
+
+        Drawn from the genome (each family, width, L and option reached evenly) rather than by
+        uniform genes, and checked like bred children, so the warm-up spends no trial on a
+        duplicate or on a network the objective would refuse as over budget.
+        """
+        fallback: dict[str, Any] | None = None
+        child: dict[str, Any] = {}
+        for attempt in range(1, self.max_tries + 1):
+            child = self.genome.random_params(self._rng)
+            if self._acceptable(child, tried):
+                return child, {"parents": [], "stages": [], "ops": ["random"], "tries": attempt, "reason": reason}
+            if fallback is None and self._acceptable(child, set()):
+                fallback = child  # within budget, though already tried
+        log.debug("no new network within budget in %d random draws (%s)", self.max_tries, reason)
+        return fallback or child, {"parents": [], "stages": [], "ops": ["random"], "tries": self.max_tries,
+                                   "reason": reason + "; no new network within budget found"}

@@ -1,0 +1,194 @@
+"""One search, start to end: prepare, hand to a backend, write the outputs.
+
+``run_search`` is the only entry point the command line uses. It validates the
+options against the chosen backend (an option the backend would ignore is
+refused), loads the data, checks the budget against the space's exact cost
+bounds, opens the study and records on it everything later readers need
+(data set and split, training settings, objectives, reference point, search
+space), enqueues the seed networks into a new study, runs the backend, and
+writes ``trials.csv``, ``pareto.csv`` and ``summary.json``. Writing the
+dashboard is the caller's business (``nas`` never imports ``dashboards``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from igcnas.errors import BadInput, SearchFailed
+from igcnas.nas.backends import Backend, BackendReport, TrialCallback, get_backend
+from igcnas.nas.options import SearchOptions, flag_of
+from igcnas.nas.records import StudyKey, TrialStatus
+from igcnas.search_space.spec import SearchSpec, space_bounds
+
+__all__ = ["Prepared", "SearchOutcome", "SearchFailed", "prepare", "run_search", "finish", "check_backend_options"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A validated search, ready for a backend: options, space, data and the opened study."""
+
+    options: SearchOptions
+    spec: SearchSpec
+    genome: Any  # igcnas.search_space.genome.Genome over ``spec``
+    data: Any  # igcnas.evaluators.data.DataSplits
+    storage: Any
+    study: Any
+    reference: Any  # igcnas.nas.pareto.ReferencePoint
+    # Trials that existed before this run, enqueued seeds (WAITING) left out: this run will train those.
+    earlier: frozenset[int] = frozenset()
+
+    def sampler(self) -> Any:
+        """A fresh sampler of the options' kind for this space and budget (each backend makes its own)."""
+        from igcnas.nas.samplers import make_sampler
+
+        return make_sampler(self.options.sampler, self.options.seed, spec=self.spec, budget=self.options.budget,
+                            n_trials=self.options.total_trials or self.options.n_trials)
+
+
+@dataclass
+class SearchOutcome:
+    study: Any
+    run_dir: Path
+    storage_url: str
+    report: BackendReport
+    files: dict[str, Path] = field(default_factory=dict)
+    front: Any = None  # pandas DataFrame
+    hypervolume: float = 0.0
+
+
+def check_backend_options(options: SearchOptions, backend: Backend) -> None:
+    """Refuse options the backend would not honour, naming the flag."""
+    defaults = SearchOptions()
+    for name in sorted(backend.unsupported):
+        if getattr(options, name) != getattr(defaults, name):
+            others = [n for n in ("optuna", "ray") if n != backend.name]
+            raise BadInput(f"{flag_of(name)} is not supported by the {backend.name} backend "
+                           f"(it applies to --backend {', '.join(others)})")
+
+
+def prepare(options: SearchOptions) -> Prepared:
+    """Load data, build the space, check budgets against it, open the study and record the search on it.
+
+    Everything that can be wrong with the input fails here, before the study is touched.
+    """
+    import optuna
+
+    from igcnas.evaluators.data import load_dataset
+    from igcnas.nas.pareto import ReferencePoint
+    from igcnas.nas.space import seed_trial_params
+    from igcnas.nas.study import open_storage, open_study
+    from igcnas.search_space.genome import genome_for
+
+    if options.data_dir is not None and not Path(options.data_dir).expanduser().exists() and not options.download:
+        raise BadInput(f"--data-dir {options.data_dir!r} does not exist")
+    data = load_dataset(options.dataset, data_dir=options.data_dir, download=options.download, seed=options.seed,
+                        val_fraction=options.val_fraction)
+    spec = SearchSpec.for_data(in_channels=data.in_channels, input_size=data.input_size,
+                               num_classes=data.num_classes, families=options.families, widths=options.widths,
+                               blocks=options.blocks, max_l=options.max_l)
+    bounds = space_bounds(spec)
+    budget = options.budget
+    if budget.max_params is not None and bounds.min_params > budget.max_params:
+        raise BadInput(f"no configuration meets --max-params {budget.max_params:,.0f}: the smallest network in "
+                       f"this space has {bounds.min_params:,} params")
+    if budget.max_macs is not None and bounds.min_macs > budget.max_macs:
+        raise BadInput(f"no configuration meets --max-macs {budget.max_macs:,.0f}: the cheapest network in "
+                       f"this space needs {bounds.min_macs:,} MACs")
+    if not options.storage:
+        options.run_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(options.storage_url, heartbeat_interval=options.heartbeat_interval,
+                           grace_period=options.grace_period)
+    study = open_study(storage, options.study_name, create=True, objectives=options.objectives)
+    attrs = study.user_attrs
+    if StudyKey.DATASET in attrs and attrs[StudyKey.DATASET] != options.dataset:
+        raise BadInput(f"study {options.study_name!r} was created for dataset {attrs[StudyKey.DATASET]!r}, "
+                       f"not {options.dataset!r}")
+    evaluation = options.evaluation_record()
+    recorded = attrs.get(StudyKey.EVALUATION)
+    if recorded is not None and recorded.get("split_seed") != evaluation["split_seed"]:
+        raise BadInput(f"study {options.study_name!r} was searched with --seed {recorded.get('split_seed')} (its "
+                       f"validation split); continuing it with --seed {options.seed} would score trials on "
+                       "another split: use the same --seed or another --study")
+    genome = genome_for(spec)
+    if StudyKey.REFERENCE_POINT in attrs:
+        reference = ReferencePoint.from_dict(attrs[StudyKey.REFERENCE_POINT])
+    else:
+        reference = ReferencePoint(params=float(bounds.max_params), macs=float(bounds.max_macs),
+                                   latency_ms=budget.max_latency_ms * 4 if budget.max_latency_ms else None)
+        study.set_user_attr(StudyKey.REFERENCE_POINT, reference.as_dict())
+        study.set_user_attr(StudyKey.DATASET, options.dataset)
+        study.set_user_attr(StudyKey.SEARCH_SPEC, spec.as_dict())
+        study.set_user_attr(StudyKey.OBJECTIVES, [o.name for o in options.objectives])
+        if options.seed_balanced and not study.get_trials(deepcopy=False):
+            for params in seed_trial_params(genome):
+                study.enqueue_trial(params, skip_if_exists=True)
+    if recorded is None:
+        study.set_user_attr(StudyKey.EVALUATION, evaluation)
+    if options.save_weights and attrs.get(StudyKey.ARTIFACTS) != str(options.artifacts_path.resolve()):
+        study.set_user_attr(StudyKey.ARTIFACTS, str(options.artifacts_path.resolve()))
+    earlier = frozenset(t.number for t in study.get_trials(deepcopy=False)
+                        if t.state != optuna.trial.TrialState.WAITING)
+    return Prepared(options, spec, genome, data, storage, study, reference, earlier)
+
+
+def run_search(options: SearchOptions, *, callbacks: list[TrialCallback] | None = None,
+               on_ready: Callable[[Prepared], None] | None = None) -> SearchOutcome:
+    """Run (or continue) the search and write the trial table, front and summary into the run folder.
+
+    ``on_ready`` is called once the input has been validated and the study opened; ``callbacks`` once
+    per finished trial of this run. A KeyboardInterrupt writes the tables, then propagates.
+    """
+    backend = get_backend(options.backend)
+    check_backend_options(options, backend)
+    prep = prepare(options)
+    if on_ready is not None:
+        on_ready(prep)
+    try:
+        report = backend.run(prep, callbacks=list(callbacks or []))
+    except KeyboardInterrupt:
+        log.warning("interrupted: the running trial is recorded as failed; run the same command to go on")
+        finish(prep, BackendReport())
+        raise
+    outcome = finish(prep, report)
+    if report.trained == 0 and report.stopped_early == 0 and report.failed and not report.skipped:
+        raise SearchFailed(f"{report.failed} trials failed and none completed; last reason: {report.last_failure}")
+    return outcome
+
+
+def finish(prep: Prepared, report: BackendReport) -> SearchOutcome:
+    """Write trials.csv, pareto.csv and summary.json (each atomically) and return the outcome."""
+    from igcnas.nas.pareto import export_trials, hypervolume, pareto_front, trials_frame
+
+    options = prep.options
+    df = trials_frame(prep.study)
+    front = pareto_front(df, with_latency=options.latency_objective)
+    run_dir = options.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    files = {"trials": export_trials(df, run_dir / "trials.csv"),
+             "pareto": export_trials(front, run_dir / "pareto.csv")}
+    hv = hypervolume(df, prep.reference, with_latency=options.latency_objective)
+    summary = {
+        "study": options.study_name,
+        "storage": options.storage_url,
+        "dataset": options.dataset,
+        "trials": int(len(df)),
+        "completed": int((df["state"] == "COMPLETE").sum()),
+        "stopped_early": int((df["status"] == TrialStatus.STOPPED_EARLY).sum()),
+        "pareto_size": int(len(front)),
+        "hypervolume": hv,
+        "reference_point": prep.reference.as_dict(),
+        "evaluation": options.evaluation_record(),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    files["summary"] = run_dir / "summary.json"
+    tmp = files["summary"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(files["summary"])
+    return SearchOutcome(prep.study, run_dir, options.storage_url, report, files, front, hv)
