@@ -6,12 +6,17 @@ search enqueues), the same early-stopping rule and schedule, the same draw of tr
 networks are chosen differs:
 
 * ``random``: ``RandomSampler`` over the search's genes (what ``igc-nas search --sampler random`` does);
-* ``nsga2_plain``: the current behaviour: ``NSGAIISampler(seed, population_size=16)`` (the search's
-  ``nsga2`` before the gene encoding) over the OLD define-by-run encoding (``bench/legacy_space.py``);
+* ``nsga2_plain``: the behaviour before the gene encoding: ``NSGAIISampler(seed, population_size=16)``
+  (the search's ``nsga2``, then its default) over the OLD define-by-run encoding
+  (``bench/legacy_space.py``), whose parameter names change with the family, so that NSGA-II's
+  intersection search space is ``family`` alone and every other choice is drawn at random;
 * ``nsga2_genes``: the same ``NSGAIISampler`` over the new genes, which separates the encoding's share
   from the sampler's;
 * ``tpe``: ``TPESampler(seed, multivariate=True, group=True)`` over the genes;
-* ``evolution``: the new default, ``make_sampler("evolution", ...)`` over the genes.
+* ``evolution``: the new default, ``make_sampler("evolution", ...)`` over the genes, its ``n_trials``
+  hint the number of full trainings the budget affords.
+
+Every sampler is made by the search's own ``igcnas.nas.samplers.make_sampler``.
 
 Reported: the median normalised hypervolume over seeds (definition and reference point in
 ``bench/tabular.py``: log-scaled costs, reference (1, 1.05, 1.05), divided by the table's true front) with
@@ -25,7 +30,7 @@ a rung population in these replays); and the evolution arm under three schedules
 default; a first rung at 2; no early stopping).
 
     python bench/sampler_comparison.py [--seeds 30] [--workers 4] [--budget-s S | --budget-networks 80]
-                                       [--arms ...] [--json PATH] [--table PATH]
+                                       [--arms ...] [--jobs 1] [--json PATH] [--table PATH]
 """
 
 from __future__ import annotations
@@ -70,15 +75,15 @@ RUNG_DRAWS = 200
 class Context:
     """What every arm shares: the space, its genome, the seed networks in both encodings, the table."""
 
-    def __init__(self, table: dict[str, Row], n_trials_hint: int, spec: Any = TABLE_SPEC) -> None:
+    def __init__(self, table: dict[str, Row], n_trials_hint: int, spec: Any = None) -> None:
         from igcnas.nas.space import seed_trial_params
         from igcnas.search_space.genome import genome_for
         from igcnas.search_space.spec import choices_of
         from legacy_space import legacy_params_for
 
         self.table = table
-        self.spec = spec
-        self.genome = genome_for(spec)
+        self.spec = spec if spec is not None else TABLE_SPEC
+        self.genome = genome_for(self.spec)
         self.seed_genes = seed_trial_params(self.genome)
         self.seed_legacy = []
         for params in self.seed_genes:
@@ -92,9 +97,9 @@ class Context:
 
 
 def make_arm(name: str, seed: int, ctx: Context) -> tuple[Any, Callable[[Any], Any], list[dict[str, Any]]]:
-    """(sampler, suggest, params to enqueue) of one arm for one seed."""
-    import optuna
-
+    """(sampler, suggest, params to enqueue) of one arm for one seed; samplers are the search's own
+    (``make_sampler``), so the comparison follows any change to how the search builds them."""
+    from igcnas.nas.samplers import make_sampler
     from igcnas.nas.space import suggest_config
     from legacy_space import legacy_suggest_config
 
@@ -103,33 +108,88 @@ def make_arm(name: str, seed: int, ctx: Context) -> tuple[Any, Callable[[Any], A
     def genes(trial: Any) -> Any:
         return suggest_config(trial, genome)
 
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed), genes, ctx.seed_genes
-    if name == "nsga2_plain":
-        return (optuna.samplers.NSGAIISampler(seed=seed, population_size=16),
-                lambda trial: legacy_suggest_config(trial, ctx.spec), ctx.seed_legacy)
-    if name == "nsga2_genes":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16), genes, ctx.seed_genes
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True), genes, ctx.seed_genes
-    if name == "evolution":
-        from igcnas.nas.samplers import make_sampler
+    def legacy(trial: Any) -> Any:
+        return legacy_suggest_config(trial, ctx.spec)
 
+    if name == "random":
+        return make_sampler("random", seed), genes, ctx.seed_genes
+    if name == "nsga2_plain":
+        return make_sampler("nsga2", seed), legacy, ctx.seed_legacy
+    if name == "nsga2_genes":
+        return make_sampler("nsga2", seed), genes, ctx.seed_genes
+    if name == "tpe":
+        return make_sampler("tpe", seed), genes, ctx.seed_genes
+    if name == "evolution":
         return (make_sampler("evolution", seed, spec=ctx.spec, budget=None, n_trials=ctx.n_trials_hint), genes,
                 ctx.seed_genes)
     raise ValueError(f"arm must be one of {', '.join(ARMS)}, got {name!r}")
 
 
-def run_arm(name: str, seeds: list[int], ctx: Context, *, budget_s: float, workers: int,
+def run_one(arm: str, seed: int, ctx: Context, *, budget_s: float, workers: int,
+            schedule: RungSchedule | None) -> Run:
+    sampler, suggest, enqueue = make_arm(arm, seed, ctx)
+    run = replay(table=ctx.table, spec=ctx.spec, sampler=sampler, budget_s=budget_s, n_workers=workers,
+                 schedule=schedule, seed=seed, seeds_to_enqueue=enqueue, suggest=suggest,
+                 reference=ctx.reference, true_front_hv=ctx.true_hv, arch_cache=ctx.arch_cache)
+    run.study = None  # keep memory flat (and results picklable) over 30 seeds x arms
+    return run
+
+
+def run_arm(arm: str, seeds: list[int], ctx: Context, *, budget_s: float, workers: int,
             schedule: RungSchedule | None) -> list[Run]:
-    runs = []
-    for seed in seeds:
-        sampler, suggest, enqueue = make_arm(name, seed, ctx)
-        runs.append(replay(table=ctx.table, spec=ctx.spec, sampler=sampler, budget_s=budget_s, n_workers=workers,
-                           schedule=schedule, seed=seed, seeds_to_enqueue=enqueue, suggest=suggest,
-                           reference=ctx.reference, true_front_hv=ctx.true_hv, arch_cache=ctx.arch_cache))
-        runs[-1].study = None  # keep memory flat over 30 seeds x arms
-    return runs
+    return [run_one(arm, seed, ctx, budget_s=budget_s, workers=workers, schedule=schedule) for seed in seeds]
+
+
+_WORKER_CTX: Context | None = None
+
+
+def _init_process(table_path: str | None, hint: int) -> None:
+    """Each process of ``--jobs`` builds its own context (table, genome, caches) once."""
+    global _WORKER_CTX
+    import optuna
+    import torch
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    _WORKER_CTX = Context(load_table(table_path), hint)
+
+
+def _run_in_process(arm: str, seed: int, budget_s: float, workers: int, schedule: RungSchedule | None) -> Run:
+    assert _WORKER_CTX is not None
+    return run_one(arm, seed, _WORKER_CTX, budget_s=budget_s, workers=workers, schedule=schedule)
+
+
+Task = tuple[str, str, "RungSchedule | None"]  # (label, arm, schedule)
+
+
+def run_tasks(tasks: list[Task], seeds: list[int], ctx: Context, *, budget_s: float, workers: int, jobs: int,
+              table_path: str | None) -> tuple[dict[str, list[Run]], dict[str, float]]:
+    """Replays of every task for every seed, in this process or in ``jobs`` processes.
+
+    Each replay is deterministic given its seed, so the results do not depend on ``jobs``.
+    """
+    runs: dict[str, list[Run]] = {}
+    timings: dict[str, float] = {}
+    if jobs <= 1:
+        for label, arm, schedule in tasks:
+            t0 = time.time()
+            runs[label] = run_arm(arm, seeds, ctx, budget_s=budget_s, workers=workers, schedule=schedule)
+            timings[label] = time.time() - t0
+            print(f"  {label}: {timings[label]:.1f} s for {len(seeds)} replays", file=sys.stderr, flush=True)
+        return runs, timings
+    from concurrent.futures import ProcessPoolExecutor
+
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_process,
+                             initargs=(table_path, ctx.n_trials_hint)) as pool:
+        futures = {label: [pool.submit(_run_in_process, arm, seed, budget_s, workers, schedule) for seed in seeds]
+                   for label, arm, schedule in tasks}
+        for label, fs in futures.items():
+            runs[label] = [f.result() for f in fs]
+            timings[label] = time.time() - t0  # wall time at which this task's replays were all back
+            print(f"  {label}: done at {timings[label]:.1f} s", file=sys.stderr, flush=True)
+    return runs, timings
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -167,6 +227,25 @@ def fraction_to_reach(runs: list[Run], budget_s: float, target: float) -> float 
     return float(grid[hit[0]] / budget_s) if len(hit) else None
 
 
+def summarise(runs: dict[str, list[Run]], budget_s: float, rng: np.random.Generator) -> dict[str, Any]:
+    out: dict[str, Any] = {"median_hv": {}, "hv_ci95": {}, "trials": {}}
+    for arm, arm_runs in runs.items():
+        values = at_checkpoints(arm_runs, budget_s)
+        out["median_hv"][arm], out["hv_ci95"][arm] = {}, {}
+        for c, v in values.items():
+            med, lo, hi = bootstrap_median(v, rng)
+            out["median_hv"][arm][f"{c:.0%}"] = med
+            out["hv_ci95"][arm][f"{c:.0%}"] = [lo, hi]
+        out["trials"][arm] = {
+            "started": float(np.median([len(r.trials) for r in arm_runs])),
+            "complete": float(np.median([r.count("complete") for r in arm_runs])),
+            "stopped_early": float(np.median([r.count("stopped_early") for r in arm_runs])),
+            "distinct_complete": float(np.median([len({t.arch_id for t in r.trials if t.status == "complete"})
+                                                  for r in arm_runs])),
+        }
+    return out
+
+
 # ------------------------------------------------------------------------------------- early stopping
 
 
@@ -198,9 +277,8 @@ def rung_analysis(table: dict[str, Row], rng: np.random.Generator) -> dict[str, 
     for epoch in range(1, epochs + 1):
         x = np.array([r.curves[s][epoch - 1] for r in rows for s in seeds])
         y = np.array([r.curves[s][-1] for r in rows for s in seeds])
-        rho = spearmanr(x, y).statistic
-        tau = kendalltau(x, y).statistic
-        entry: dict[str, Any] = {"spearman": float(rho), "kendall": float(tau),
+        entry: dict[str, Any] = {"spearman": float(spearmanr(x, y).statistic),
+                                 "kendall": float(kendalltau(x, y).statistic),
                                  "share_at_chance": float((x <= AT_CHANCE).mean())}
         if epoch < epochs:
             stopped_all, stopped_sample = [], []
@@ -227,29 +305,10 @@ def fmt_cell(median: float, lo: float, hi: float) -> str:
     return f"{median:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def summarise(runs: dict[str, list[Run]], budget_s: float, rng: np.random.Generator) -> dict[str, Any]:
-    out: dict[str, Any] = {"median_hv": {}, "hv_ci95": {}, "trials": {}}
-    for arm, arm_runs in runs.items():
-        values = at_checkpoints(arm_runs, budget_s)
-        out["median_hv"][arm], out["hv_ci95"][arm] = {}, {}
-        for c, v in values.items():
-            med, lo, hi = bootstrap_median(v, rng)
-            out["median_hv"][arm][f"{c:.0%}"] = med
-            out["hv_ci95"][arm][f"{c:.0%}"] = [lo, hi]
-        out["trials"][arm] = {
-            "started": float(np.median([len(r.trials) for r in arm_runs])),
-            "complete": float(np.median([r.count("complete") for r in arm_runs])),
-            "stopped_early": float(np.median([r.count("stopped_early") for r in arm_runs])),
-            "distinct_complete": float(np.median([len({t.arch_id for t in r.trials if t.status == "complete"})
-                                                  for r in arm_runs])),
-        }
-    return out
-
-
 def print_hv_table(title: str, summary: dict[str, Any], fractions: dict[str, float | None] | None) -> None:
     labels = [f"{c:.0%}" for c in CHECKPOINTS]
     print(f"\n{title}")
-    header = f"{'arm':<22}" + "".join(f"{'HV at ' + lab:>26}" for lab in labels)
+    header = f"{'arm':<24}" + "".join(f"{'HV at ' + lab:>26}" for lab in labels)
     header += f"{'trials (complete/stopped)':>28}"
     if fractions is not None:
         header += f"{'to random final':>17}"
@@ -259,7 +318,7 @@ def print_hv_table(title: str, summary: dict[str, Any], fractions: dict[str, flo
                         for lab in labels)
         t = summary["trials"][arm]
         counts = f"{t['started']:.0f} ({t['complete']:.0f}/{t['stopped_early']:.0f})".rjust(28)
-        line = f"{arm:<22}{cells}{counts}"
+        line = f"{arm:<24}{cells}{counts}"
         if fractions is not None:
             f = fractions.get(arm)
             line += (f"{f:.2f}" if f is not None else "never").rjust(17)
@@ -276,6 +335,8 @@ def main() -> int:
                              "table's mean training time (default 80)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--no-schedules", action="store_true", help="skip the early-stopping schedule comparison")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes for the replays (default 1; results do not depend on it)")
     parser.add_argument("--table", help="table file (default: the committed table, else the partial one)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
@@ -283,13 +344,13 @@ def main() -> int:
     import optuna
     import torch
 
+    from igcnas.search_space.enumerate import DesignSpace
+
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     started = time.time()
     table = load_table(args.table)
-    from igcnas.search_space.enumerate import DesignSpace
-
     total = DesignSpace(TABLE_SPEC).count()
     if len(table) < total:
         raise SystemExit(f"the table has {len(table)} of {total} networks; finish it (python bench/make_table.py) "
@@ -306,13 +367,14 @@ def main() -> int:
     print("hypervolume: (1 - acc, log params, log MACs scaled to [0, 1] over the table), reference (1, 1.05, 1.05), "
           f"divided by the table's true front ({ctx.true_hv:.4f}); median [95% bootstrap CI] over seeds")
 
-    runs: dict[str, list[Run]] = {}
-    timings: dict[str, float] = {}
-    for arm in args.arms:
-        t0 = time.time()
-        runs[arm] = run_arm(arm, seeds, ctx, budget_s=budget_s, workers=args.workers, schedule=DEFAULT_SCHEDULE)
-        timings[arm] = time.time() - t0
-        print(f"  {arm}: {timings[arm]:.1f} s for {len(seeds)} replays", file=sys.stderr, flush=True)
+    tasks: list[Task] = [(arm, arm, DEFAULT_SCHEDULE) for arm in args.arms]
+    with_schedules = not args.no_schedules and "evolution" in args.arms
+    if with_schedules:
+        tasks += [(f"evolution / {label}", "evolution", schedule) for label, schedule in SCHEDULES.items()
+                  if schedule != DEFAULT_SCHEDULE]
+    all_runs, timings = run_tasks(tasks, seeds, ctx, budget_s=budget_s, workers=args.workers, jobs=args.jobs,
+                                  table_path=args.table)
+    runs = {arm: all_runs[arm] for arm in args.arms}
 
     summary = summarise(runs, budget_s, rng)
     fractions: dict[str, float | None] = {}
@@ -331,9 +393,8 @@ def main() -> int:
         "fraction_of_budget_to_random_final_hv": fractions, "replay_seconds": timings,
     }
     if "random" in runs and "evolution" in runs:
-        half = CHECKPOINTS.index(0.5)
-        a = at_checkpoints(runs["evolution"], budget_s)[CHECKPOINTS[half]]
-        b = at_checkpoints(runs["random"], budget_s)[CHECKPOINTS[half]]
+        a = at_checkpoints(runs["evolution"], budget_s)[0.5]
+        b = at_checkpoints(runs["random"], budget_s)[0.5]
         diff, lo, hi = bootstrap_difference(a, b, rng)
         result["difference_evolution_minus_random_at_50%"] = {"median_difference": diff, "ci95": [lo, hi]}
         print(f"\nevolution - random at 50% of the budget: {diff:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}] "
@@ -352,26 +413,21 @@ def main() -> int:
     print(f"(true front: {analysis['true_front_size']} networks; 'at chance': accuracy <= {AT_CHANCE}; "
           "rule: should_promote with eta 3)")
 
-    if not args.no_schedules and "evolution" in args.arms:
-        sched_runs: dict[str, list[Run]] = {}
-        for label, schedule in SCHEDULES.items():
-            if schedule == DEFAULT_SCHEDULE:
-                sched_runs[label] = runs["evolution"]
-                continue
-            sched_runs[label] = run_arm("evolution", seeds, ctx, budget_s=budget_s, workers=args.workers,
-                                        schedule=schedule)
+    if with_schedules:
+        sched_runs = {label: runs["evolution"] if schedule == DEFAULT_SCHEDULE else all_runs[f"evolution / {label}"]
+                      for label, schedule in SCHEDULES.items()}
         sched = summarise(sched_runs, budget_s, rng)
         print_hv_table("Evolution under each early-stopping schedule: median normalised hypervolume [95% CI]",
                        sched, None)
         result["schedules"] = {"median_hv": sched["median_hv"], "hv_ci95": sched["hv_ci95"],
-                               "trials": sched["trials"]}
+                               "trials": sched["trials"], "difference_vs_default_at_100%": {}}
         label_default = next(iter(SCHEDULES))
         for label in list(SCHEDULES)[1:]:
             a = at_checkpoints(sched_runs[label], budget_s)[1.0]
             b = at_checkpoints(sched_runs[label_default], budget_s)[1.0]
             diff, lo, hi = bootstrap_difference(a, b, rng)
-            result["schedules"].setdefault("difference_vs_default_at_100%", {})[label] = {
-                "median_difference": diff, "ci95": [lo, hi]}
+            result["schedules"]["difference_vs_default_at_100%"][label] = {"median_difference": diff,
+                                                                           "ci95": [lo, hi]}
             print(f"{label} - {label_default} at 100%: {diff:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}]")
 
     result["wall_seconds"] = time.time() - started

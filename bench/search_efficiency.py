@@ -1,4 +1,4 @@
-"""Search efficiency: hypervolume against wall-clock time for four ways of searching the same networks.
+"""Search efficiency: hypervolume against wall-clock time for five ways of searching the same networks.
 
 Methods, each given the same wall-clock budget per run, on the same data, with the same trainer
 (igc-nas's fast CPU training path) and the same epochs, so that only the search strategy differs:
@@ -10,8 +10,15 @@ Methods, each given the same wall-clock budget per run, on the same data, with t
 * ``ray_asha``: Ray Tune with OptunaSearch (multi-objective, igc-nas's valid space) and the
   single-metric ASHA scheduler on accuracy; every trial reports params and MACs with each epoch, so a
   trial ASHA stops keeps the accuracy it last reported (as Tune hands it to OptunaSearch);
-* ``igcnas``: ``igc-nas search`` defaults (NSGA-II, seeded with the balance-condition and zoo networks,
-  multi-objective successive halving).
+* ``igcnas``: ``igc-nas search`` defaults (its default sampler, seeded with the balance-condition and zoo
+  networks, multi-objective successive halving);
+* ``igcnas_random``: exactly ``igcnas`` but ``--sampler random`` (same seeds, same early stopping), so that
+  ``igcnas`` - ``igcnas_random`` is the optimiser's share measured on real training (the tabular
+  ``bench/sampler_comparison.py`` measures it over many more seeds on a simulated clock).
+
+``random``, ``igcnas`` and ``igcnas_random`` set ``n_trials`` far above what the budget allows so that the
+wall-clock budget, not the trial count, ends the run; the evolution sampler sizes its population from
+``n_trials`` and so runs with its largest population (32) here.
 
 Every run is its own process (Ray, the allocator and thread settings are process-wide). A run's
 completed trials are kept with their completion time; the hypervolume at time t is that of the trials
@@ -40,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-METHODS = ("random", "nsga2_plain", "ray_asha", "igcnas")
+METHODS = ("random", "nsga2_plain", "ray_asha", "igcnas", "igcnas_random")
 CIFAR_SAMPLE = ROOT.parent / "shared" / "data" / "cifar10-sample"
 EPOCHS = {"digits": 4, "cifar10-sample": 4}
 BATCH = 64
@@ -58,15 +65,25 @@ def dataset_args(name: str) -> dict:
 # ----------------------------------------------------------------------------------------------- methods
 
 
-def run_igcnas_driver(ds: str, seed: int, budget: float, out: Path, t0: float, *, igcnas_default: bool) -> list:
-    """``random`` and ``igcnas`` both go through igc-nas's own driver (SQLite study in a temp folder)."""
-    from igcnas.nas.options import SearchOptions
-from igcnas.nas.orchestrator import run_search
+def run_igcnas_driver(ds: str, seed: int, budget: float, out: Path, t0: float, *, method: str) -> list:
+    """``random``, ``igcnas`` and ``igcnas_random`` go through igc-nas's own driver (SQLite study in a temp folder).
 
+    ``igcnas`` leaves every search option at its default (the sampler included), so the arm follows the
+    search; ``igcnas_random`` changes only the sampler; ``random`` also drops the seeds and early stopping.
+    """
+    from igcnas.nas.options import SearchOptions
+    from igcnas.nas.orchestrator import run_search
+
+    changes: dict = {}
+    if method == "igcnas_random":
+        changes = {"sampler": "random"}
+    elif method == "random":
+        changes = {"sampler": "random", "seed_balanced": False, "early_stopping": False}
+    elif method != "igcnas":
+        raise ValueError(method)
     options = SearchOptions(**dataset_args(ds), n_trials=100_000, timeout=budget, seed=seed, output_dir=str(out),
                             epochs=EPOCHS[ds], batch_size=BATCH, lr=LR, save_weights=False, write_dashboard=False,
-                            sampler="nsga2" if igcnas_default else "random", seed_balanced=igcnas_default,
-                            early_stopping=igcnas_default)
+                            **changes)
     outcome = run_search(options)
     points = []
     for t in outcome.study.get_trials(deepcopy=False):
@@ -108,7 +125,7 @@ def run_nsga2_plain(ds: str, seed: int, budget: float, t0: float) -> list:
 
     from igcnas.evaluators.train import TrainSettings
     from igcnas.nas.objective import evaluate_config
-    from igcnas.nas.space import Budget
+    from igcnas.nas.budget import Budget
 
     spec, data = _spec_and_data(ds, seed)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -131,7 +148,8 @@ def run_nsga2_plain(ds: str, seed: int, budget: float, t0: float) -> list:
 
 
 def _spec_and_data(ds: str, seed: int):
-    from igcnas.nas.options import SearchOptions, prepare
+    from igcnas.nas.options import SearchOptions
+    from igcnas.nas.orchestrator import prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         prep = prepare(SearchOptions(**dataset_args(ds), seed=seed, output_dir=tmp, seed_balanced=False,
@@ -222,8 +240,8 @@ def worker(method: str, ds: str, seed: int, budget: float) -> list:
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        if method in ("random", "igcnas"):
-            return run_igcnas_driver(ds, seed, budget, out, t0, igcnas_default=method == "igcnas")
+        if method in ("random", "igcnas", "igcnas_random"):
+            return run_igcnas_driver(ds, seed, budget, out, t0, method=method)
         if method == "nsga2_plain":
             return run_nsga2_plain(ds, seed, budget, t0)
         if method == "ray_asha":
@@ -343,6 +361,11 @@ def summarise(ds: str, runs: dict, bounds: dict, times: list, fine: list, args) 
         print(f"igc-nas reaches random search's final hypervolume at {med(fractions):.2f} of the budget (median; "
               f"per seed {', '.join(f'{f:.2f}' for f in fractions)}; target <= 0.33); highest median at every "
               f"checkpoint: {highest}")
+    if "igcnas" in methods and "igcnas_random" in methods:
+        share = [a - b for a, b in zip(methods["igcnas"]["median"], methods["igcnas_random"]["median"])]
+        result["optimiser_share_median_hv"] = share
+        print("the optimiser's share (igcnas - igcnas_random, median hypervolume) at each checkpoint: "
+              + ", ".join(f"{v:+.4f}" for v in share))
     return result
 
 
@@ -352,7 +375,8 @@ def write_html(summary: dict, path: str) -> None:
 
     names = list(summary["datasets"])
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"{n} (median over seeds)" for n in names])
-    colors = {"random": "#7f7f7f", "nsga2_plain": "#1f77b4", "ray_asha": "#ff7f0e", "igcnas": "#d62728"}
+    colors = {"random": "#7f7f7f", "nsga2_plain": "#1f77b4", "ray_asha": "#ff7f0e", "igcnas": "#d62728",
+              "igcnas_random": "#9467bd"}
     for col, ds in enumerate(names, start=1):
         d = summary["datasets"][ds]
         for method, m in d["methods"].items():

@@ -147,13 +147,14 @@ class Run:
 def replay(*, table: dict[str, Row], spec: SearchSpec, sampler: optuna.samplers.BaseSampler, budget_s: float,
            n_workers: int = 4, schedule: RungSchedule | None = DEFAULT_SCHEDULE, seed: int,
            seeds_to_enqueue: Sequence[dict[str, Any]] = (),
-           suggest: Callable[[optuna.Trial], NetworkConfig],
+           suggest: Callable[[optuna.Trial], NetworkConfig] | None = None,
            reference: HVReference | None = None, true_front_hv: float | None = None,
            arch_cache: dict[Any, str] | None = None) -> Run:
     """Simulate one search of ``budget_s`` simulated seconds on ``n_workers`` workers; see the module docstring.
 
-    ``spec`` is the space ``suggest`` draws from (it must be the table's, or a subset of it: every
-    network asked for must be in ``table``). ``reference`` and ``true_front_hv`` are computed from
+    ``spec`` is the space searched (the table's, or a subset of it: every network asked for must be in
+    ``table``); ``suggest`` turns a trial into a network, by default the search's own
+    ``igcnas.nas.space.suggest_config`` over ``spec``'s genome. ``reference`` and ``true_front_hv`` are computed from
     ``table`` when not given (pass them in to save the work across many replays). ``arch_cache`` maps a
     configuration to its arch_id across replays (hashing the resolved plan is the costliest look-up).
     """
@@ -161,7 +162,14 @@ def replay(*, table: dict[str, Row], spec: SearchSpec, sampler: optuna.samplers.
 
     from igcnas.search_space.enumerate import arch_id
 
-    del spec  # the space is carried by ``suggest``; the argument documents what the table must cover
+    if suggest is None:
+        from igcnas.nas.space import suggest_config
+        from igcnas.search_space.genome import genome_for
+
+        genome = genome_for(spec)
+
+        def suggest(trial: optuna.Trial) -> NetworkConfig:
+            return suggest_config(trial, genome)
     if budget_s <= 0:
         raise ValueError(f"budget_s must be > 0, got {budget_s}")
     if n_workers < 1:

@@ -72,7 +72,10 @@ CASES = [
      "not valid JSON"),
     ("zero trials", ["search", "--n-trials", "0"], {}, "n-trials must be"),
     ("negative total trials", ["search", "--total-trials", "-2"], {}, "total-trials must be"),
-    ("address without ray", ["search", "--address", "127.0.0.1:1"], {}, "--address only applies"),
+    ("address without ray", ["search", "--address", "127.0.0.1:1"], {}, "--address is not supported by the optuna"),
+    ("total trials on ray", ["search", "--backend", "ray", "--total-trials", "5"], {},
+     "--total-trials is not supported by the ray backend"),
+    ("n-jobs on ray", ["search", "--backend", "ray", "--n-jobs", "2"], {}, "--n-jobs is not supported by the ray"),
     ("unknown option", ["search", "--frobnicate"], {}, "unrecognized arguments"),
     ("width not an int", ["space", "--family", "igcv2", "--width", "wide"], {}, "invalid int value"),
 ]
@@ -106,8 +109,22 @@ def test_bad_input(name, argv, files, expected, tmp_path, study_url, capsys):
     assert not list((tmp_path / "runs").rglob("*.db")) if (tmp_path / "runs").exists() else True
 
 
-def test_there_are_at_least_30_cases():
-    assert len(CASES) >= 30
+def test_an_internal_value_error_is_not_reported_as_bad_input(monkeypatch, tmp_path, capsys):
+    """A bug that raises ValueError inside the search is an internal error: exit 1, said so, traceback with -v."""
+    import igcnas.nas.orchestrator as orchestrator
+
+    def broken(options):
+        raise ValueError("an internal bug, not the user's input")
+
+    monkeypatch.setattr(orchestrator, "prepare", broken)
+    code = main(["search", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "igc-nas: internal error: ValueError: an internal bug" in err and "igc-nas: error:" not in err
+    assert "Traceback" not in err and "-v" in err
+    code = main(["-v", "search", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" in err and "an internal bug" in err
 
 
 def test_model_file_that_is_not_a_state_dict(tmp_path):

@@ -55,7 +55,7 @@ def test_space_check_and_count_on_a_config_file(tmp_path, capsys):
     "argv, expected",
     [
         (["space", "--family", "resnet", "--width", "16"], "family must be one of"),
-        (["space", "--family", "igcv2", "--width", "0"], "widths must be positive"),
+        (["space", "--family", "igcv2", "--width", "0"], "widths must be integers >= 2"),
         (["count", "no_such_net"], "neither a zoo network"),
         (["space", "check", "missing.json"], "does not exist"),
         (["zoo", "--bogus"], "unrecognized arguments"),
@@ -89,3 +89,22 @@ def test_bad_config_files_exit_2(tmp_path, capsys, content, expected):
 def test_console_script_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "igcnas.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "zoo" in out.stdout
+
+
+def test_search_flags_are_generated_from_the_options_dataclass():
+    """Every option is declared once: each SearchOptions field with a flag is on the parser, and no flag
+    given means exactly the dataclass defaults."""
+    from igcnas.cli import build_parser
+    from igcnas.cli.search import options_from_args
+    from igcnas.nas.options import SearchOptions, cli_fields
+
+    parser = build_parser()
+    help_text = parser._subparsers._group_actions[0].choices["search"].format_help()
+    for name, _default, spec in cli_fields():
+        assert (spec.flag or "--" + name.replace("_", "-")) in help_text, name
+    assert options_from_args(parser.parse_args(["search"])) == SearchOptions()
+    changed = options_from_args(parser.parse_args(["search", "--max-params", "20k", "--width", "8", "--width", "16",
+                                                   "--no-early-stopping", "--blocks", "1"]))
+    assert changed.max_params == 20_000 and changed.widths == (8, 16) and changed.blocks == (1,)
+    assert not changed.early_stopping and set(changed.changed()) == {"max_params", "widths", "early_stopping",
+                                                                       "blocks"}

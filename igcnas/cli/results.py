@@ -111,7 +111,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_pick(args: argparse.Namespace) -> int:
     from igcnas.nas.pareto import pareto_front, trials_frame
     from igcnas.nas.pick import NothingFits, choose, export_model
-    from igcnas.nas.space import Budget, parse_count
+    from igcnas.nas.budget import Budget, parse_count
     from igcnas.nas.study import open_existing_study
 
     budget = Budget(max_params=parse_count(args.max_params, "--max-params"),

@@ -26,11 +26,14 @@ object, breeds one child per ``ask``:
    group convolutions, this far up the cost order" in the donor's family, but
    are less likely to be what made that parent good.
 4. **Mutation** by validity-keeping moves of the genome
-   (:meth:`~igcnas.search_space.genome.Genome.apply_op`): per stage, with
-   probability ``mutation_rate``, a step to the neighbouring option in cost
-   order or a change of L by one; likewise a width step and a blocks step; a
-   family switch at half that rate (the largest jump). A child that equals a
-   parent gets one extra move.
+   (:meth:`~igcnas.search_space.genome.Genome.apply_op`), each gene with
+   probability ``mutation_rate`` (default ``1 / number of genes``, NSGA-II's
+   rule, about one move per child): a stage's ``pos`` steps to the
+   neighbouring option in cost order, its ``L`` to the neighbouring L, the
+   width and the blocks one step; the family switches at half that rate (the
+   largest jump). A child that equals a parent gets one extra move. Small
+   moves matter more than in a long search: with tens of trials, a child must
+   usually be a near copy of a good parent to be worth training.
 5. **Rejection**: a child whose architecture (``arch_id``) the study has
    already tried, or whose closed-form params or MACs exceed the budget, is
    bred again (``max_tries`` times; then a random valid network is drawn).

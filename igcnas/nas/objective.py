@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from igcnas.nas.records import TrialKey, TrialStatus
-from igcnas.nas.space import Budget
+from igcnas.nas.budget import Budget
 from igcnas.search_space.config import NetworkConfig, config_to_dict
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.describe import describe_structure

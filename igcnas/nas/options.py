@@ -18,7 +18,7 @@ from igcnas.evaluators.settings import TrainSettings
 from igcnas.nas.early_stopping import RungSchedule, fidelity_key
 from igcnas.nas.objectives import Objective, objectives_for
 from igcnas.nas.samplers import SAMPLERS
-from igcnas.nas.space import Budget, parse_count
+from igcnas.nas.budget import Budget, parse_count
 from igcnas.search_space.spec import DEFAULT_BLOCKS, DEFAULT_FAMILIES, DEFAULT_MAX_L
 
 __all__ = ["SearchOptions", "BACKENDS", "option", "cli_fields"]

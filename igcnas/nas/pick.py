@@ -21,7 +21,7 @@ import pandas as pd
 
 from igcnas.nas.pareto import pareto_mask
 from igcnas.nas.records import StudyKey, TrialKey
-from igcnas.nas.space import Budget
+from igcnas.nas.budget import Budget
 from igcnas.errors import BadInput
 
 __all__ = ["NothingFits", "choose", "nearest_over_budget", "export_model", "PickResult", "search_evaluation",

@@ -25,7 +25,7 @@ DEFAULT_SAMPLER = SAMPLERS[0]
 def make_sampler(name: str, seed: int, *, spec: Any = None, budget: Any = None, n_trials: int | None = None) -> Any:
     """The sampler called ``name``, seeded with ``seed``.
 
-    ``spec`` (a SearchSpec) is required by ``evolution``; ``budget`` (a :class:`~igcnas.nas.space.Budget`)
+    ``spec`` (a SearchSpec) is required by ``evolution``; ``budget`` (a :class:`~igcnas.nas.budget.Budget`)
     keeps its children within the closed-form params/MACs bounds and ``n_trials`` sizes its population.
     The other samplers ignore them.
     """

@@ -9,61 +9,19 @@ NSGA-II's ``IntersectionSearchSpace`` and TPE's ``multivariate=True`` only
 model parameters that every trial has, so the old per-family, per-width
 names (``igcv2.s1.K@C64.L3``) left widths, L and K to random draws.
 
-Also here: budgets (with human units), and the seed trials to enqueue.
+Also here: the seed trials to enqueue.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from igcnas.search_space.config import NetworkConfig
 from igcnas.search_space.genome import GeneSpec, Genome, genome_for, seed_configs, zoo_seed_configs
 from igcnas.search_space.spec import SearchSpec, space_bounds
 
-__all__ = ["Budget", "parse_count", "suggest_config", "seed_trial_params", "gene_distributions", "genome_for",
+__all__ = ["suggest_config", "seed_trial_params", "gene_distributions", "genome_for",
            "space_bounds"]
-
-
-def parse_count(text: str | int | float | None, what: str) -> float | None:
-    """Parse ``250k``, ``1.5M``, ``30M``, ``2G`` or a plain number; must be positive."""
-    if text is None:
-        return None
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgG]?)\s*", str(text))
-        if not match:
-            raise ValueError(f"{what} must be a positive number with an optional k/M/G suffix "
-                             f"(e.g. 250k, 1.5M), got {text!r}")
-        value = float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2).lower()]
-    if not value > 0:
-        raise ValueError(f"{what} must be > 0, got {text!r}")
-    return value
-
-
-@dataclass(frozen=True, kw_only=True)
-class Budget:
-    """Upper bounds; ``None`` means unbounded. MACs are multiply-accumulates (FLOPs = 2 x MACs)."""
-
-    max_params: float | None = None
-    max_macs: float | None = None
-    max_latency_ms: float | None = None
-
-    def violations(self, *, params: float, macs: float, latency_ms: float | None = None) -> dict[str, float]:
-        """Constraint values in Optuna's convention (<= 0 feasible), normalised by the bound."""
-        out = {}
-        if self.max_params is not None:
-            out["max_params"] = params / self.max_params - 1.0
-        if self.max_macs is not None:
-            out["max_macs"] = macs / self.max_macs - 1.0
-        if self.max_latency_ms is not None and latency_ms is not None:
-            out["max_latency_ms"] = latency_ms / self.max_latency_ms - 1.0
-        return out
-
-    def as_dict(self) -> dict[str, float | None]:
-        return {"max_params": self.max_params, "max_macs": self.max_macs, "max_latency_ms": self.max_latency_ms}
 
 
 def _genome(genome: Genome | SearchSpec) -> Genome:
@@ -103,10 +61,13 @@ def suggest_config(trial: Any, genome: Genome | SearchSpec) -> NetworkConfig:
     for gene in genome.genes:
         if gene.kind == "categorical":
             params[gene.name] = trial.suggest_categorical(gene.name, gene.choices)
-        elif gene.kind == "int":
-            params[gene.name] = trial.suggest_int(gene.name, int(gene.low), int(gene.high))  # type: ignore[arg-type]
+            continue
+        low, high = gene.low, gene.high
+        assert low is not None and high is not None  # GeneSpec checks numeric genes have both
+        if gene.kind == "int":
+            params[gene.name] = trial.suggest_int(gene.name, int(low), int(high))
         else:
-            params[gene.name] = trial.suggest_float(gene.name, float(gene.low), float(gene.high))  # type: ignore[arg-type]
+            params[gene.name] = trial.suggest_float(gene.name, float(low), float(high))
     return genome.decode(params)
 
 

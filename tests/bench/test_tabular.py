@@ -177,3 +177,14 @@ def test_table_file_round_trip_is_byte_stable(table, tmp_path):
     back = read_rows(tmp_path / "t.jsonl.gz")
     assert [r.arch_id for r in back] == sorted(table)
     assert back[0] == table[back[0].arch_id]
+
+
+def test_default_suggest_is_the_search_encoding(table, configs):
+    from igcnas.search_space.genome import genome_for
+
+    genome = genome_for(SPEC)
+    enqueue = [genome.encode(configs[-1]), genome.encode(configs[0])]
+    r = replay(table=table, spec=SPEC, sampler=optuna.samplers.RandomSampler(seed=1), budget_s=10.0, n_workers=2,
+               schedule=DEFAULT_SCHEDULE, seed=1, seeds_to_enqueue=enqueue)
+    assert [t.arch_id for t in r.trials[:2]] == [arch_id(configs[-1]), arch_id(configs[0])]
+    assert len(r.trials) > 2 and all(t.arch_id in table for t in r.trials)

@@ -12,7 +12,7 @@ import pytest
 from igcnas.cli import main
 from igcnas.nas.pareto import pareto_mask, trials_frame
 from igcnas.nas.pick import choose
-from igcnas.nas.space import Budget
+from igcnas.nas.budget import Budget
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed "

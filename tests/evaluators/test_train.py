@@ -22,13 +22,39 @@ def small_net():
 def test_training_learns_digits_and_reports_each_epoch(digits):
     model = build_model(small_net(), seed=0)
     before = evaluate(model, digits.val_x, digits.val_y)
+    caller_threads = 2 if torch.get_num_threads() != 2 else 3
+    torch.set_num_threads(caller_threads)
     seen = []
     result = train_model(model, digits, TrainSettings(epochs=3, seed=0, threads=1),
                          on_epoch=lambda e, a: seen.append((e, a)))
     assert [e for e, _ in seen] == [1, 2, 3]
     assert result.curve == [a for _, a in seen]
     assert result.val_accuracy > 0.8 > before
-    assert torch.get_num_threads() >= 1
+    assert torch.get_num_threads() == caller_threads  # training ran with threads=1, then restored the caller's
+
+
+def test_memory_limit_is_per_trial_not_the_process_peak(digits):
+    """A large trial over the limit fails; a small one after it, in the same process, does not.
+
+    The limit measures the resident-set growth during the trial; the process's peak (which the large
+    trial raised for good) would fail every later trial.
+    """
+    from igcnas.evaluators.train import TrialLimitExceeded, current_rss_mb
+
+    big = cifar_network("dense", 128, 5, num_classes=10, input_size=8).replace(in_channels=1)
+    limit = 150.0
+    settings = TrainSettings(epochs=1, seed=0, threads=1, batch_size=512, max_batches_per_epoch=2,
+                             memory_limit_mb=limit)
+    before = current_rss_mb()
+    with pytest.raises(TrialLimitExceeded, match="memory limit of 150 MB exceeded"):
+        train_model(build_model(big, seed=0), digits, settings)
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    assert peak_mb - before > limit  # the large trial did raise the process's peak past the limit
+    result = train_model(build_model(small_net(), seed=0), digits,
+                         dataclasses.replace(settings, batch_size=64, max_batches_per_epoch=5))
+    assert len(result.curve) == 1
 
 
 def test_training_is_reproducible_with_a_seed(digits):

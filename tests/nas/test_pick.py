@@ -9,7 +9,7 @@ from igcnas.models import load
 from igcnas.nas.options import SearchOptions
 from igcnas.nas.orchestrator import run_search
 from igcnas.nas.pick import NothingFits, choose
-from igcnas.nas.space import Budget
+from igcnas.nas.budget import Budget
 
 
 def frame(rows):
@@ -70,6 +70,9 @@ def test_pick_retrains_on_request(searched, tmp_path, capsys):
     _, url = searched
     assert main(["pick", "--storage", url, "--export", str(tmp_path / "r"), "--retrain-epochs", "1"]) == 0
     assert "retrained for 1 epochs" in (tmp_path / "r" / "report.md").read_text()
+    # --retrain alone takes the search's training settings (this study was searched for 1 epoch, not 4)
+    assert main(["pick", "--storage", url, "--export", str(tmp_path / "s"), "--retrain"]) == 0
+    assert "retrained for 1 epochs" in (tmp_path / "s" / "report.md").read_text()
 
 
 def test_nothing_fits_lists_the_nearest_and_exits_2(searched, tmp_path, capsys):
@@ -121,3 +124,38 @@ def test_load_refuses_bad_export_directories(searched, tmp_path):
     (broken / "config.json").write_text(json.dumps({"family": "nope"}))
     with pytest.raises(ValueError, match="config field"):
         load(broken)
+
+
+def test_pick_scores_on_the_search_validation_split_not_its_own(tmp_path):
+    """A study searched with --seed 3: pick evaluates on that split's images (checked by index)."""
+    from igcnas.evaluators.data import load_dataset
+    from igcnas.nas.pareto import pareto_front, trials_frame
+    from igcnas.nas.pick import export_model
+
+    options = SearchOptions(output_dir=str(tmp_path), n_trials=2, epochs=1, max_batches_per_epoch=3, widths=(8,),
+                            blocks=(1,), study="s3", seed=3, val_fraction=0.25)
+    outcome = run_search(options)
+    df = trials_frame(outcome.study)
+    row = choose(df, Budget())
+    result = export_model(study=outcome.study, trial_row=row, directory=tmp_path / "out", front=pareto_front(df),
+                          budget=Budget(), seed=0)
+    searched = load_dataset("digits", seed=3, val_fraction=0.25)
+    assert result.val_index == searched.val_index
+    assert result.val_index != load_dataset("digits", seed=0, val_fraction=0.25).val_index
+    assert result.val_index != load_dataset("digits", seed=3, val_fraction=0.2).val_index
+    # and on those images the exported model scores what evaluating it directly on them gives
+    from igcnas.evaluators.train import evaluate
+
+    assert result.val_accuracy == evaluate(load(tmp_path / "out"), searched.val_x, searched.val_y)
+    assert "fraction 0.25" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_pick_refuses_a_study_that_does_not_record_its_split(tmp_path, capsys):
+    from tests.conftest import make_study
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    make_study(url, "old", 6, seed=0)  # made outside the search: no evaluation record
+    code = main(["pick", "--storage", url, "--export", str(tmp_path / "x"), "--retrain"])
+    err = capsys.readouterr()[1]
+    assert code == 2 and "does not record how it was searched" in err
+    assert not (tmp_path / "x").exists()

@@ -6,10 +6,37 @@ from igcnas.cli import main
 from igcnas.nas.proxy import proxy_check
 
 
+def tau_b(a, b):
+    """Kendall's tau-b counted pair by pair (NaN when either ranking is all ties)."""
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                ties_a += 1
+                ties_b += 1
+            elif da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif da * db > 0:
+                concordant += 1
+            else:
+                discordant += 1
+    pairs = len(a) * (len(a) - 1) // 2
+    denominator = math.sqrt((pairs - ties_a) * (pairs - ties_b))
+    return (concordant - discordant) / denominator if denominator else math.nan
+
+
 def test_proxy_check_ranks_configurations_at_two_fidelities(capsys):
     result = proxy_check(n_configs=4, short_epochs=1, long_epochs=2, max_batches_per_epoch=4, seed=0)
     assert len(result.rows) == 4 and all(0 <= r["short"] <= 1 and 0 <= r["long"] <= 1 for r in result.rows)
-    assert -1.0 <= result.tau <= 1.0 or math.isnan(result.tau)
+    short = [r["short"] for r in result.rows]
+    long = [r["long"] for r in result.rows]
+    expected = tau_b(short, long)
+    assert (math.isnan(result.tau) and math.isnan(expected)) or result.tau == pytest.approx(expected)
+    again = proxy_check(n_configs=4, short_epochs=1, long_epochs=2, max_batches_per_epoch=4, seed=0)
+    assert again.rows == result.rows  # seeded: the same configurations and accuracies
     code = main(["proxy-check", "--n-configs", "3", "--short-epochs", "1", "--long-epochs", "2",
                  "--max-batches-per-epoch", "3"])
     assert code == 0 and "Kendall tau" in capsys.readouterr()[0]

@@ -12,6 +12,7 @@ import optuna
 import pytest
 
 from igcnas.cli import main
+from igcnas.errors import SearchFailed
 from igcnas.nas.options import SearchOptions
 from igcnas.nas.orchestrator import run_search
 from igcnas.nas.study import open_storage
@@ -149,10 +150,17 @@ def test_trial_faults_fail_that_trial_with_a_reason_and_the_study_goes_on(tmp_pa
     ({"trial_timeout": 1e-6}, "time limit"),
     ({"trial_memory_mb": 1.0}, "memory limit"),
 ])
-def test_diverging_slow_or_hungry_trials_are_failed_with_the_reason(tmp_path, changes, reason):
+def test_diverging_slow_or_hungry_trials_are_failed_with_the_reason(tmp_path, monkeypatch, changes, reason):
+    if "trial_memory_mb" in changes:
+        # A trial that keeps allocating: its resident set grows 50 MB per batch (the measurement itself is
+        # tested on real allocations in tests/evaluators/test_train.py).
+        import igcnas.evaluators.train as train_module
+
+        grown = iter(range(0, 10**6, 50))
+        monkeypatch.setattr(train_module, "current_rss_mb", lambda: float(next(grown)))
     options = SearchOptions(output_dir=str(tmp_path), n_trials=1, epochs=2, max_batches_per_epoch=5, widths=(8,),
                             blocks=(1,), study="bad", **changes)
-    with pytest.raises(ValueError, match="trials failed and none completed"):
+    with pytest.raises(SearchFailed, match="trials failed and none completed"):
         run_search(options)
     s = optuna.load_study(study_name="bad", storage=f"sqlite:///{tmp_path / 'bad' / 'study.db'}")
     failed = s.get_trials(states=(optuna.trial.TrialState.FAIL,))

@@ -9,7 +9,7 @@ from igcnas.cli import main
 from igcnas.nas.options import SearchOptions
 from igcnas.nas.orchestrator import run_search
 from igcnas.nas.study import open_storage, open_study
-from igcnas.nas.space import Budget
+from igcnas.nas.objectives import OBJECTIVES, objectives_for
 from igcnas.search_space.config import config_from_dict
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.enumerate import arch_id
@@ -28,7 +28,8 @@ def test_search_records_everything_needed_to_rebuild_and_continues(tmp_path):
     first = run_search(quick(tmp_path))
     study = first.study
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert first.completed_this_run == 3 and len(complete) == 3
+    assert first.report.trained == 3 and len(complete) == 3
+    assert study.metric_names == ["val_accuracy", "params", "macs"]
     for t in complete:
         config = config_from_dict(t.user_attrs["config"])
         assert arch_id(config) == t.user_attrs["arch_id"]
@@ -39,7 +40,9 @@ def test_search_records_everything_needed_to_rebuild_and_continues(tmp_path):
     assert (tmp_path / "t" / "study.db").is_file() and first.files["trials"].is_file()
     before = {t.number: (t.values, t.params) for t in complete}
 
-    second = run_search(quick(tmp_path, seed=1))
+    with pytest.raises(ValueError, match="was searched with --seed 0"):
+        run_search(quick(tmp_path, seed=1))  # another split would score trials on other images
+    second = run_search(quick(tmp_path))
     trials = {t.number: t for t in second.study.trials}
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials.values()) == 6
     for number, (values, params) in before.items():
@@ -48,13 +51,13 @@ def test_search_records_everything_needed_to_rebuild_and_continues(tmp_path):
 
 def test_budget_nothing_meets_fails_before_touching_the_study(tmp_path):
     with pytest.raises(ValueError, match="no configuration meets --max-params"):
-        run_search(quick(tmp_path, budget=Budget(max_params=50)))
+        run_search(quick(tmp_path, max_params=50))
     assert not (tmp_path / "t" / "study.db").exists()
 
 
 def test_budget_some_meet_trains_only_those(tmp_path):
     limit = 3000
-    outcome = run_search(quick(tmp_path, n_trials=3, budget=Budget(max_params=limit), sampler="random"))
+    outcome = run_search(quick(tmp_path, n_trials=3, max_params=limit, sampler="random"))
     trained = [t for t in outcome.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     skipped = [t for t in outcome.study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert len(trained) == 3
@@ -115,5 +118,11 @@ def test_open_study_refuses_other_objectives(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat=False)
     optuna.create_study(study_name="x", storage=storage, directions=["maximize"])
     with pytest.raises(ValueError, match="exists with objectives"):
-        open_study(storage, "x", create=True, directions=["maximize", "minimize", "minimize"])
+        open_study(storage, "x", create=True, objectives=OBJECTIVES)
     assert sqlite3.connect(tmp_path / "s.db").execute("select count(*) from studies").fetchone() == (1,)
+
+
+def test_metric_names_include_latency_when_searched(tmp_path):
+    outcome = run_search(quick(tmp_path, n_trials=1, latency_objective=True, study="lat"))
+    assert outcome.study.metric_names == [o.name for o in objectives_for(latency=True)]
+    assert outcome.study.metric_names == ["val_accuracy", "params", "macs", "latency_ms"]

@@ -1,11 +1,13 @@
 import optuna
 import pytest
 
-from igcnas.nas.space import Budget, parse_count, suggest_config
+from igcnas.nas.budget import Budget, parse_count
+from igcnas.nas.space import genome_for, seed_trial_params, suggest_config
 from igcnas.search_space.spec import SearchSpec, space_bounds
 from igcnas.search_space.conditions import check_complementary
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.families import get_family
+from igcnas.search_space.genome import Genome, seed_configs, zoo_seed_configs
 
 
 @pytest.mark.parametrize("text, value", [("250k", 250e3), ("1.5M", 1.5e6), ("30M", 30e6), ("2G", 2e9),
@@ -25,14 +27,16 @@ def test_budget_violations_follow_optuna_convention():
     assert v["max_params"] < 0 < v["max_macs"]
 
 
-def test_define_by_run_only_suggests_valid_complementary_configs():
+def test_define_by_run_suggests_the_same_genes_every_trial_and_only_valid_complementary_configs():
     spec = SearchSpec(families=("igcv1", "igcv2", "igcv2_star", "xception", "deep_roots", "dense", "igcv3"),
                       widths=(8, 16, 24), input_size=8, in_channels=1)
+    genome = genome_for(spec)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), directions=["maximize"])
     seen_families = set()
     for _ in range(150):
         trial = study.ask()
-        config = suggest_config(trial, spec)
+        config = suggest_config(trial, genome)
+        assert list(trial.params) == list(genome.gene_names)  # fixed genes: one search space for every trial
         seen_families.add(config.family)
         closed_form_costs(config)  # resolves every shape
         if config.family in ("igcv1", "igcv2"):
@@ -41,6 +45,19 @@ def test_define_by_run_only_suggests_valid_complementary_configs():
                 assert check_complementary(family.structure(stage, i), stage.width).complementary
         study.tell(trial, 0.0)
     assert seen_families == set(spec.families)
+    distributions = {name: d for t in study.trials for name, d in t.distributions.items()}
+    assert all(t.distributions == distributions for t in study.trials)
+
+
+def test_suggest_config_takes_a_spec_through_its_shared_genome():
+    spec = SearchSpec(widths=(8, 16), input_size=8, in_channels=1)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    trial = study.ask()
+    config = suggest_config(trial, spec)
+    assert config == genome_for(spec).decode(trial.params)
+    assert genome_for(spec) is genome_for(SearchSpec(widths=(8, 16), input_size=8, in_channels=1))
+    with pytest.raises(ValueError, match="genome must be a Genome"):
+        suggest_config(trial, {"widths": [8]})
 
 
 def test_space_bounds_are_exact_on_a_small_space():
@@ -58,7 +75,7 @@ def test_space_bounds_are_exact_on_a_small_space():
     assert bounds.max_macs == max(c.macs for c in costs)
 
 
-def replay_seeds(spec, seeds):
+def replay_seeds(genome, seeds):
     """Enqueue ``seeds`` and let suggest_config take them; every enqueued value must be used as is."""
     study = optuna.create_study(directions=["maximize"])
     for params in seeds:
@@ -66,46 +83,28 @@ def replay_seeds(spec, seeds):
     configs = []
     for params in seeds:
         trial = study.ask()
-        configs.append(suggest_config(trial, spec))
+        configs.append(suggest_config(trial, genome))
         assert trial.params == params  # nothing resampled
         study.tell(trial, 0.0)
     return configs
 
 
-def test_seed_params_are_valid_balanced_configs_in_suggest_names():
-    from igcnas.nas.space import seed_params
-    from igcnas.search_space.conditions import check_balance, check_complementary
+def test_seed_trial_params_are_the_balanced_and_zoo_networks_once_each():
+    from igcnas.search_space.enumerate import arch_id
 
     spec = SearchSpec(widths=(8, 16, 32), input_size=8, in_channels=1)
-    seeds = seed_params(spec)
-    assert {p["family"] for p in seeds} == {"igcv2", "xception"}
-    for config in replay_seeds(spec, seeds):
-        if config.family == "igcv2":
-            family = get_family("igcv2")
-            for i, stage in enumerate(config.stages):
-                structure = family.structure(stage, i)
-                assert check_complementary(structure, stage.width).complementary
-                others = [o for o in spec.stage_options("igcv2", config.stages[0].width)[i]]
-                best = min(check_balance(family.structure(type(stage)(width=stage.width, blocks=1, **o)),
-                                         stage.width).pointwise_excess for o in others)
-                assert check_balance(structure, stage.width).pointwise_excess == pytest.approx(best)
+    genome = Genome(spec)
+    seeds = seed_trial_params(genome)
+    expected = [arch_id(c) for c in seed_configs(spec) + zoo_seed_configs(spec)]
+    got = [arch_id(c) for c in replay_seeds(genome, seeds)]
+    assert got == list(dict.fromkeys(expected))  # in order, duplicates dropped
+    assert len(seeds) == len({tuple(sorted(p.items())) for p in seeds})
+    assert {p["family"] for p in seeds} >= {"igcv2", "xception"}
 
 
-def test_zoo_seeds_keep_the_papers_stage_structures_at_a_searched_width():
-    from igcnas.nas.space import zoo_seed_params
-    from igcnas.search_space.zoo import ZOO
-
+def test_seed_trial_params_place_zoo_structures_at_a_searched_width():
     spec = SearchSpec(widths=(16, 24, 32, 48, 64))
-    seeds = zoo_seed_params(spec)
-    families = {p["family"] for p in seeds}
-    assert {"igcv1", "xception"} <= families
-    for config in replay_seeds(spec, seeds):
-        assert config.stages[0].blocks == min(spec.blocks)
-        fields = get_family(config.family).params
-        structure = [{k: getattr(s, k) for k in fields if getattr(s, k) is not None} for s in config.stages]
-        # Some three-stage zoo network of this family has exactly these per-stage structures.
-        assert any(e.config.family == config.family and len(e.config.stages) == 3 and
-                   [{k: getattr(s, k) for k in fields if getattr(s, k) is not None} for s in e.config.stages]
-                   == structure for e in ZOO.values())
+    configs = replay_seeds(genome_for(spec), seed_trial_params(spec))
     # IGC-V1's partitions (2, 4, 8 per stage) fit width 48 exactly as in igcv1_c48_d20.
-    assert any(p["family"] == "igcv1" and p["width@igcv1"] == 48 and p["igcv1.s2@C192"] == "k1=8" for p in seeds)
+    assert any(c.family == "igcv1" and c.stem_width == 48 and c.stages[2].k1 == 8 for c in configs)
+    assert all(c.stages[0].blocks == min(spec.blocks) for c in configs)

@@ -46,7 +46,7 @@ def trainable(config: dict[str, Any]) -> None:
     from igcnas.evaluators.train import TrainSettings, TrialDiverged, TrialLimitExceeded
     from igcnas.nas.objective import evaluate_config
     from igcnas.nas.objectives import objectives_for
-    from igcnas.nas.space import Budget
+    from igcnas.nas.budget import Budget
     from igcnas.search_space.config import config_from_dict
     from igcnas.search_space.costs import closed_form_costs
 
