@@ -89,8 +89,13 @@ def make_objective(prep: Prepared) -> Callable[[Any], tuple[float, ...]]:
         if options.latency_objective and "max_latency_ms" in evaluation.constraints:
             trial.set_constraint("max_latency_ms", evaluation.constraints["max_latency_ms"])
         if options.save_weights:
-            trial.set_user_attr(TrialKey.WEIGHTS_ARTIFACT,
-                                store_weights(trial, options.artifacts_path, model=evaluation.model))
+            try:
+                artifact = store_weights(trial, options.artifacts_path, model=evaluation.model)
+            except Exception as exc:  # a trial whose weights cannot be stored must not end COMPLETE
+                trial.set_user_attr(TrialKey.STATUS, TrialStatus.FAILED)
+                trial.set_user_attr(TrialKey.FAIL_REASON, f"storing the weights failed: {type(exc).__name__}: {exc}")
+                raise
+            trial.set_user_attr(TrialKey.WEIGHTS_ARTIFACT, artifact)
         trial.set_user_attr(TrialKey.STATUS, TrialStatus.COMPLETE)
         return evaluation.objective_values(options.objectives)
 

@@ -233,10 +233,12 @@ class RayBackend:
         started_here = _connect(options.address)
         report, seen = BackendReport(), set(prep.earlier)
         max_skipped = max(200, 20 * options.n_trials)
+        max_failed = max(10, 3 * options.n_trials)  # a cap on failures, as on the Optuna backend
         deadline = None if options.timeout is None else time.monotonic() + options.timeout
         sampler = prep.sampler()  # one object for every round: its state (and RNG) carries on
         try:
-            while report.trained + report.stopped_early < options.n_trials and report.skipped < max_skipped:
+            while (report.trained + report.stopped_early < options.n_trials and report.skipped < max_skipped
+                   and report.failed < max_failed):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
@@ -272,11 +274,14 @@ class RayBackend:
                        if t.number not in seen and t.state.is_finished()]
                 if not new:
                     break  # nothing ran (time budget spent): do not loop
+                failed_before = report.failed
                 for trial in new:
                     seen.add(trial.number)
                     _count(report, trial, optuna)
                     for callback in callbacks:
                         callback(prep.study, trial)
+                if report.failed - failed_before == len(new):
+                    break  # every trial of the round failed: more rounds would fail the same way
         finally:
             if started_here:
                 ray.shutdown()
