@@ -45,15 +45,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser("proxy-check", help="is short training a trustworthy proxy? (Kendall tau)",
                        description="Train about 10 sampled configurations at the search fidelity and at a longer "
                                    "one and print Kendall's tau between the two rankings by validation accuracy.")
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--data-dir")
+    p.add_argument("--dataset", default="digits", help="data set, as for search (default digits)")
+    p.add_argument("--data-dir", help="folder with the data set's files, as for search")
     p.add_argument("--family", action="append", help="restrict to a family (repeatable)")
-    p.add_argument("--n-configs", type=int, default=10)
+    p.add_argument("--n-configs", type=int, default=10, help="configurations to train at both fidelities (10)")
     p.add_argument("--short-epochs", type=int, default=SearchOptions().epochs,
                    help=f"the search fidelity (default {SearchOptions().epochs}, as igc-nas search)")
-    p.add_argument("--long-epochs", type=int, default=16)
+    p.add_argument("--long-epochs", type=int, default=16, help="the longer fidelity (default 16)")
     p.add_argument("--max-batches-per-epoch", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample, split and training (default 0)")
     p.set_defaults(func=cmd_proxy_check)
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from igcnas.nas.selection import dominance_matrix
 from igcnas.errors import BadInput
 
 __all__ = ["RungSchedule", "RungEntry", "StoppedAtRung", "domination_counts", "should_promote", "rung_population",
@@ -81,10 +83,7 @@ def domination_counts(entries: Sequence[RungEntry]) -> np.ndarray:
         return np.zeros(0, dtype=int)
     # Minimisation form: (-accuracy, params, macs).
     points = np.array([(-e.accuracy, e.params, e.macs) for e in entries], dtype=float)
-    no_worse = (points[:, None, :] <= points[None, :, :]).all(axis=2)  # [i, j]: i no worse than j everywhere
-    better = (points[:, None, :] < points[None, :, :]).any(axis=2)
-    dominates = no_worse & better
-    return dominates.sum(axis=0)
+    return dominance_matrix(points).sum(axis=0)
 
 
 def should_promote(own: RungEntry, peers: Sequence[RungEntry], eta: int) -> tuple[bool, int, int]:

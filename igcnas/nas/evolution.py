@@ -1,48 +1,29 @@
 """A steady-state multi-objective evolutionary sampler over the genome's fixed genes.
 
-Why not Optuna's NSGA-II as is: it breeds generation by generation (workers of a
-short asynchronous search wait on, or race past, a generation that has not
-finished), its crossovers treat genes as unrelated numbers, and it ignores
-trials pruned by successive halving, which are most trials of a search with
-rungs. This sampler, built on Optuna's :class:`~optuna.samplers.BaseSampler`
-so that the Optuna backend and Ray Tune's ``OptunaSearch`` use the very same
-object, breeds one child per ``ask``:
+Why not Optuna's NSGA-II as is: it breeds generation by generation (workers of a short asynchronous
+search wait on, or race past, an unfinished generation), its crossovers treat genes as unrelated
+numbers, and it ignores trials pruned by successive halving, which are most trials of a search with
+rungs. This sampler (an Optuna ``BaseSampler``, so the Optuna backend and Ray Tune's ``OptunaSearch``
+use the very same object) breeds one child per ``ask``:
 
-1. **Population**: the finished trials of the study (COMPLETE with values, and
-   PRUNED trials that successive halving stopped early, counted by their rung
-   result: the last accuracy of their curve with their exact params and MACs;
-   over-budget, no-slot and failed trials are not parents). Only the most recent
-   ``window`` of them by trial number take part, as in regularised evolution:
-   old members age out, so a lucky early trial cannot dominate the search and
-   no worker ever waits for a generation to complete. The population size
-   follows the trial budget (``clip(round(2 sqrt(n_trials)), 8, 32)``).
-2. **Selection**: constrained non-dominated sorting (feasible trials first, by
-   front; infeasible ones after, by total violation) with crowding distance
-   inside a front, and two binary tournaments.
-3. **Crossover per stage**: family, width and blocks come from one parent (the
-   donor); each stage's ``(L, pos)`` genes come from either parent (even odds),
-   or, when the parents differ in family, from the donor with probability
-   ``family_bias`` (0.75): the other parent's stage genes still mean "this many
-   group convolutions, this far up the cost order" in the donor's family, but
-   are less likely to be what made that parent good.
-4. **Mutation** by validity-keeping moves of the genome
-   (:meth:`~igcnas.search_space.genome.Genome.apply_op`), each gene with
-   probability ``mutation_rate`` (default ``1 / number of genes``, NSGA-II's
-   rule, about one move per child): a stage's ``pos`` steps to the
-   neighbouring option in cost order, its ``L`` to the neighbouring L, the
-   width and the blocks one step; the family switches at half that rate (the
-   largest jump). A child that equals a parent gets one extra move. Small
-   moves matter more than in a long search: with tens of trials, a child must
-   usually be a near copy of a good parent to be worth training.
-5. **Rejection**: a child whose architecture (``arch_id``) the study has
-   already tried, or whose closed-form params or MACs exceed the budget, is
-   bred again (``max_tries`` times; then a random valid network is drawn).
+1. **Population**: the most recent ``window`` finished trials (regularised evolution's ageing, so no
+   worker waits for a generation): COMPLETE ones by their values, and trials stopped early by
+   successive halving by their rung result (last accuracy of the curve, exact params and MACs).
+   Over-budget, no-slot and failed trials are not parents. Size ``clip(round(2 sqrt(n_trials)), 8, 32)``.
+2. **Selection**: two binary tournaments on constrained non-dominated rank, then crowding distance.
+3. **Crossover per stage**: family, width and blocks from one parent (the donor); each stage's
+   ``(L, pos)`` genes from either parent, or from the donor with probability ``family_bias`` when the
+   parents differ in family (another family's stage genes still mean "this L, this far up the cost
+   order", but are less likely to be what made that parent good).
+4. **Mutation** by the genome's validity-keeping moves, each gene with probability ``mutation_rate``
+   (``1 / number of genes`` by default, about one move per child): a stage to the neighbouring option in
+   cost order or the neighbouring L, width and blocks one step, the family at half the rate. With tens
+   of trials a child must usually be a near copy of a good parent to be worth training.
+5. **Rejection**: a child already tried (same ``arch_id``) or over the closed-form budget is bred again
+   (``max_tries``), then a random valid network is drawn.
 
-Every child's genes are canonical (snapped to the option it decodes to after
-each step), and how it was made is stored on the trial as the system
-attribute ``evolution``: ``{"parents": [donor, other], "stages": [source of
-each stage], "ops": ["crossover", "step_stage(1,+1)", ...], "tries": n}``
-(trial numbers), which is enough to rebuild the child from its parents' genes.
+How each child was made is stored on the trial (system attribute ``evolution``: parents' trial numbers,
+the source of each stage, the moves), enough to rebuild it from its parents' genes.
 """
 
 from __future__ import annotations
@@ -63,11 +44,11 @@ from optuna.trial import FrozenTrial, TrialState
 from igcnas.errors import BadInput
 from igcnas.nas.objectives import objectives_for
 from igcnas.nas.records import StudyKey, TrialKey, TrialStatus
+from igcnas.nas.selection import constrained_ranks
 from igcnas.nas.space import gene_distributions
 from igcnas.search_space.genome import Genome
 
-__all__ = ["EvolutionarySampler", "EVOLUTION_ATTR", "population_size_for", "nondominated_ranks",
-           "crowding_distance"]
+__all__ = ["EvolutionarySampler", "EVOLUTION_ATTR", "population_size_for"]
 
 log = logging.getLogger(__name__)
 
@@ -85,42 +66,6 @@ def population_size_for(n_trials: int | None) -> int:
     if n_trials is None:
         return 16
     return int(min(32, max(8, round(2 * math.sqrt(n_trials)))))
-
-
-def nondominated_ranks(points: np.ndarray) -> np.ndarray:
-    """Front index (0 = non-dominated) of each row of a minimisation problem."""
-    n = len(points)
-    ranks = np.full(n, -1, dtype=int)
-    if n == 0:
-        return ranks
-    no_worse = (points[:, None, :] <= points[None, :, :]).all(axis=2)
-    better = (points[:, None, :] < points[None, :, :]).any(axis=2)
-    dominates = no_worse & better  # [i, j]: i dominates j
-    remaining = np.ones(n, dtype=bool)
-    front = 0
-    while remaining.any():
-        dominated = (dominates[remaining][:, remaining]).any(axis=0)
-        current = np.flatnonzero(remaining)[~dominated]
-        ranks[current] = front
-        remaining[current] = False
-        front += 1
-    return ranks
-
-
-def crowding_distance(points: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance within one front (boundary points are infinitely far)."""
-    n, m = points.shape if points.ndim == 2 else (len(points), 0)
-    distance = np.zeros(n)
-    if n <= 2:
-        return np.full(n, np.inf)
-    for k in range(m):
-        order = np.argsort(points[:, k], kind="stable")
-        span = points[order[-1], k] - points[order[0], k]
-        distance[order[0]] = distance[order[-1]] = np.inf
-        if span <= 0:
-            continue
-        distance[order[1:-1]] += (points[order[2:], k] - points[order[:-2], k]) / span
-    return distance
 
 
 @dataclass(frozen=True)
@@ -148,24 +93,11 @@ def _check_rate(name: str, value: Any, *, optional: bool = False) -> None:
 class EvolutionarySampler(BaseSampler):
     """Steady-state multi-objective evolution over a :class:`~igcnas.search_space.genome.Genome` (see module).
 
-    Keyword arguments:
-
-    * ``genome``: the genes to breed (from the search's SearchSpec);
-    * ``seed``: seeds the sampler's own ``random.Random`` and its internal RandomSampler;
-    * ``population_size``: tournament population; default from ``n_trials_hint`` (see
-      :func:`population_size_for`);
-    * ``window``: how many of the most recent finished trials form the population (default: the
-      population size);
-    * ``mutation_rate``: probability of a move per gene (each stage's L and pos, the width, the blocks;
-      the family at half of it); default ``1 / number of genes``, NSGA-II's rule: about one move per child;
-    * ``crossover_rate``: probability that a child has two parents (else it is a mutated copy);
-    * ``family_bias``: probability that a stage comes from the family donor when parents differ in family;
-    * ``budget_params``, ``budget_macs``: closed-form bounds no bred child exceeds;
-    * ``min_parents``: finished trials needed before breeding (before that, random valid networks;
-      default half the population, at least 2);
-    * ``max_tries``: children bred per proposal before falling back to a random network.
-
-    Holds no lambdas or locks, so it pickles (Ray's ``OptunaSearch`` ships it to its actor).
+    ``genome`` is what is bred; ``seed`` seeds its own RNG; ``population_size`` defaults from
+    ``n_trials_hint``; ``window`` (recent finished trials that form the population) defaults to the
+    population size; ``crossover_rate`` is the share of two-parent children; ``budget_params`` and
+    ``budget_macs`` bound bred children (closed form); ``min_parents`` finished trials are needed before
+    breeding (before that: random valid networks). No lambdas or locks: it pickles for Ray.
     """
 
     def __init__(self, *, genome: Genome, seed: int | None = None, population_size: int | None = None,
@@ -317,24 +249,10 @@ class EvolutionarySampler(BaseSampler):
             out.append(float(value))
         return out
 
-    def _scores(self, members: Sequence[_Member]) -> list[tuple[int, float]]:
+    @staticmethod
+    def _scores(members: Sequence[_Member]) -> list[tuple[int, float]]:
         """(rank, crowding) per member: feasible fronts first, then infeasible by violation."""
-        scores: list[tuple[int, float]] = [(0, 0.0)] * len(members)
-        feasible = [i for i, m in enumerate(members) if m.violation <= 0]
-        infeasible = sorted((i for i, m in enumerate(members) if m.violation > 0), key=lambda i: members[i].violation)
-        fronts = 0
-        if feasible:
-            points = np.array([members[i].values for i in feasible], dtype=float)
-            ranks = nondominated_ranks(points)
-            fronts = int(ranks.max()) + 1
-            for r in range(fronts):
-                in_front = np.flatnonzero(ranks == r)
-                crowd = crowding_distance(points[in_front])
-                for j, c in zip(in_front, crowd):
-                    scores[feasible[j]] = (r, float(c))
-        for k, i in enumerate(infeasible):
-            scores[i] = (fronts + k, 0.0)
-        return scores
+        return constrained_ranks([m.values for m in members], [m.violation for m in members])
 
     def _tournament(self, members: Sequence[_Member], scores: Sequence[tuple[int, float]]) -> _Member:
         if len(members) == 1:

@@ -39,7 +39,8 @@ def proxy_check(*, dataset: str = "digits", data_dir: str | None = None, n_confi
     from igcnas.evaluators.train import TrainSettings, train_model
     from igcnas.models import build_model
     from igcnas.search_space.describe import describe_structure
-    from igcnas.nas.space import genome_for, suggest_config
+    from igcnas.nas.space import suggest_config
+    from igcnas.search_space.genome import genome_for
     from igcnas.search_space.spec import SearchSpec
     from igcnas.search_space.costs import closed_form_costs
 

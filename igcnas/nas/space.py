@@ -18,10 +18,9 @@ from typing import Any
 
 from igcnas.search_space.config import NetworkConfig
 from igcnas.search_space.genome import GeneSpec, Genome, genome_for, seed_configs, zoo_seed_configs
-from igcnas.search_space.spec import SearchSpec, space_bounds
+from igcnas.search_space.spec import SearchSpec
 
-__all__ = ["suggest_config", "seed_trial_params", "gene_distributions", "genome_for",
-           "space_bounds"]
+__all__ = ["suggest_config", "seed_trial_params", "gene_distributions"]
 
 
 def _genome(genome: Genome | SearchSpec) -> Genome:
@@ -30,7 +29,7 @@ def _genome(genome: Genome | SearchSpec) -> Genome:
         return genome
     if isinstance(genome, SearchSpec):
         return genome_for(genome)
-    raise ValueError(f"genome must be a Genome (or a SearchSpec), got {type(genome).__name__}")
+    raise TypeError(f"genome must be a Genome (or a SearchSpec), got {type(genome).__name__}")
 
 
 def gene_distribution(gene: GeneSpec) -> Any:
@@ -63,7 +62,6 @@ def suggest_config(trial: Any, genome: Genome | SearchSpec) -> NetworkConfig:
             params[gene.name] = trial.suggest_categorical(gene.name, gene.choices)
             continue
         low, high = gene.low, gene.high
-        assert low is not None and high is not None  # GeneSpec checks numeric genes have both
         if gene.kind == "int":
             params[gene.name] = trial.suggest_int(gene.name, int(low), int(high))
         else:

@@ -9,7 +9,8 @@ import warnings
 import optuna
 import pytest
 
-from igcnas.nas.evolution import (EVOLUTION_ATTR, EvolutionarySampler, crowding_distance, nondominated_ranks,
+from igcnas.nas.selection import crowding_distance, nondominated_ranks
+from igcnas.nas.evolution import (EVOLUTION_ATTR, EvolutionarySampler,
                                   population_size_for)
 from igcnas.nas.records import TrialKey, TrialStatus
 from igcnas.nas.samplers import SAMPLERS, make_sampler

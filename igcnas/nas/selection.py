@@ -1,0 +1,77 @@
+"""Dominance, non-dominated fronts and crowding: the ranking both the early-stopping rule and the sampler use.
+
+Points are in minimisation form (accuracy negated). ``dominance_matrix`` is the one place that says
+what "dominates" means here: no worse in every objective and better in at least one.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["dominance_matrix", "nondominated_ranks", "crowding_distance", "constrained_ranks"]
+
+
+def dominance_matrix(points: np.ndarray) -> np.ndarray:
+    """``[i, j]`` is True when point i dominates point j (minimisation)."""
+    no_worse = (points[:, None, :] <= points[None, :, :]).all(axis=2)
+    better = (points[:, None, :] < points[None, :, :]).any(axis=2)
+    return no_worse & better
+
+
+def nondominated_ranks(points: np.ndarray) -> np.ndarray:
+    """Front index (0 = non-dominated) of each row of a minimisation problem."""
+    n = len(points)
+    ranks = np.full(n, -1, dtype=int)
+    if n == 0:
+        return ranks
+    dominates = dominance_matrix(points)
+    remaining = np.ones(n, dtype=bool)
+    front = 0
+    while remaining.any():
+        dominated = (dominates[remaining][:, remaining]).any(axis=0)
+        current = np.flatnonzero(remaining)[~dominated]
+        ranks[current] = front
+        remaining[current] = False
+        front += 1
+    return ranks
+
+
+def crowding_distance(points: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance within one front (boundary points are infinitely far)."""
+    n, m = points.shape if points.ndim == 2 else (len(points), 0)
+    distance = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for k in range(m):
+        order = np.argsort(points[:, k], kind="stable")
+        span = points[order[-1], k] - points[order[0], k]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span <= 0:
+            continue
+        distance[order[1:-1]] += (points[order[2:], k] - points[order[:-2], k]) / span
+    return distance
+
+
+def constrained_ranks(values: Sequence[Sequence[float]], violations: Sequence[float]) -> list[tuple[int, float]]:
+    """(rank, crowding) per point: feasible points (violation <= 0) by front, then infeasible ones by violation.
+
+    This is NSGA-II's constrained domination: any feasible point beats any infeasible one, and among
+    infeasible points the smaller total violation wins.
+    """
+    scores: list[tuple[int, float]] = [(0, 0.0)] * len(values)
+    feasible = [i for i, v in enumerate(violations) if v <= 0]
+    infeasible = sorted((i for i, v in enumerate(violations) if v > 0), key=lambda i: violations[i])
+    fronts = 0
+    if feasible:
+        points = np.array([values[i] for i in feasible], dtype=float)
+        ranks = nondominated_ranks(points)
+        fronts = int(ranks.max()) + 1
+        for r in range(fronts):
+            in_front = np.flatnonzero(ranks == r)
+            for j, c in zip(in_front, crowding_distance(points[in_front])):
+                scores[feasible[j]] = (r, float(c))
+    for k, i in enumerate(infeasible):
+        scores[i] = (fronts + k, 0.0)
+    return scores
