@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from igcnas.errors import BadInput, SearchFailed
-from igcnas.nas.backends import Backend, BackendReport, TrialCallback, get_backend
+from igcnas.nas.backends import Backend, BackendReport, Prepared, TrialCallback, get_backend
 from igcnas.nas.options import SearchOptions, flag_of
 from igcnas.nas.records import StudyKey, TrialStatus
 from igcnas.search_space.spec import SearchSpec, space_bounds
@@ -28,28 +28,6 @@ from igcnas.search_space.spec import SearchSpec, space_bounds
 __all__ = ["Prepared", "SearchOutcome", "SearchFailed", "prepare", "run_search", "finish", "check_backend_options"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Prepared:
-    """A validated search, ready for a backend: options, space, data and the opened study."""
-
-    options: SearchOptions
-    spec: SearchSpec
-    genome: Any  # igcnas.search_space.genome.Genome over ``spec``
-    data: Any  # igcnas.evaluators.data.DataSplits
-    storage: Any
-    study: Any
-    reference: Any  # igcnas.nas.pareto.ReferencePoint
-    # Trials that existed before this run, enqueued seeds (WAITING) left out: this run will train those.
-    earlier: frozenset[int] = frozenset()
-
-    def sampler(self) -> Any:
-        """A fresh sampler of the options' kind for this space and budget (each backend makes its own)."""
-        from igcnas.nas.samplers import make_sampler
-
-        return make_sampler(self.options.sampler, self.options.seed, spec=self.spec, budget=self.options.budget,
-                            n_trials=self.options.total_trials or self.options.n_trials)
 
 
 @dataclass

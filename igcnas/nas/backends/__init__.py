@@ -16,14 +16,37 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 from igcnas.errors import BadInput
 
 if TYPE_CHECKING:
-    from igcnas.nas.orchestrator import Prepared
+    from igcnas.nas.options import SearchOptions
+    from igcnas.search_space.spec import SearchSpec
 
-__all__ = ["Backend", "BackendReport", "TrialCallback", "get_backend", "BACKEND_MODULES"]
+__all__ = ["Backend", "BackendReport", "Prepared", "TrialCallback", "get_backend", "BACKEND_MODULES"]
 
 TrialCallback = Callable[[Any, Any], None]  # (study, finished trial), called once per trial of this run
 
 # name -> module defining BACKEND; imported lazily so that `import igcnas.nas` never imports ray.
 BACKEND_MODULES = {"optuna": "igcnas.nas.backends.optuna_backend", "ray": "igcnas.nas.backends.ray_backend"}
+
+
+@dataclass
+class Prepared:
+    """A validated search, ready for a backend: options, space, data and the opened study."""
+
+    options: SearchOptions
+    spec: SearchSpec
+    genome: Any  # igcnas.search_space.genome.Genome over ``spec``
+    data: Any  # igcnas.evaluators.data.DataSplits
+    storage: Any
+    study: Any
+    reference: Any  # igcnas.nas.pareto.ReferencePoint
+    # Trials that existed before this run, enqueued seeds (WAITING) left out: this run will train those.
+    earlier: frozenset[int] = frozenset()
+
+    def sampler(self) -> Any:
+        """A fresh sampler of the options' kind for this space and budget (each backend makes its own)."""
+        from igcnas.nas.samplers import make_sampler
+
+        return make_sampler(self.options.sampler, self.options.seed, spec=self.spec, budget=self.options.budget,
+                            n_trials=self.options.total_trials or self.options.n_trials)
 
 
 @dataclass

@@ -12,14 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from igcnas.errors import BadInput
-from igcnas.nas.backends import BackendReport, TrialCallback
+from igcnas.nas.backends import BackendReport, Prepared, TrialCallback
 from igcnas.nas.records import TrialKey, TrialStatus
-
-if TYPE_CHECKING:
-    from igcnas.nas.orchestrator import Prepared
 
 __all__ = ["OptunaBackend", "BACKEND", "make_objective"]
 

@@ -19,15 +19,12 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 from igcnas.errors import BadInput
-from igcnas.nas.backends import BackendReport, TrialCallback
+from igcnas.nas.backends import BackendReport, Prepared, TrialCallback
 from igcnas.nas.backends.ray_parts import DefineByRun, trainable
 from igcnas.nas.records import TrialKey, TrialStatus
-
-if TYPE_CHECKING:
-    from igcnas.nas.orchestrator import Prepared
 
 __all__ = ["RayBackend", "BACKEND", "RecordingOptunaSearch", "MultiObjectiveASHA"]
 
