@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from igcnas.dashboards.page import dumps, plotly_js, render_page
 
-__all__ = ["make_server", "DashboardServer"]
+__all__ = ["DashboardServer"]
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,6 @@ class DashboardServer:
     def serve_forever(self) -> None:
         self.httpd.serve_forever(poll_interval=0.2)
 
-    def start_background(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, daemon=True, name="igcnas-dashboard")
-        thread.start()
-        return thread
-
     def shutdown(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-def make_server(load_data: Callable[[], dict[str, Any]], **kwargs: Any) -> DashboardServer:
-    return DashboardServer(load_data, **kwargs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -52,10 +52,8 @@ class Latency:
     """Median milliseconds per forward pass at each batch size, and what they were measured with."""
 
     ms_by_batch: dict[int, float]
-    min_ms_by_batch: dict[int, float]
     repeats: int
     threads: int
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def measure_costs(model: nn.Module, input_shape: tuple[int, int, int]) -> MeasuredCosts:
@@ -110,7 +108,6 @@ def measure_latency(
     was_training = model.training
     model.eval()
     medians: dict[int, float] = {}
-    minima: dict[int, float] = {}
     try:
         with torch.inference_mode():
             for batch in batch_sizes:
@@ -123,12 +120,11 @@ def measure_latency(
                     model(x)
                     times.append((time.perf_counter() - start) * 1000.0)
                 medians[batch] = statistics.median(times)
-                minima[batch] = min(times)
         used_threads = torch.get_num_threads()
     finally:
         model.train(was_training)
         torch.set_num_threads(previous_threads)
-    return Latency(medians, minima, repeats, used_threads)
+    return Latency(medians, repeats, used_threads)
 
 
 def measure_config(config: NetworkConfig) -> MeasuredCosts:

@@ -53,9 +53,11 @@ class Unit(nn.Module):
         block_cls = get_block(family)
         n = len(plan.blocks)
         has_skip = plan.shortcut is not None
-        self.blocks = nn.Sequential(
-            *(block_cls(b, final_activation=not (has_skip and i == n - 1)) for i, b in enumerate(plan.blocks))
-        )
+        if getattr(block_cls, "has_final_activation", False):
+            blocks = [block_cls(b, final_activation=not (has_skip and i == n - 1)) for i, b in enumerate(plan.blocks)]
+        else:
+            blocks = [block_cls(b) for b in plan.blocks]
+        self.blocks = nn.Sequential(*blocks)
         self.shortcut = _shortcut(plan.shortcut) if plan.shortcut is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

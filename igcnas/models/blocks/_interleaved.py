@@ -46,6 +46,8 @@ class InterleavedBlock(nn.Module):
 
     family = "interleaved"
     strategy = "chain"
+    # Its final ReLU moves after the sum when a unit's skip connection ends on it (see models/network.Unit).
+    has_final_activation = True
 
     def __init__(self, plan: InterleavedPlan, *, final_activation: bool = True) -> None:
         super().__init__()

@@ -17,7 +17,11 @@ from igcnas.search_space.plan import InvertedPlan
 
 @register_block("igcv3")
 class IGCV3Block(nn.Module):
-    def __init__(self, plan: InvertedPlan, *, final_activation: bool = True) -> None:
+    # Ends in a linear projection (and carries its own residual): there is no final activation for a
+    # unit's skip connection to take over, so the network passes none.
+    has_final_activation = False
+
+    def __init__(self, plan: InvertedPlan) -> None:
         super().__init__()
         self.plan = plan
         self.groups = plan.groups
