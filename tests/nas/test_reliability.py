@@ -89,7 +89,17 @@ def test_sigint_stops_cleanly_and_records_the_running_trial(tmp_path):
     storage = f"sqlite:///{tmp_path / 'i.db'}"
     proc = subprocess.Popen(search_cmd(storage, "int", tmp_path, "--n-trials", "50", "--epochs", "40"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(7)
+    deadline = time.time() + 180  # on a busy machine start-up alone can take many seconds: wait for a trial
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            running = optuna.load_study(study_name="int", storage=storage).get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        except KeyError:
+            running = []
+        if running:
+            break
+        time.sleep(0.5)
+    time.sleep(2)  # into the trial's training
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
