@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from igcnas.nas.early_stopping import RungEntry, RungSchedule, fidelity_key, should_promote
+from igcnas.nas.options import SearchOptions
 from igcnas.nas.records import TrialKey, TrialStatus
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ __all__ = ["HVReference", "REFERENCE_POINT", "TrialLog", "Run", "replay", "table
 
 REFERENCE_POINT = (1.0, 1.05, 1.05)
 # The search's default: rungs at epochs 1 and 3 of 4.
-DEFAULT_SCHEDULE = RungSchedule(max_epochs=4, min_epochs=1, eta=3)
+DEFAULT_SCHEDULE = SearchOptions().rung_schedule  # the search's own default rungs
 # The fidelity key a search at the table's settings records (TrainSettings defaults).
 TABLE_FIDELITY = fidelity_key(epochs=4, batch_size=64, lr=0.05, max_batches_per_epoch=None)
 

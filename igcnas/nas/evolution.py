@@ -9,7 +9,7 @@ use the very same object) breeds one child per ``ask``:
 1. **Population**: the most recent ``window`` finished trials (regularised evolution's ageing, so no
    worker waits for a generation): COMPLETE ones by their values, and trials stopped early by
    successive halving by their rung result (last accuracy of the curve, exact params and MACs).
-   Over-budget, no-slot and failed trials are not parents. Size ``clip(round(2 sqrt(n_trials)), 8, 32)``.
+   Over-budget, no-slot and failed trials are not parents. Size ``clip(round(sqrt(n_trials)), 8, 32)``.
 2. **Selection**: two binary tournaments on constrained non-dominated rank, then crowding distance.
 3. **Crossover per stage**: family, width and blocks from one parent (the donor); each stage's
    ``(L, pos)`` genes from either parent, or from the donor with probability ``family_bias`` when the
@@ -21,6 +21,10 @@ use the very same object) breeds one child per ``ask``:
    of trials a child must usually be a near copy of a good parent to be worth training.
 5. **Rejection**: a child already tried (same ``arch_id``) or over the closed-form budget is bred again
    (``max_tries``), then a random valid network is drawn.
+6. **Pre-selection**: ``candidates`` (4) acceptable children are bred and the one that would add the most
+   hypervolume to the window's front is trained: params and MACs are exact before training, only the
+   accuracy is estimated (the best parent's). This spends the two free objectives before paying for the
+   third; ``candidates=1`` switches it off (``bench/sampler_comparison.py`` measures both).
 
 How each child was made is stored on the trial (system attribute ``evolution``: parents' trial numbers,
 the source of each stage, the moves), enough to rebuild it from its parents' genes.
@@ -31,20 +35,17 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
-from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from igcnas.errors import BadInput
-from igcnas.nas.objectives import objectives_for
-from igcnas.nas.records import StudyKey, TrialKey, TrialStatus
-from igcnas.nas.selection import constrained_ranks
+from igcnas.nas.population import Member, finished_trials, members_of, tried_architectures
+from igcnas.nas.selection import constrained_ranks, hypervolume_gains
 from igcnas.nas.space import gene_distributions
 from igcnas.search_space.genome import Genome
 
@@ -53,27 +54,18 @@ __all__ = ["EvolutionarySampler", "EVOLUTION_ATTR", "population_size_for"]
 log = logging.getLogger(__name__)
 
 EVOLUTION_ATTR = "evolution"  # trial system attribute: how the sampler made the trial's genes
-# Objective names when a study does not list its own (the drivers' order, latency last).
-_DEFAULT_OBJECTIVES = tuple(o.name for o in objectives_for(latency=True))
 
 
 def population_size_for(n_trials: int | None) -> int:
-    """Population (and window) size for a search of ``n_trials``: ``clip(round(2 sqrt(n)), 8, 32)``, else 16.
+    """Population (and window) size for a search of ``n_trials``: ``clip(round(sqrt(n)), 8, 32)``, else 16.
 
-    Short searches need a small population so that selection starts early; two square roots of the
-    budget keeps about ``sqrt(n) / 2`` generations' worth of turnover in any search length.
+    Short searches need a small population so that selection starts early: on the tabular benchmark
+    (about 130 trials started, 4 workers; tuned on seeds 100-129, not the reported ones) a population
+    of 8-9 reached a hypervolume random search ends with in half the time, 18 did not.
     """
     if n_trials is None:
         return 16
-    return int(min(32, max(8, round(2 * math.sqrt(n_trials)))))
-
-
-@dataclass(frozen=True)
-class _Member:
-    number: int
-    params: dict[str, Any]  # canonical genes
-    values: tuple[float, ...]  # minimisation form
-    violation: float  # sum of positive constraint values; 0 = feasible
+    return int(min(32, max(8, round(math.sqrt(n_trials)))))
 
 
 def _check_int(name: str, value: Any, low: int, *, optional: bool = True) -> None:
@@ -97,13 +89,15 @@ class EvolutionarySampler(BaseSampler):
     ``n_trials_hint``; ``window`` (recent finished trials that form the population) defaults to the
     population size; ``crossover_rate`` is the share of two-parent children; ``budget_params`` and
     ``budget_macs`` bound bred children (closed form); ``min_parents`` finished trials are needed before
-    breeding (before that: random valid networks). No lambdas or locks: it pickles for Ray.
+    breeding (before that: random valid networks); ``candidates`` children are bred per proposal and the
+    most promising one on the known costs is trained (1: no pre-selection). No lambdas or locks: it pickles.
     """
 
     def __init__(self, *, genome: Genome, seed: int | None = None, population_size: int | None = None,
                  n_trials_hint: int | None = None, window: int | None = None, mutation_rate: float | None = None,
                  crossover_rate: float = 0.9, family_bias: float = 0.75, budget_params: float | None = None,
-                 budget_macs: float | None = None, min_parents: int | None = None, max_tries: int = 50) -> None:
+                 budget_macs: float | None = None, min_parents: int | None = None, max_tries: int = 50,
+                 candidates: int = 4) -> None:
         if not isinstance(genome, Genome):
             raise BadInput(f"genome must be a Genome, got {type(genome).__name__}")
         _check_int("seed", seed, 0)
@@ -112,6 +106,7 @@ class EvolutionarySampler(BaseSampler):
         _check_int("window", window, 2)
         _check_int("min_parents", min_parents, 2)
         _check_int("max_tries", max_tries, 1, optional=False)
+        _check_int("candidates", candidates, 1, optional=False)
         _check_rate("mutation_rate", mutation_rate, optional=True)
         _check_rate("crossover_rate", crossover_rate)
         _check_rate("family_bias", family_bias)
@@ -131,6 +126,7 @@ class EvolutionarySampler(BaseSampler):
         self.budget_macs = budget_macs
         self.min_parents = min_parents if min_parents is not None else max(2, self.population_size // 2)
         self.max_tries = max_tries
+        self.candidates = candidates
         self._rng = random.Random(seed)
         self._random = RandomSampler(seed=seed)
         self._distributions: dict[str, BaseDistribution] = gene_distributions(genome)
@@ -162,9 +158,9 @@ class EvolutionarySampler(BaseSampler):
         if trial.system_attrs.get("fixed_params"):
             return {}  # an enqueued seed: Optuna applies its fixed genes, the rest are drawn independently
         trials = study.get_trials(deepcopy=False)
-        tried = self._tried(trials, trial.number)
-        finished = self._finished(study, trials)
-        members = self._members(finished[-self.window:])
+        tried = tried_architectures(self.genome, trials, trial.number)
+        finished = finished_trials(self.genome, study, trials)
+        members = members_of(self.genome, finished[-self.window:])
         if len(finished) < self.min_parents or not members:
             child, record = self._random_child(tried, reason=f"{len(finished)} of {self.min_parents} parents")
         else:
@@ -175,86 +171,12 @@ class EvolutionarySampler(BaseSampler):
 
     # -- the population ---------------------------------------------------------------------------------
 
-    def _has_genes(self, params: Any) -> bool:
-        return bool(params) and all(name in params for name in self.genome.gene_names)
-
-    def _tried(self, trials: Sequence[FrozenTrial], current: int) -> set[str]:
-        """Architectures the study has tried, runs or has queued (any state), by arch_id."""
-        out: set[str] = set()
-        for t in trials:
-            if t.number == current:
-                continue
-            recorded = t.user_attrs.get(TrialKey.ARCH_ID)
-            if recorded:
-                out.add(recorded)
-                continue
-            params = t.params if self._has_genes(t.params) else t.system_attrs.get("fixed_params")
-            if self._has_genes(params):
-                try:
-                    out.add(self.genome.arch_id(self.genome.locate(params)))
-                except ValueError:
-                    continue
-        return out
-
-    def _finished(self, study: optuna.Study, trials: Sequence[FrozenTrial]
-                  ) -> list[tuple[FrozenTrial, tuple[float, ...]]]:
-        """Trials usable as parents, oldest first, with objective vectors in minimisation form."""
-        directions = study.directions
-        signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in directions]
-        objectives: Sequence[str] | None = None
-        out = []
-        for t in trials:
-            if not self._has_genes(t.params):
-                continue
-            if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == len(directions):
-                values: Sequence[float] | None = t.values
-            elif t.state == TrialState.PRUNED and t.user_attrs.get(TrialKey.STATUS) == TrialStatus.STOPPED_EARLY:
-                if objectives is None:
-                    objectives = (study.metric_names or study.user_attrs.get(StudyKey.OBJECTIVES)
-                                  or _DEFAULT_OBJECTIVES)
-                values = self._rung_values(t, objectives[:len(directions)])
-            else:
-                continue  # running, failed, over budget, no slot
-            if values is None or len(values) != len(directions) or not all(math.isfinite(v) for v in values):
-                continue
-            out.append((t, tuple(s * float(v) for s, v in zip(signs, values))))
-        out.sort(key=lambda item: item[0].number)
-        return out
-
-    def _members(self, finished: Sequence[tuple[FrozenTrial, tuple[float, ...]]]) -> list[_Member]:
-        """The window's trials as parents: canonical genes (what each parent expressed) and violation."""
-        out = []
-        for t, values in finished:
-            try:
-                params = self.genome.canonical(t.params)
-            except ValueError:
-                continue  # genes from another space (a changed spec): not breedable here
-            violation = sum(max(0.0, float(v)) for v in t.constraints.values())
-            out.append(_Member(t.number, params, values, violation))
-        return out
-
     @staticmethod
-    def _rung_values(t: FrozenTrial, objectives: Sequence[str]) -> list[float] | None:
-        """A stopped-early trial's result at its last rung, in the study's objective order: the accuracy
-        is the last of its per-epoch curve (the rung where it stopped), the costs its recorded ones."""
-        curve = t.user_attrs.get(TrialKey.CURVE) or []
-        out = []
-        for name in objectives:
-            if name == "val_accuracy":
-                value = curve[-1] if curve else None
-            else:
-                value = t.user_attrs.get(name)  # params, macs, latency_ms: recorded under the same names
-            if value is None:
-                return None
-            out.append(float(value))
-        return out
-
-    @staticmethod
-    def _scores(members: Sequence[_Member]) -> list[tuple[int, float]]:
+    def _scores(members: Sequence[Member]) -> list[tuple[int, float]]:
         """(rank, crowding) per member: feasible fronts first, then infeasible by violation."""
         return constrained_ranks([m.values for m in members], [m.violation for m in members])
 
-    def _tournament(self, members: Sequence[_Member], scores: Sequence[tuple[int, float]]) -> _Member:
+    def _tournament(self, members: Sequence[Member], scores: Sequence[tuple[int, float]]) -> Member:
         if len(members) == 1:
             return members[0]
         a, b = self._rng.sample(range(len(members)), 2)
@@ -263,16 +185,40 @@ class EvolutionarySampler(BaseSampler):
 
     # -- breeding ---------------------------------------------------------------------------------------
 
-    def _breed(self, members: Sequence[_Member], tried: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _breed(self, members: Sequence[Member], tried: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         scores = self._scores(members)
+        found: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for attempt in range(1, self.max_tries + 1):
             child, record = self._child(members, scores)
-            if self._acceptable(child, tried):
+            if self._acceptable(child, tried) and all(child != c for c, _ in found):
                 record["tries"] = attempt
-                return child, record
-        return self._random_child(tried, reason=f"{self.max_tries} children were all tried or over budget")
+                found.append((child, record))
+                if len(found) == self.candidates:
+                    break
+        if not found:
+            return self._random_child(tried, reason=f"{self.max_tries} children were all tried or over budget")
+        return found[self._preselect(found, members)] if len(found) > 1 else found[0]
 
-    def _child(self, members: Sequence[_Member], scores: Sequence[tuple[int, float]]
+    def _preselect(self, found: Sequence[tuple[dict[str, Any], dict[str, Any]]], members: Sequence[Member]) -> int:
+        """Which of several children to train: the one whose (estimated accuracy, exact params, exact MACs)
+        would add the most hypervolume to the window's front.
+
+        Two of the three objectives are known before training; only accuracy is estimated, optimistically,
+        as the best of the child's parents'. Costs are compared on a log scale (networks span orders of
+        magnitude). The choice is recorded on the trial (``preselected`` of ``candidates``).
+        """
+        by_number = {m.number: m for m in members}
+        estimates = []
+        for child, record in found:
+            params, macs = self.genome.costs(self.genome.locate(child))
+            accuracy = min(by_number[n].values[0] for n in record["parents"])  # minimisation form: -accuracy
+            estimates.append((accuracy, params, macs))
+        front = [m.values[:3] for m in members if m.violation <= 0]
+        best = int(np.argmax(hypervolume_gains(front, estimates)))
+        found[best][1].update(preselected=best, candidates=len(found))
+        return best
+
+    def _child(self, members: Sequence[Member], scores: Sequence[tuple[int, float]]
                ) -> tuple[dict[str, Any], dict[str, Any]]:
         genome = self.genome
         first = self._tournament(members, scores)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import math
+
 import numpy as np
 
-__all__ = ["dominance_matrix", "nondominated_ranks", "crowding_distance", "constrained_ranks"]
+__all__ = ["dominance_matrix", "nondominated_ranks", "crowding_distance", "constrained_ranks", "hypervolume_gains"]
 
 
 def dominance_matrix(points: np.ndarray) -> np.ndarray:
@@ -75,3 +77,21 @@ def constrained_ranks(values: Sequence[Sequence[float]], violations: Sequence[fl
     for k, i in enumerate(infeasible):
         scores[i] = (fronts + k, 0.0)
     return scores
+
+
+def hypervolume_gains(front: Sequence[Sequence[float]], candidates: Sequence[Sequence[float]]) -> list[float]:
+    """How much hypervolume each candidate (-accuracy, params, MACs) would add to ``front`` alone.
+
+    Costs are compared on a log scale (networks span orders of magnitude); the reference point lies just
+    beyond the worst of all points, so every candidate can add something.
+    """
+    from optuna._hypervolume import compute_hypervolume
+
+    def point(values: Sequence[float]) -> list[float]:
+        return [values[0], math.log(max(values[1], 1.0)), math.log(max(values[2], 1.0))]
+
+    base_points = [point(v) for v in front]
+    new_points = [point(v) for v in candidates]
+    reference = np.array(base_points + new_points, dtype=float).max(axis=0) + np.array([0.01, 0.1, 0.1])
+    base = float(compute_hypervolume(np.array(base_points), reference)) if base_points else 0.0
+    return [float(compute_hypervolume(np.array(base_points + [p]), reference)) - base for p in new_points]

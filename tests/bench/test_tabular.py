@@ -26,6 +26,8 @@ from tabular import DEFAULT_SCHEDULE, FrontTracker, HVReference, replay, table_f
 
 from igcnas.nas.early_stopping import RungSchedule  # noqa: E402
 from igcnas.nas.records import TrialKey, TrialStatus  # noqa: E402
+
+RUNGS_1_3 = RungSchedule(max_epochs=4, min_epochs=1, eta=3)  # the old default: rungs at epochs 1 and 3
 from igcnas.search_space.config import config_to_dict  # noqa: E402
 from igcnas.search_space.costs import closed_form_costs  # noqa: E402
 from igcnas.search_space.enumerate import DesignSpace, arch_id  # noqa: E402
@@ -108,7 +110,7 @@ def test_early_stopping_stops_a_dominated_trial_at_the_first_rung(table, configs
                                   "seconds": {0: 2.0, 1: 2.0}})
     index = {arch_id(c): i for i, c in enumerate(configs)}
     r = replay(table=rigged, spec=SPEC, sampler=optuna.samplers.RandomSampler(seed=0), budget_s=2.0, n_workers=1,
-               schedule=DEFAULT_SCHEDULE, seed=0,
+               schedule=RUNGS_1_3, seed=0,
                seeds_to_enqueue=[{"i": index[cheap.arch_id]}, {"i": index[dear.arch_id]}], suggest=by_index(configs))
     first, second = r.trials[0], r.trials[1]
     assert (first.arch_id, first.status, first.epochs) == (cheap.arch_id, TrialStatus.COMPLETE, 4)
@@ -126,10 +128,16 @@ def test_early_stopping_stops_a_dominated_trial_at_the_first_rung(table, configs
     assert r2.trials[1].status == TrialStatus.COMPLETE and r2.trials[1].epochs == 4
 
 
+def test_the_replay_uses_the_search_default_schedule():
+    from igcnas.nas.options import SearchOptions
+
+    assert DEFAULT_SCHEDULE == SearchOptions().rung_schedule
+
+
 def test_rungs_are_applied_only_at_the_schedule(table, configs):
     later = run(table, configs, schedule=RungSchedule(max_epochs=4, min_epochs=2, eta=3), budget_s=30.0)
     assert {t.epochs for t in later.trials if t.status == TrialStatus.STOPPED_EARLY} <= {2}
-    default = run(table, configs, budget_s=30.0)
+    default = run(table, configs, schedule=RUNGS_1_3, budget_s=30.0)
     assert {t.epochs for t in default.trials if t.status == TrialStatus.STOPPED_EARLY} <= {1, 3}
     assert default.count(TrialStatus.STOPPED_EARLY) > 0
     none = run(table, configs, schedule=None, budget_s=30.0)

@@ -41,9 +41,11 @@ def test_memory_limit_is_per_trial_not_the_process_peak(digits):
     """
     from igcnas.evaluators.train import TrialLimitExceeded, current_rss_mb
 
+    # Batch 1024 at 128 channels: every activation is 32 MiB, above glibc's largest mmap threshold, so
+    # each is fresh memory whatever the process freed before (the growth does not depend on history).
     big = cifar_network("dense", 128, 5, num_classes=10, input_size=8).replace(in_channels=1)
     limit = 150.0
-    settings = TrainSettings(epochs=1, seed=0, threads=1, batch_size=512, max_batches_per_epoch=2,
+    settings = TrainSettings(epochs=1, seed=0, threads=1, batch_size=1024, max_batches_per_epoch=2,
                              memory_limit_mb=limit)
     before = current_rss_mb()
     with pytest.raises(TrialLimitExceeded, match="memory limit of 150 MB exceeded"):

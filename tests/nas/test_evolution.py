@@ -157,7 +157,7 @@ def test_children_inherit_their_stages_from_recorded_parents_over_1000_proposals
         proposals.append((GENOME.canonical(trial.params), rng.sample(recent, 2)))
     random_fraction = inherited_fraction(GENOME, random_study, proposals)
     # About 0.82 vs 0.3: evolution changes a stage only by a recorded move (about one per child).
-    assert evolution_fraction > 0.75, evolution_fraction
+    assert evolution_fraction > 0.7, evolution_fraction
     assert random_fraction < 0.4, random_fraction
     assert evolution_fraction - random_fraction > 0.35
 
@@ -196,7 +196,9 @@ def test_stopped_early_trials_are_parents_by_their_rung_accuracy():
                                               state=optuna.trial.TrialState.FAIL, user_attrs=attrs_of(failed)))
     numbers["failed"] = study.trials[-1].number
 
-    finished = {t.number: values for t, values in sampler._finished(study, study.trials)}
+    from igcnas.nas.population import finished_trials
+
+    finished = {t.number: values for t, values in finished_trials(GENOME, study, study.trials)}
     assert finished[numbers["best_at_rung"]] == (-0.99, 1.0, 1.0)  # the last accuracy of the curve
     assert finished[numbers["worse_at_rung"]][0] == -0.01
     assert not {numbers["over_budget"], numbers["no_slot"], numbers["failed"]} & set(finished)
@@ -265,7 +267,7 @@ def test_sampler_pickles_and_goes_on_where_it_was():
     for _ in propose(study_a, 5):
         pass
     copy = pickle.loads(pickle.dumps(sampler))
-    assert (copy.population_size, copy.window, copy.budget_params) == (20, 20, 1e6)
+    assert (copy.population_size, copy.window, copy.budget_params) == (10, 10, 1e6)
     study_b.sampler = copy
     for trial in study_a.trials[40:]:  # the same history in both studies
         study_b.add_trial(trial)
@@ -297,9 +299,9 @@ def test_constructor_is_keyword_only_and_sizes_the_population_from_the_budget():
     with pytest.raises(TypeError):
         EvolutionarySampler(GENOME)  # type: ignore[misc]
     assert population_size_for(None) == 16
-    assert population_size_for(4) == 8 and population_size_for(100) == 20 and population_size_for(10_000) == 32
-    sampler = EvolutionarySampler(genome=GENOME, n_trials_hint=49)
-    assert (sampler.population_size, sampler.window, sampler.min_parents) == (14, 14, 7)
+    assert population_size_for(4) == 8 and population_size_for(100) == 10 and population_size_for(10_000) == 32
+    sampler = EvolutionarySampler(genome=GENOME, n_trials_hint=144)
+    assert (sampler.population_size, sampler.window, sampler.min_parents) == (12, 12, 6)
     assert sampler.mutation_rate == pytest.approx(1 / len(GENOME.genes))
 
 
@@ -317,7 +319,7 @@ def test_make_sampler_defaults_to_evolution_and_keeps_the_plain_samplers():
     budget = Budget(max_params=5e5, max_macs=None)
     sampler = make_sampler("evolution", 0, spec=SPEC, budget=budget, n_trials=100)
     assert isinstance(sampler, EvolutionarySampler)
-    assert (sampler.budget_params, sampler.budget_macs, sampler.population_size) == (5e5, None, 20)
+    assert (sampler.budget_params, sampler.budget_macs, sampler.population_size) == (5e5, None, 10)
     with pytest.raises(ValueError, match="needs the search space"):
         make_sampler("evolution", 0)
     with warnings.catch_warnings():

@@ -114,7 +114,7 @@ def test_four_workers_share_one_postgres_study_exactly(tmp_path, capsys):
     study = f"workers-{uuid.uuid4().hex[:8]}"
     target = 8
     procs = [subprocess.Popen(search_cmd(PG_URL, study, tmp_path / f"w{i}", "--total-trials", str(target),
-                                         "--seed", str(i)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                         "--sampler-seed", str(i)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True) for i in range(4)]
     for p in procs:
         _, err = p.communicate(timeout=900)

@@ -56,7 +56,7 @@ def test_suggest_config_takes_a_spec_through_its_shared_genome():
     config = suggest_config(trial, spec)
     assert config == genome_for(spec).decode(trial.params)
     assert genome_for(spec) is genome_for(SearchSpec(widths=(8, 16), input_size=8, in_channels=1))
-    with pytest.raises(ValueError, match="genome must be a Genome"):
+    with pytest.raises(TypeError, match="genome must be a Genome"):
         suggest_config(trial, {"widths": [8]})
 
 

@@ -45,7 +45,8 @@ class Prepared:
         """A fresh sampler of the options' kind for this space and budget (each backend makes its own)."""
         from igcnas.nas.samplers import make_sampler
 
-        return make_sampler(self.options.sampler, self.options.seed, spec=self.spec, budget=self.options.budget,
+        seed = self.options.seed if self.options.sampler_seed is None else self.options.sampler_seed
+        return make_sampler(self.options.sampler, seed, spec=self.spec, budget=self.options.budget,
                             n_trials=self.options.total_trials or self.options.n_trials)
 
 
