@@ -68,20 +68,20 @@ def trials_frame(study: Any) -> pd.DataFrame:
             "number": t.number,
             "state": t.state.name,
             "val_accuracy": values[0] if len(values) > 0 else math.nan,
-            "params": values[1] if len(values) > 1 else attrs.get("params", math.nan),
-            "macs": values[2] if len(values) > 2 else attrs.get("macs", math.nan),
-            "latency_ms": values[3] if len(values) > 3 else attrs.get("latency_ms", math.nan),
-            "family": attrs.get("family"),
-            "width": attrs.get("width"),
-            "arch_id": attrs.get("arch_id"),
-            "structure": attrs.get("structure"),
-            "epochs": attrs.get("epochs"),
+            "params": values[1] if len(values) > 1 else attrs.get(TrialKey.PARAMS, math.nan),
+            "macs": values[2] if len(values) > 2 else attrs.get(TrialKey.MACS, math.nan),
+            "latency_ms": values[3] if len(values) > 3 else attrs.get(TrialKey.LATENCY_MS, math.nan),
+            "family": attrs.get(TrialKey.FAMILY),
+            "width": attrs.get(TrialKey.WIDTH),
+            "arch_id": attrs.get(TrialKey.ARCH_ID),
+            "structure": attrs.get(TrialKey.STRUCTURE),
+            "epochs": attrs.get(TrialKey.EPOCHS),
             "curve": json.dumps(_loads(attrs.get(TrialKey.CURVE, []))),
-            "config": json.dumps(_loads(attrs.get("config"))),
+            "config": json.dumps(_loads(attrs.get(TrialKey.CONFIG))),
             "feasible": all(v <= 0.0 for v in constraints.values()),
             "constraints": json.dumps(constraints),
             "status": attrs.get(TrialKey.STATUS, t.state.name.lower()),
-            "fail_reason": t.system_attrs.get("fail_reason") or attrs.get("fail_reason") or (
+            "fail_reason": t.system_attrs.get(TrialKey.FAIL_REASON) or attrs.get(TrialKey.FAIL_REASON) or (
                 "stopped without finishing (process killed or interrupted; no heartbeat)"
                 if t.state.name == "FAIL" else None),
             "datetime_start": t.datetime_start,
@@ -89,9 +89,9 @@ def trials_frame(study: Any) -> pd.DataFrame:
             "duration_s": t.duration.total_seconds() if t.duration else math.nan,
         }
         if row["params"] is None or (isinstance(row["params"], float) and math.isnan(row["params"])):
-            row["params"] = attrs.get("params", math.nan)
+            row["params"] = attrs.get(TrialKey.PARAMS, math.nan)
         if row["macs"] is None or (isinstance(row["macs"], float) and math.isnan(row["macs"])):
-            row["macs"] = attrs.get("macs", math.nan)
+            row["macs"] = attrs.get(TrialKey.MACS, math.nan)
         rows.append(row)
     columns = ["number", "state", "val_accuracy", "params", "macs", "latency_ms", "family", "width", "arch_id",
                "structure", "epochs", "curve", "config", "feasible", "constraints", "status", "fail_reason",

@@ -38,6 +38,7 @@ class TrialKey(StrEnum):
     MACS = "macs"
     LATENCY_MS = "latency_ms"
     CURVE = "curve"  # validation accuracy after each epoch
+    EPOCHS = "epochs"  # epochs trained
     RUNGS = "rungs"  # {epoch: accuracy} at the early-stopping rungs reached
     FIDELITY = "fidelity"  # the training schedule, see early_stopping.fidelity_key
     STOPPED_AT_EPOCH = "stopped_at_epoch"

@@ -16,6 +16,8 @@ import datetime
 import optuna
 from optuna.storages._rdb import models
 
+from igcnas.nas.records import TrialKey
+
 __all__ = ["HeartbeatRDBStorage"]
 
 
@@ -27,7 +29,7 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if trial._trial_id in stale or trial.datetime_start is None or trial.datetime_start > cutoff:
                 continue
-            if trial.user_attrs.get("backend") == "ray":
+            if trial.user_attrs.get(TrialKey.BACKEND) == "ray":
                 continue
             session = self.scoped_session()
             try:
