@@ -64,7 +64,8 @@ def test_ray_scheduler_stops_dominated_trials_at_the_first_rung(ray_cluster, tmp
     _dominating_study(url, "ray-es", SearchOptions(epochs=3, max_batches_per_epoch=2).fidelity)
     code = main(["search", "--backend", "ray", "--address", ray_cluster, "--n-trials", "2", "--epochs", "3",
                  "--max-batches-per-epoch", "2", "--width", "8", "--blocks", "1", "--storage", url,
-                 "--study", "ray-es", "--output-dir", str(tmp_path), "--no-seed-balanced"])
+                 "--study", "ray-es", "--output-dir", str(tmp_path), "--no-seed-balanced",
+                 "--min-epochs", "1"])
     err = capsys.readouterr()[1]
     assert code == 0, err
     new = [t for t in open_study(open_storage(url, heartbeat=False), "ray-es", create=False).trials if t.number >= 3]
