@@ -32,7 +32,8 @@ def register(sub: Any) -> None:
         if spec.kind in ("store_true", "store_false"):
             kwargs.update(action=spec.kind, default=default)
         else:
-            kwargs.update(default=None, type=spec.type)  # None = not given: the dataclass default applies
+            kwargs.update(default=None, type=spec.type,  # None = not given: the dataclass default applies
+                          metavar=spec.metavar or flag.lstrip("-").replace("-", "_").upper())
             if spec.kind == "append":
                 kwargs["action"] = "append"
             elif spec.kind == "nargs+":
