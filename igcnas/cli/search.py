@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
     for name, default, spec in cli_fields():
         group = groups.get(spec.group) or groups.setdefault(
             spec.group, p.add_argument_group(GROUP_TITLES.get(spec.group, spec.group)))
-        flag = spec.flag or "--" + name.replace("_", "-")
+        flag = spec.flag_for(name)
         kwargs: dict[str, Any] = {"dest": name, "help": spec.help}
         if spec.kind in ("store_true", "store_false"):
             kwargs.update(action=spec.kind, default=default)
@@ -66,8 +66,7 @@ def options_from_args(args: argparse.Namespace) -> SearchOptions:
         if spec.kind in ("store_true", "store_false"):
             values[name] = raw
         elif raw is not None:
-            flag = spec.flag or "--" + name.replace("_", "-")
-            values[name] = spec.parse(raw, flag) if spec.parse else raw
+            values[name] = spec.parse(raw, spec.flag_for(name)) if spec.parse else raw
     return SearchOptions(**values)
 
 

@@ -39,6 +39,14 @@ class CliSpec:
     parse: Callable[[str, str], Any] | None = None  # applied after parsing, with the flag (budgets)
     metavar: str | None = None
 
+    def flag_for(self, name: str) -> str:
+        """The flag of field ``name``: the declared one, or ``--name-with-dashes``."""
+        return self.flag or _dashed(name)
+
+
+def _dashed(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
 
 def option(default: Any, help: str, *, group: str, **cli: Any) -> Any:
     """A dataclass field with its command-line description (keeps parser and option in one place)."""
@@ -58,14 +66,10 @@ def cli_fields() -> list[tuple[str, Any, CliSpec]]:
 def flag_of(name: str) -> str:
     """The command-line flag of an option (for messages)."""
     for f in fields(SearchOptions):
-        spec = f.metadata.get("cli")
         if f.name == name:
-            return spec.flag if spec is not None and spec.flag else "--" + name.replace("_", "-")
+            spec = f.metadata.get("cli")
+            return spec.flag_for(name) if spec is not None else _dashed(name)
     raise KeyError(name)
-
-
-def _count(text: str, flag: str) -> float | None:
-    return parse_count(text, flag)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,11 +96,11 @@ class SearchOptions:
     max_l: int = option(DEFAULT_MAX_L, f"largest L (group convolutions per block, default {DEFAULT_MAX_L})",
                         group="space", type=int)
     # budget
-    max_params: float | None = option(None, "parameter budget (250k, 1.5M)", group="budget", parse=_count)
+    max_params: float | None = option(None, "parameter budget (250k, 1.5M)", group="budget", parse=parse_count)
     max_macs: float | None = option(None, "MAC budget (multiply-accumulates; FLOPs = 2*MACs)", group="budget",
-                                    parse=_count)
+                                    parse=parse_count)
     max_latency_ms: float | None = option(None, "CPU latency budget at batch 1 (measured)", group="budget",
-                                          parse=_count)
+                                          parse=parse_count)
     latency_objective: bool = option(False, "add measured CPU latency as an objective", group="budget",
                                      kind="store_true")
     # search

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from igcnas.errors import BadInput, SearchFailed
-from igcnas.nas.backends import Backend, BackendReport, Prepared, TrialCallback, get_backend
+from igcnas.nas.backends import BACKEND_MODULES, Backend, BackendReport, Prepared, TrialCallback, get_backend
 from igcnas.nas.options import SearchOptions, flag_of
 from igcnas.nas.records import StudyKey, TrialStatus
 from igcnas.search_space.spec import SearchSpec, space_bounds
@@ -43,12 +43,10 @@ class SearchOutcome:
 
 def check_backend_options(options: SearchOptions, backend: Backend) -> None:
     """Refuse options the backend would not honour, naming the flag."""
-    defaults = SearchOptions()
-    for name in sorted(backend.unsupported):
-        if getattr(options, name) != getattr(defaults, name):
-            others = [n for n in ("optuna", "ray") if n != backend.name]
-            raise BadInput(f"{flag_of(name)} is not supported by the {backend.name} backend "
-                           f"(it applies to --backend {', '.join(others)})")
+    for name in sorted(backend.unsupported & set(options.changed())):
+        others = [n for n in BACKEND_MODULES if n != backend.name]
+        raise BadInput(f"{flag_of(name)} is not supported by the {backend.name} backend "
+                       f"(it applies to --backend {', '.join(others)})")
 
 
 def prepare(options: SearchOptions) -> Prepared:

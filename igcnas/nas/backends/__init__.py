@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from igcnas.nas.options import SearchOptions
     from igcnas.search_space.spec import SearchSpec
 
-__all__ = ["Backend", "BackendReport", "Prepared", "TrialCallback", "get_backend", "BACKEND_MODULES"]
+__all__ = ["Backend", "BackendReport", "Prepared", "TrialCallback", "get_backend", "run_limits", "BACKEND_MODULES"]
 
 TrialCallback = Callable[[Any, Any], None]  # (study, finished trial), called once per trial of this run
 
@@ -59,6 +59,29 @@ class BackendReport:
     skipped: int = 0  # never trained: over budget, or no slot left under --total-trials
     failed: int = 0
     last_failure: str = ""
+
+    def add(self, trial: Any) -> None:
+        """Count one finished trial of this run (the same classification on every backend)."""
+        from optuna.trial import TrialState
+
+        from igcnas.nas.records import TrialKey, TrialStatus
+
+        status = trial.user_attrs.get(TrialKey.STATUS)
+        if trial.state == TrialState.COMPLETE:
+            self.trained += 1
+        elif trial.state == TrialState.FAIL or status == TrialStatus.FAILED:
+            self.failed += 1
+            self.last_failure = str(trial.user_attrs.get(TrialKey.FAIL_REASON)
+                                    or trial.system_attrs.get("fail_reason") or "")
+        elif status == TrialStatus.STOPPED_EARLY:
+            self.stopped_early += 1  # trained, then stopped at a rung: counts as one of --n-trials
+        else:
+            self.skipped += 1  # over budget or no slot: never trained
+
+
+def run_limits(n_trials: int) -> tuple[int, int]:
+    """(skipped, failed) trials after which a run stops instead of looping: every backend stops alike."""
+    return max(200, 20 * n_trials), max(10, 3 * n_trials)
 
 
 @runtime_checkable

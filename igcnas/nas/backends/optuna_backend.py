@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable
 
 from igcnas.errors import BadInput
-from igcnas.nas.backends import BackendReport, Prepared, TrialCallback
+from igcnas.nas.backends import BackendReport, Prepared, TrialCallback, run_limits
 from igcnas.nas.records import TrialKey, TrialStatus
 
 __all__ = ["OptunaBackend", "BACKEND", "make_objective"]
@@ -120,10 +120,10 @@ class _StopAfter:
     over budget were never trained and only count toward the skip limit.
     """
 
-    def __init__(self, n: int, start_number: int, max_skipped: int, total: int | None = None) -> None:
-        self.n, self.start_number, self.max_skipped, self.total = n, start_number, max_skipped, total
+    def __init__(self, n: int, start_number: int, total: int | None = None) -> None:
+        self.n, self.start_number, self.total = n, start_number, total
         self.report = BackendReport()
-        self.max_failed = max(10, 3 * n)
+        self.max_skipped, self.max_failed = run_limits(n)
 
     def __call__(self, study: Any, trial: Any) -> None:
         import optuna
@@ -131,21 +131,11 @@ class _StopAfter:
         if trial.number < self.start_number:
             return
         report = self.report
-        state = trial.state
+        report.add(trial)
+        if report.failed >= self.max_failed:
+            study.stop()  # something is wrong with every trial: stop instead of looping
+            return
         status = trial.user_attrs.get(TrialKey.STATUS)
-        if state == optuna.trial.TrialState.COMPLETE:
-            report.trained += 1
-        elif state == optuna.trial.TrialState.FAIL:
-            report.failed += 1
-            report.last_failure = str(trial.user_attrs.get(TrialKey.FAIL_REASON)
-                                      or trial.system_attrs.get("fail_reason"))
-            if report.failed >= self.max_failed:
-                study.stop()  # something is wrong with every trial: stop instead of looping
-                return
-        elif status == TrialStatus.STOPPED_EARLY:
-            report.stopped_early += 1  # trained, then stopped at a rung: counts as one of the n trials
-        else:
-            report.skipped += 1
         if self.total is not None:
             complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
             if complete >= self.total:
@@ -170,8 +160,7 @@ class OptunaBackend:
         prep, options = prepared, prepared.options
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.n_jobs))
         # Trials numbered from here on are this run's (enqueued seeds are waiting trials with lower numbers).
-        stopper = _StopAfter(options.n_trials, len(prep.earlier), max_skipped=max(200, 20 * options.n_trials),
-                             total=options.total_trials)
+        stopper = _StopAfter(options.n_trials, len(prep.earlier), total=options.total_trials)
         # Failed trials are reported by the caller with their reason; Optuna's own warning would add
         # a traceback for every one of them.
         optuna.logging.set_verbosity(optuna.logging.ERROR)

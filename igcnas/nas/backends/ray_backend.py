@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from igcnas.errors import BadInput
-from igcnas.nas.backends import BackendReport, Prepared, TrialCallback
+from igcnas.nas.backends import BackendReport, Prepared, TrialCallback, run_limits
 from igcnas.nas.backends.ray_parts import DefineByRun, trainable
 from igcnas.nas.records import TrialKey, TrialStatus
 
@@ -213,7 +213,6 @@ class RayBackend:
     unsupported = frozenset({"total_trials", "n_jobs"})
 
     def run(self, prepared: Prepared, *, callbacks: list[TrialCallback]) -> BackendReport:
-        import optuna
         import ray
         from ray import tune
         from ray.tune.search import ConcurrencyLimiter
@@ -229,8 +228,7 @@ class RayBackend:
         os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
         started_here = _connect(options.address)
         report, seen = BackendReport(), set(prep.earlier)
-        max_skipped = max(200, 20 * options.n_trials)
-        max_failed = max(10, 3 * options.n_trials)  # a cap on failures, as on the Optuna backend
+        max_skipped, max_failed = run_limits(options.n_trials)
         deadline = None if options.timeout is None else time.monotonic() + options.timeout
         sampler = prep.sampler()  # one object for every round: its state (and RNG) carries on
         try:
@@ -274,7 +272,7 @@ class RayBackend:
                 failed_before = report.failed
                 for trial in new:
                     seen.add(trial.number)
-                    _count(report, trial, optuna)
+                    report.add(trial)
                     for callback in callbacks:
                         callback(prep.study, trial)
                 if report.failed - failed_before == len(new):
@@ -286,19 +284,6 @@ class RayBackend:
             raise BadInput(f"no configuration within the budget was found in {report.skipped} samples; "
                            "loosen --max-params/--max-macs/--max-latency-ms")
         return report
-
-
-def _count(report: BackendReport, trial: Any, optuna: Any) -> None:
-    status = trial.user_attrs.get(TrialKey.STATUS)
-    if trial.state == optuna.trial.TrialState.COMPLETE:
-        report.trained += 1
-    elif trial.state == optuna.trial.TrialState.FAIL or status == TrialStatus.FAILED:
-        report.failed += 1
-        report.last_failure = str(trial.user_attrs.get(TrialKey.FAIL_REASON, ""))
-    elif status == TrialStatus.STOPPED_EARLY:
-        report.stopped_early += 1
-    else:
-        report.skipped += 1
 
 
 def _run_settings(prep: Prepared) -> dict[str, Any]:
