@@ -29,6 +29,8 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    from igcnas.nas.storage import MAX_STALE_RETRIES, HeartbeatRDBStorage
+
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -45,10 +47,9 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
         if heartbeat:
             # A worker that dies (SIGKILL, lost node) stops beating; after the grace period its trial is
             # marked failed and re-enqueued with the same parameters.
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES)
             kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                           heartbeat_stale_trial_callback=retry)
-        from igcnas.nas.storage import HeartbeatRDBStorage
 
         try:
             storage = HeartbeatRDBStorage(url, **kwargs)

@@ -196,3 +196,25 @@ def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_rerun(tmp_path)
     assert states[orphan.number] == optuna.trial.TrialState.FAIL
     assert len(s.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 1
     assert optuna.trial.TrialState.RUNNING not in states.values()
+
+
+def test_stale_failure_whose_worker_died_before_requeuing_it_is_requeued_once(tmp_path):
+    """Optuna fails a stale trial, then re-queues it in a second step; a worker killed between the two
+    (seen once in CI) must not lose the trial. An error failure is never re-queued by this repair."""
+    from igcnas.nas.objectives import OBJECTIVES
+    from igcnas.nas.records import TrialKey
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'r.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="r", storage=storage, directions=[o.direction for o in OBJECTIVES])
+    lost = study.ask()
+    lost.suggest_int("width", 8, 64)
+    storage.set_trial_system_attr(lost._trial_id, TrialKey.STALE, True)  # found stale by a worker ...
+    study.tell(lost, state=optuna.trial.TrialState.FAIL)  # ... which failed it and died before re-queuing
+    errored = study.ask()
+    errored.suggest_int("width", 8, 64)
+    study.tell(errored, state=optuna.trial.TrialState.FAIL)  # failed by its own error: not stale
+    time.sleep(1.2)
+    for _ in range(2):  # the repair runs at every trial start: the second pass must add nothing
+        storage._get_stale_trial_ids(study._study_id)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [(t.system_attrs["failed_trial"], t.params) for t in waiting] == [(lost.number, lost.params)]
