@@ -42,7 +42,7 @@ def _shortcut(plan: ShortcutPlan) -> nn.Module:
     p = plan.projection
     if p is None:
         raise ValueError("projection shortcut without a projection convolution")
-    return nn.Sequential(nn.Conv2d(p.c_in, p.c_out, 1, stride=p.stride, bias=False), nn.BatchNorm2d(p.c_out))
+    return nn.Sequential(nn.Conv2d(p.c_in, p.c_out, 1, stride=p.stride, groups=p.groups, bias=False), nn.BatchNorm2d(p.c_out))
 
 
 class Unit(nn.Module):

@@ -22,7 +22,7 @@ from igcnas.errors import BadInput
 __all__ = ["StageConfig", "NetworkConfig", "config_from_dict", "config_to_dict", "load_config"]
 
 SHORTCUTS = ("zero_pad", "projection")
-TRANSITIONS = ("input_width", "expand")
+TRANSITIONS = ("input_width", "expand", "first_able")
 
 
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
@@ -92,6 +92,8 @@ class NetworkConfig:
     in_channels: int = 3
     head_width: int | None = None
     shortcut: str = "zero_pad"
+    # Groups of a projection shortcut's 1x1 conv (reduced to the gcd with both widths where needed).
+    shortcut_groups: int = 1
     transition: str = "input_width"
     name: str | None = field(default=None, compare=False)
 
@@ -113,6 +115,7 @@ class NetworkConfig:
         _check_int("in_channels", self.in_channels, minimum=1)
         if self.head_width is not None:
             _check_int("head_width", self.head_width, minimum=1)
+        _check_int("shortcut_groups", self.shortcut_groups, minimum=1)
         if self.shortcut not in SHORTCUTS:
             raise BadInput(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {self.shortcut!r}")
         if self.transition not in TRANSITIONS:

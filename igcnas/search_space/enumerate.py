@@ -221,6 +221,8 @@ def _canonical(config: NetworkConfig) -> dict[str, Any]:
             shortcut = None
             if unit.shortcut is not None:
                 shortcut = [unit.shortcut.kind, unit.shortcut.c_in, unit.shortcut.c_out, unit.shortcut.stride]
+                if unit.shortcut.projection is not None and unit.shortcut.projection.groups > 1:
+                    shortcut.append(unit.shortcut.projection.groups)
             units.append([blocks, shortcut])
         stages.append(units)
     return {

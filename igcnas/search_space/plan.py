@@ -25,11 +25,18 @@ reproduced (see ``igc-nas zoo``):
   default) the spatial conv always runs at ``c_in`` (stride 2) and the first
   1x1 convolution widens; a widening group convolution keeps the stage's
   number of groups where that divides the input width (else ``k`` channels
-  per input group).
+  per input group). With ``transition="first_able"`` (the zoo's convention,
+  which reproduces the paper's tables) the first convolution able to change
+  the width does so: the spatial conv when it has more than one input channel
+  per group (IGC-V1's primary group conv, Deep Roots, a dense conv), keeping
+  the stage's number of groups, else the first 1x1 (Xception, IGC-V2).
 * **Residuals**: interleaved families add a skip every two blocks (Table 1);
   a skip across a shape change is parameter-free by default (stride-2
-  subsampling and zero channel padding, ResNet's option A) or a 1x1
-  projection + BN with ``shortcut="projection"``. IGC-V3 blocks carry their
+  subsampling and zero channel padding, ResNet's option A) or, with
+  ``shortcut="projection"``, a 1x1 conv (``shortcut_groups`` groups, reduced
+  to the gcd with both widths) with the unit's stride + BN; in that mode a
+  unit that only widens at stride 1 (after a stem narrower than the first
+  stage) has no skip, as the paper's Table 3 networks count it. IGC-V3 blocks carry their
   own identity residual when stride is 1 and widths match (MobileNetV2 rule).
 * **Permutation** between two group convolutions: the channel shuffle whose
   group count is the number of groups of the convolution before it (a
@@ -42,6 +49,7 @@ reproduced (see ``igc-nas zoo``):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -218,11 +226,14 @@ def resolve_interleaved(
 ) -> InterleavedPlan:
     """Shapes of one interleaved block (see the module docstring for the transition rules)."""
     size_out = conv_out_size(size, 3, stride)
-    expand = not structure.chain or (transition == "expand" and c_out % c_in == 0)
+    grouped_spatial = structure.k1 > 1 and c_in != c_out
+    expand = (not structure.chain or (transition == "expand" and c_out % c_in == 0)
+              or (transition == "first_able" and grouped_spatial))
     c_mid = c_out if expand else c_in
     k1_in = min(structure.k1, c_in)
     stage_groups = c_out // structure.k1 if structure.k1 < c_out and c_out % structure.k1 == 0 else 0
-    if c_in % k1_in != 0 and stage_groups and c_in % stage_groups == 0 and c_mid % stage_groups == 0:
+    keep_groups = c_in % k1_in != 0 or (transition == "first_able" and grouped_spatial)
+    if keep_groups and stage_groups and c_in % stage_groups == 0 and c_mid % stage_groups == 0:
         g_spatial = stage_groups  # width change where k1 does not divide the input: keep the stage's groups
     else:
         g_spatial = _groups_for(c_in, structure.k1, f"{where} spatial conv")
@@ -270,11 +281,14 @@ def resolve_inverted(
     return InvertedPlan(c_in, c_out, stride, expand, depthwise, project, g, residual)
 
 
-def _shortcut(config: NetworkConfig, c_in: int, c_out: int, stride: int, size: int) -> ShortcutPlan:
+def _shortcut(config: NetworkConfig, c_in: int, c_out: int, stride: int, size: int) -> ShortcutPlan | None:
     if c_in == c_out and stride == 1:
         return ShortcutPlan("identity", c_in, c_out, stride)
     if config.shortcut == "projection":
-        proj = ConvOp(c_in, c_out, 1, stride, 1, size, conv_out_size(size, 1, stride))
+        if stride == 1:
+            return None  # a unit that only widens after the stem: no skip (the paper's Table 3 count)
+        groups = math.gcd(config.shortcut_groups, c_in, c_out)
+        proj = ConvOp(c_in, c_out, 1, stride, groups, size, conv_out_size(size, 1, stride))
         return ShortcutPlan("projection", c_in, c_out, stride, proj)
     if c_out < c_in:
         raise BadInput("shortcut 'zero_pad' cannot reduce the width; use shortcut='projection'")

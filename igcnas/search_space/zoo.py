@@ -141,27 +141,34 @@ def _add(name: str, config: NetworkConfig, *figures: PaperFigures, note: str = "
     register_zoo(ZooEntry(name=name, config=config.replace(name=name), paper=figures, note=note))
 
 
-# Table 3: depth 20, various widths (CIFAR-100). Xception's first conv has 35 channels, and Xception
-# networks widen in the spatial conv (transition="expand"), which is what the paper's Xception figures
-# count; the IGC networks run a stage's first spatial conv at the input width. IGC-V2*'s L* is taken
-# per stage from the stage width. IGC-V1 keeps its number of primary partitions (x/2) in every stage,
-# as IGC-L24M2 does in Table 6; Table 1's literal "M = 2 everywhere" gives 1.5-1.8x the printed params.
+# Tables 3, 4 and 6: one convention reproduces every row (conv weights as the paper's #params, MACs of the
+# convolutions and the classifier as its FLOPs): the first conv able to change the width does
+# (transition="first_able"), the first unit of stages 2 and 3 has a strided 1x1 projection shortcut + BN
+# grouped like the network (1 group for Xception, x/2 for IGC-V1 and IGC-V2, x for IGC-V2*: one input
+# channel per group like its channel-wise convs; x/2 puts C416's MACs at 1.051), and where the
+# stem is narrower than the first stage (Table 3's Xception: the paper's fixed 35-channel first conv;
+# IGC-V2*: 64) the unit that widens at stride 1 has no skip.
+
+
+def _paper(config: NetworkConfig, shortcut_groups: int) -> NetworkConfig:
+    return config.replace(transition="first_able", shortcut="projection", shortcut_groups=shortcut_groups)
+
+
+# Table 3: depth 20, various widths (CIFAR-100). IGC-V2*'s L* is taken per stage from the stage width.
+# IGC-V1 keeps its number of primary partitions (L = x/2) in every stage, as IGC-L24M2 does in Table 6;
+# Table 1's literal "M = 2 everywhere" gives 1.5-1.8x the printed params.
 for _x, _p, _f in ((58, 0.44e6, 0.67e8), (71, 0.66e6, 0.98e8), (83, 0.89e6, 1.31e8)):
-    _add(
-        f"xception_c{_x}_d20",
-        cifar_network("xception", _x, 20, stem_width=35).replace(transition="expand"),
-        PaperFigures("3", _p, _f),
-    )
+    _add(f"xception_c{_x}_d20", _paper(cifar_network("xception", _x, 20, stem_width=35), 1),
+         PaperFigures("3", _p, _f))
 for _x, _p, _f in ((96, 0.40e6, 0.82e8), (126, 0.60e6, 1.28e8), (150, 0.79e6, 1.72e8)):
     # IGC-L(x/2)M2: the number of partitions stays x/2 in every stage, so M = 2, 4, 8.
-    _add(f"igcv1_c{_x}_d20", cifar_network("igcv1", _x, 20, [{"k1": 2}, {"k1": 4}, {"k1": 8}]),
+    _add(f"igcv1_c{_x}_d20", _paper(cifar_network("igcv1", _x, 20, [{"k1": 2}, {"k1": 4}, {"k1": 8}]), _x // 2),
          PaperFigures("3", _p, _f))
 for _x, _p, _f in ((216, 0.32e6, 0.76e8), (304, 0.48e6, 1.12e8), (416, 0.65e6, 1.52e8)):
     _add(
         f"igcv2_star_c{_x}_d20",
-        cifar_network(
-            "igcv2_star", _x, 20, [{"k": 8, "l": igcv2_star_l(_x * 2**i, 8)} for i in range(3)], stem_width=64
-        ),
+        _paper(cifar_network("igcv2_star", _x, 20, [{"k": 8, "l": igcv2_star_l(_x * 2**i, 8)} for i in range(3)],
+                             stem_width=64), _x),
         PaperFigures("3", _p, _f, tolerance=0.05),
     )
 
@@ -172,12 +179,8 @@ for _d, (_xp, _xf), (_ip, _if) in (
     (20, (0.168e6, 0.268e8), (0.149e6, 0.262e8)),
     (26, (0.223e6, 0.355e8), (0.200e6, 0.346e8)),
 ):
-    _add(
-        f"xception_c35_d{_d}",
-        cifar_network("xception", 35, _d).replace(transition="expand"),
-        PaperFigures("4", _xp, _xf),
-    )
-    _add(f"igcv2_c64_d{_d}", cifar_network("igcv2", 64, _d, _IGCV2_C64), PaperFigures("4", _ip, _if))
+    _add(f"xception_c35_d{_d}", _paper(cifar_network("xception", 35, _d), 1), PaperFigures("4", _xp, _xf))
+    _add(f"igcv2_c64_d{_d}", _paper(cifar_network("igcv2", 64, _d, _IGCV2_C64), 32), PaperFigures("4", _ip, _if))
 
 # Table 6: IGC-V1 C48 (IGC-L24M2: 24 partitions kept in every stage, M = 2, 4, 8) vs IGC-V2 C80
 # (K = 10, 16, 20 per stage).
@@ -188,8 +191,13 @@ for _d, (_vp, _vf), (_ip, _if) in (
     (20, (0.151e6, 2.89e7), (0.144e6, 3.20e7)),
     (26, (0.203e6, 3.83e7), (0.193e6, 4.21e7)),
 ):
-    _add(f"igcv1_c48_d{_d}", cifar_network("igcv1", 48, _d, _IGCV1_L24), PaperFigures("6", _vp, _vf))
-    _add(f"igcv2_c80_d{_d}", cifar_network("igcv2", 80, _d, _IGCV2_C80), PaperFigures("6", _ip, _if))
+    _add(f"igcv1_c48_d{_d}", _paper(cifar_network("igcv1", 48, _d, _IGCV1_L24), 24), PaperFigures("6", _vp, _vf))
+    _add(f"igcv2_c80_d{_d}", _paper(cifar_network("igcv2", 80, _d, _IGCV2_C80), 40), PaperFigures("6", _ip, _if))
+
+# CIFAR ResNet-56 (He et al. 2016): the dense family at width 16, 27 residual units of two 3x3 convs,
+# parameter-free shortcuts; the baseline Structured Convolutions (seed 004) is measured against.
+_add("resnet56", cifar_network("dense", 16, 56, num_classes=10),
+     note="CIFAR-10 ResNet-56: 853,018 params, 125,485,696 MACs")
 
 # Table 2: 8-layer networks, per-block figures ("#Params / FLOPs" within each block, printed as
 # approximations, hence the 10% tolerance).
