@@ -127,9 +127,13 @@ def measure_latency(
     return Latency(medians, repeats, used_threads)
 
 
-def measure_config(config: NetworkConfig) -> MeasuredCosts:
-    """Build ``config`` and measure it (fvcore traces the module once)."""
+def measure_config(config: NetworkConfig, *, form: str = "deployed") -> MeasuredCosts:
+    """Build ``config`` and measure it (fvcore traces the module once).
+
+    Structured stages are measured in their deployed form (sum-pool + small kernel) by default, the
+    form the closed-form objectives count; ``form="train"`` measures the full-kernel training form.
+    """
     from igcnas.models import build_model
 
-    model = build_model(config, seed=0)
+    model = build_model(config, seed=0, form=form)
     return measure_costs(model, (config.in_channels, config.input_size, config.input_size))

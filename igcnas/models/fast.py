@@ -86,7 +86,7 @@ def set_strategy(model: nn.Module, strategy: str) -> None:
 
 
 def _chain_blocks(model: nn.Module) -> Iterable[InterleavedBlock]:
-    return (m for m in model.modules() if isinstance(m, InterleavedBlock) and len(m.pointwise) > 0)
+    return (m for m in model.modules() if isinstance(m, InterleavedBlock) and len(m.pointwise) > 0 and m.composable)
 
 
 def _time_each(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -247,7 +247,9 @@ def fuse_batchnorm(model: nn.Module, *, compose: bool | str = "auto") -> nn.Modu
 
     def replace(parent: nn.Module) -> None:
         for name, child in parent.named_children():
-            if isinstance(child, InterleavedBlock):
+            if isinstance(child, InterleavedBlock) and isinstance(child.spatial, nn.Conv2d) and child.composable:
+                # (a deployed Structured Convolution block runs as it is: sum-pool + small kernel; see
+                # models/structured.decompose(fold_bn=True) for its own BN folding)
                 use = (getattr(child, "strategy", "chain") == "composed") if compose == "auto" else bool(compose)
                 setattr(parent, name, FusedInterleavedBlock(child, compose=use))
             else:

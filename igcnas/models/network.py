@@ -48,15 +48,16 @@ def _shortcut(plan: ShortcutPlan) -> nn.Module:
 class Unit(nn.Module):
     """Blocks with one skip connection around them (post-activation: ReLU after the sum)."""
 
-    def __init__(self, family: str, plan: UnitPlan) -> None:
+    def __init__(self, family: str, plan: UnitPlan, *, form: str = "train") -> None:
         super().__init__()
         block_cls = get_block(family)
         n = len(plan.blocks)
         has_skip = plan.shortcut is not None
         if getattr(block_cls, "has_final_activation", False):
-            blocks = [block_cls(b, final_activation=not (has_skip and i == n - 1)) for i, b in enumerate(plan.blocks)]
+            blocks = [block_cls(b, final_activation=not (has_skip and i == n - 1), form=form)
+                      for i, b in enumerate(plan.blocks)]
         else:
-            blocks = [block_cls(b) for b in plan.blocks]
+            blocks = [block_cls(b, form=form) for b in plan.blocks]
         self.blocks = nn.Sequential(*blocks)
         self.shortcut = _shortcut(plan.shortcut) if plan.shortcut is not None else None
 
@@ -70,9 +71,11 @@ class Unit(nn.Module):
 class IGCNet(nn.Module):
     """stem -> stages of units -> (head 1x1) -> global average pool -> classifier."""
 
-    def __init__(self, config: NetworkConfig, *, generator: torch.Generator | None = None) -> None:
+    def __init__(self, config: NetworkConfig, *, generator: torch.Generator | None = None,
+                 form: str = "train") -> None:
         super().__init__()
         self.config = config
+        self.form = form  # how structured stages are built (see models/structured.conv_for)
         plan: NetworkPlan = resolve(config)
         self.plan = plan
         act = {"relu": nn.ReLU, "relu6": nn.ReLU6}[get_family(config.family).activation]
@@ -83,7 +86,7 @@ class IGCNet(nn.Module):
             act(inplace=True),
         )
         self.stages = nn.Sequential(
-            *(nn.Sequential(*(Unit(config.family, unit) for unit in stage)) for stage in plan.stages)
+            *(nn.Sequential(*(Unit(config.family, unit, form=form) for unit in stage)) for stage in plan.stages)
         )
         self.head: nn.Module = nn.Identity()
         if plan.head is not None:
@@ -114,9 +117,13 @@ class IGCNet(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def build_model(config: NetworkConfig, *, seed: int | None = 0) -> IGCNet:
-    """Build ``config`` with weights drawn from a generator seeded with ``seed`` (None: global RNG)."""
+def build_model(config: NetworkConfig, *, seed: int | None = 0, form: str = "train") -> IGCNet:
+    """Build ``config`` with weights drawn from a generator seeded with ``seed`` (None: global RNG).
+
+    ``form`` only matters for structured stages: ``"train"`` builds full kernels (trained with the
+    structural regulariser, then decomposed), ``"deployed"`` the sum-pool + small-kernel modules.
+    """
     generator = None
     if seed is not None:
         generator = torch.Generator().manual_seed(seed)
-    return IGCNet(config, generator=generator)
+    return IGCNet(config, generator=generator, form=form)

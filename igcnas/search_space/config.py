@@ -23,6 +23,8 @@ __all__ = ["StageConfig", "NetworkConfig", "config_from_dict", "config_to_dict",
 
 SHORTCUTS = ("zero_pad", "projection")
 TRANSITIONS = ("input_width", "expand", "first_able")
+# Spatial sizes n of the small kernel a structured 3x3 convolution is built from (3: plain).
+SMALL_KERNELS = (3, 2, 1)
 
 
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
@@ -58,6 +60,11 @@ class StageConfig:
     l: int | None = None  # noqa: E741 - the paper's name
     expansion: int | None = None
     groups: int | None = None
+    # Structured Convolutions (any family): every convolution of the stage's blocks becomes a sum-pool
+    # followed by a small kernel with ``small_kernel`` x ``small_kernel`` taps (3x3 layers only) and
+    # ceil(C_g / channel_reduction) input channels per group (layers with C_g > 1). None: plain.
+    small_kernel: int | None = None
+    channel_reduction: int | None = None
 
     def __post_init__(self) -> None:
         _check_int("width", self.width, minimum=1)
@@ -77,6 +84,16 @@ class StageConfig:
                 _check_int(name, value, minimum=1)
         if self.l is not None:
             _check_int("l (L, the number of group convolutions)", self.l, minimum=2)
+        if self.small_kernel is not None and self.small_kernel not in SMALL_KERNELS:
+            raise BadInput(f"small_kernel must be one of {', '.join(map(str, SMALL_KERNELS))}, "
+                           f"got {self.small_kernel!r}")
+        if self.channel_reduction is not None:
+            _check_int("channel_reduction", self.channel_reduction, minimum=1)
+
+    @property
+    def structured(self) -> bool:
+        """Whether the stage's convolutions are Structured Convolutions (not the plain 3x3 / full C_g)."""
+        return (self.small_kernel or 3) != 3 or (self.channel_reduction or 1) != 1
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,8 +11,13 @@ compared with fvcore exactly, operator by operator:
 * ``adaptive_avg_pool2d``: 1 per element of the pooled feature map.
 
 Operations fvcore does not count (ReLU, residual additions, permutations,
-slicing and padding of the zero-pad shortcut) are listed by
-:func:`uncounted_operations` rather than silently treated as free.
+slicing and padding of the zero-pad shortcut, the sum-pools of Structured
+Convolutions) are listed by :func:`uncounted_operations` rather than silently
+treated as free; the sum-pools' additions are also counted (``sum_pool_adds``).
+
+For Structured Convolutions ``params``, ``conv_params`` and ``macs`` are the
+deployed (decomposed) network's, the objectives a search optimises;
+``train_params`` is what the training form holds (full kernels).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class CostReport:
     conv_params: int  # convolution weights only (the paper's convention)
     macs: int  # convolution + classifier multiply-accumulates (the paper's "FLOPs")
     by_operator: dict[str, int]  # fvcore-comparable counts per operator
+    train_params: int = 0  # trainable parameters of the training form (full kernels where structured)
+    sum_pool_adds: int = 0  # additions of the Structured Convolutions' sum-pools (not MACs; fvcore skips them)
 
     @property
     def flops(self) -> int:
@@ -51,6 +58,8 @@ class CostReport:
             "flops": self.flops,
             "fvcore_total": self.fvcore_total,
             "by_operator": dict(self.by_operator),
+            "train_params": self.train_params,
+            "sum_pool_adds": self.sum_pool_adds,
         }
 
 
@@ -65,8 +74,11 @@ def _plan_costs(plan: NetworkPlan) -> CostReport:
     linear_macs = plan.final_channels * config.num_classes
     linear_params = linear_macs + config.num_classes
     pool = plan.final_channels * plan.final_size * plan.final_size
+    other_params = bn_params + linear_params
     return CostReport(
-        params=conv_params + bn_params + linear_params,
+        params=conv_params + other_params,
+        train_params=sum(c.train_params for c in convs) + other_params,
+        sum_pool_adds=sum(c.pool_adds for c in convs),
         conv_params=conv_params,
         macs=conv_macs + linear_macs,
         by_operator={
@@ -102,4 +114,6 @@ def uncounted_operations(config: NetworkConfig) -> dict[str, int]:
                 adds += 1
                 pads += int(unit.shortcut.kind == "zero_pad")
     relu += int(plan.head is not None)
-    return {"relu": relu, "residual_add": adds, "channel_shuffle": shuffles, "zero_pad_shortcut": pads}
+    sum_pools = sum(1 for c in plan.convs() if c.pool_adds > 0)
+    return {"relu": relu, "residual_add": adds, "channel_shuffle": shuffles, "zero_pad_shortcut": pads,
+            "sum_pool": sum_pools}

@@ -206,7 +206,8 @@ def _canonical(config: NetworkConfig) -> dict[str, Any]:
     plan = resolve(config)
 
     def conv(c: Any) -> list[int]:
-        return [c.c_in, c.c_out, c.kernel, c.stride, c.groups, c.size_in]
+        # A structured conv adds its small kernel (c_g, n); plain ones keep the ids they always had.
+        return [c.c_in, c.c_out, c.kernel, c.stride, c.groups, c.size_in, *(c.small or ())]
 
     stages = []
     for stage in plan.stages:

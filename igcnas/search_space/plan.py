@@ -50,7 +50,7 @@ reproduced (see ``igc-nas zoo``):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from igcnas.search_space.config import NetworkConfig
@@ -68,6 +68,7 @@ __all__ = [
     "resolve_interleaved",
     "resolve_inverted",
     "conv_out_size",
+    "structured_op",
 ]
 
 
@@ -79,7 +80,14 @@ def conv_out_size(size: int, kernel: int, stride: int) -> int:
 
 @dataclass(frozen=True)
 class ConvOp:
-    """One convolution (no bias) with its input and output spatial size."""
+    """One convolution (no bias) with its input and output spatial size.
+
+    ``small = (c_g, n)`` makes it a Structured Convolution: its kernel is a ``c_g x n x n`` kernel
+    spread by a box of ones, deployed as a sum-pool (window ``(C_g - c_g + 1) x (k - n + 1)^2``,
+    stride 1, after the layer's padding) followed by the small kernel at the layer's stride.
+    ``params`` and ``macs`` count the deployed form (what runs after decomposition); the training
+    form's full kernel is ``train_params`` and the pooling's additions ``pool_adds``.
+    """
 
     c_in: int
     c_out: int
@@ -88,14 +96,53 @@ class ConvOp:
     groups: int
     size_in: int
     size_out: int
+    small: tuple[int, int] | None = None
+
+    @property
+    def per_group(self) -> int:
+        """C_g: input channels per group."""
+        return self.c_in // self.groups
+
+    @property
+    def train_params(self) -> int:
+        return self.c_out * self.per_group * self.kernel * self.kernel
 
     @property
     def params(self) -> int:
-        return self.c_out * (self.c_in // self.groups) * self.kernel * self.kernel
+        if self.small is None:
+            return self.train_params
+        c_g, n = self.small
+        return self.c_out * c_g * n * n
 
     @property
     def macs(self) -> int:
         return self.params * self.size_out * self.size_out
+
+    @property
+    def pool_window(self) -> tuple[int, int]:
+        """(channel window, spatial window) of the sum-pool; (1, 1) when plain."""
+        if self.small is None:
+            return 1, 1
+        c_g, n = self.small
+        return self.per_group - c_g + 1, self.kernel - n + 1
+
+    @property
+    def pool_adds(self) -> int:
+        """Additions of the sum-pool at batch 1 (window volume - 1 per pooled element; 0 when plain)."""
+        wc, ws = self.pool_window
+        if wc * ws * ws == 1 or self.small is None:
+            return 0
+        pooled = self.size_in + 2 * (self.kernel // 2) - ws + 1
+        return self.groups * self.small[0] * pooled * pooled * (wc * ws * ws - 1)
+
+
+def structured_op(op: ConvOp, small_kernel: int | None, channel_reduction: int | None) -> ConvOp:
+    """``op`` as a Structured Convolution of the stage's option (unchanged when that is trivial)."""
+    n = min(small_kernel or op.kernel, op.kernel)
+    c_g = -(-op.per_group // (channel_reduction or 1))  # ceil: any reduction is valid, dividing or not
+    if (c_g, n) == (op.per_group, op.kernel):
+        return op
+    return replace(op, small=(c_g, n))
 
 
 @dataclass(frozen=True)
@@ -281,6 +328,17 @@ def resolve_inverted(
     return InvertedPlan(c_in, c_out, stride, expand, depthwise, project, g, residual)
 
 
+def _structured_block(plan: BlockPlan, small_kernel: int | None, channel_reduction: int | None) -> BlockPlan:
+    """Every convolution of a block as a Structured Convolution (stem, shortcuts and head stay plain)."""
+    def op(c: ConvOp) -> ConvOp:
+        return structured_op(c, small_kernel, channel_reduction)
+
+    if isinstance(plan, InterleavedPlan):
+        return replace(plan, spatial=op(plan.spatial), pointwise=tuple(op(p) for p in plan.pointwise))
+    return replace(plan, expand=op(plan.expand) if plan.expand is not None else None,
+                   depthwise=op(plan.depthwise), project=op(plan.project))
+
+
 def _shortcut(config: NetworkConfig, c_in: int, c_out: int, stride: int, size: int) -> ShortcutPlan | None:
     if c_in == c_out and stride == 1:
         return ShortcutPlan("identity", c_in, c_out, stride)
@@ -323,6 +381,8 @@ def resolve(config: NetworkConfig) -> NetworkPlan:
                 plan = resolve_inverted(structure, c_in=channels, c_out=stage.width, stride=stride, size=size,
                                         where=where)
                 size = plan.depthwise.size_out
+            if stage.structured:
+                plan = _structured_block(plan, stage.small_kernel, stage.channel_reduction)
             blocks.append(plan)
             channels = stage.width
         units: list[UnitPlan] = []

@@ -27,9 +27,10 @@ def sampled_configs(n: int, seed: int):
     for i in range(n):
         space = spaces[i % len(spaces)]
         config = space.sample(1, seed=rng.randrange(10**9))[0]
-        changes = {"transition": rng.choice(["input_width", "expand"])}
+        changes = {"transition": rng.choice(["input_width", "expand", "first_able"])}
         if i % 5 == 0:
             changes["shortcut"] = "projection"
+            changes["shortcut_groups"] = rng.choice([1, 2, 4, config.stem_width])
         if i % 7 == 0:
             changes["stem_width"] = config.stem_width // 2 if config.stem_width % 2 == 0 else config.stem_width
         try:
@@ -39,17 +40,24 @@ def sampled_configs(n: int, seed: int):
     return configs
 
 
+def assert_closed_form_matches_fvcore(config) -> None:
+    """Closed form == fvcore operator by operator on the deployed network; torch counts 2 FLOPs per MAC."""
+    from igcnas.search_space.costs import uncounted_operations
+
+    closed = closed_form_costs(config)
+    measured = measure_config(config)
+    assert measured.by_operator == closed.by_operator, config
+    assert (measured.params, measured.conv_params, measured.macs) == (
+        closed.params, closed.conv_params, closed.macs), config
+    assert measured.uncounted.get("aten::avg_pool3d", 0) == uncounted_operations(config)["sum_pool"]
+    assert measured.torch_flops == 2 * measured.macs
+
+
 def test_closed_form_equals_fvcore_on_200_sampled_configs():
     configs = sampled_configs(200, seed=0)
     assert len({c.family for c in configs}) == 7
     for config in configs:
-        closed = closed_form_costs(config)
-        measured = measure_config(config)
-        assert measured.by_operator == closed.by_operator, config
-        assert measured.params == closed.params, config
-        assert measured.conv_params == closed.conv_params, config
-        assert measured.macs == closed.macs
-        assert measured.torch_flops == 2 * measured.macs  # torch counts FLOPs, 2 per MAC
+        assert_closed_form_matches_fvcore(config)
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))

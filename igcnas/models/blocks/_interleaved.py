@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from igcnas.models.structured import conv_for
 from igcnas.search_space.conditions import shuffle_indices
 from igcnas.search_space.plan import InterleavedPlan
 
@@ -49,15 +50,14 @@ class InterleavedBlock(nn.Module):
     # Its final ReLU moves after the sum when a unit's skip connection ends on it (see models/network.Unit).
     has_final_activation = True
 
-    def __init__(self, plan: InterleavedPlan, *, final_activation: bool = True) -> None:
+    def __init__(self, plan: InterleavedPlan, *, final_activation: bool = True, form: str = "train") -> None:
         super().__init__()
         self.plan = plan
-        s = plan.spatial
-        self.spatial = nn.Conv2d(s.c_in, s.c_out, 3, stride=s.stride, padding=1, groups=s.groups, bias=False)
-        self.bn1 = nn.BatchNorm2d(s.c_out)
-        self.pointwise = nn.ModuleList(
-            nn.Conv2d(p.c_in, p.c_out, 1, groups=p.groups, bias=False) for p in plan.pointwise
-        )
+        self.spatial = conv_for(plan.spatial, form=form)
+        self.bn1 = nn.BatchNorm2d(plan.spatial.c_out)
+        self.pointwise = nn.ModuleList(conv_for(p, form=form) for p in plan.pointwise)
+        # The composed fast path multiplies full 1x1 kernels; a deployed (sum-pool) chain runs as it is.
+        self.composable = all(isinstance(conv, nn.Conv2d) for conv in self.pointwise)
         self.shuffles = tuple(plan.shuffles)
         self.bn2 = nn.BatchNorm2d(plan.c_out) if plan.pointwise else None
         self.act = nn.ReLU(inplace=True) if final_activation else nn.Identity()
@@ -83,7 +83,7 @@ class InterleavedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn1(self.spatial(x))
-        if self.strategy == "composed" and len(self.pointwise) > 0:
+        if self.strategy == "composed" and len(self.pointwise) > 0 and self.composable:
             x = F.conv2d(x, self.composed_weight())
         else:
             for conv, groups in zip(self.pointwise, self.shuffles):

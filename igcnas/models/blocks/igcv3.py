@@ -12,6 +12,7 @@ from torch import nn
 
 from igcnas.models.blocks._interleaved import channel_shuffle
 from igcnas.models.registry import register_block
+from igcnas.models.structured import conv_for
 from igcnas.search_space.plan import InvertedPlan
 
 
@@ -21,7 +22,7 @@ class IGCV3Block(nn.Module):
     # unit's skip connection to take over, so the network passes none.
     has_final_activation = False
 
-    def __init__(self, plan: InvertedPlan) -> None:
+    def __init__(self, plan: InvertedPlan, *, form: str = "train") -> None:
         super().__init__()
         self.plan = plan
         self.groups = plan.groups
@@ -30,19 +31,18 @@ class IGCV3Block(nn.Module):
         if plan.expand is not None:
             e = plan.expand
             self.expand = nn.Sequential(
-                nn.Conv2d(e.c_in, e.c_out, 1, groups=e.groups, bias=False),
+                conv_for(e, form=form),
                 nn.BatchNorm2d(e.c_out),
                 nn.ReLU6(inplace=True),
             )
         d = plan.depthwise
         self.depthwise = nn.Sequential(
-            nn.Conv2d(d.c_in, d.c_out, 3, stride=d.stride, padding=1, groups=d.groups, bias=False),
+            conv_for(d, form=form),
             nn.BatchNorm2d(d.c_out),
             nn.ReLU6(inplace=True),
         )
         p = plan.project
-        self.project = nn.Sequential(nn.Conv2d(p.c_in, p.c_out, 1, groups=p.groups, bias=False),
-                                     nn.BatchNorm2d(p.c_out))
+        self.project = nn.Sequential(conv_for(p, form=form), nn.BatchNorm2d(p.c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x
