@@ -114,9 +114,10 @@ def cmd_count(args: argparse.Namespace) -> int:
 
     config = config_or_zoo(args.target)
     closed = closed_form_costs(config)
-    model = build_model(config, seed=0)
+    model = build_model(config, seed=0, form="deployed")  # what is counted and deployed
     shape = (config.in_channels, config.input_size, config.input_size)
     measured = measure_costs(model, shape)
+    structured = any(stage.structured for stage in config.stages)
     result: dict[str, Any] = {
         "target": args.target, "arch_id": arch_id(config), "closed_form": closed.as_dict(),
         "fvcore": measured.as_dict(), "uncounted_operations": uncounted_operations(config),
@@ -133,6 +134,10 @@ def cmd_count(args: argparse.Namespace) -> int:
     print(f"{args.target} ({config.family}, arch id {result['arch_id']})")
     print(f"  params        {closed.params:>14,}  (conv weights {closed.conv_params:,})")
     print(f"  MACs          {closed.macs:>14,}  (FLOPs = 2*MACs = {closed.flops:,})")
+    if structured:
+        print(f"  Structured Convolutions: the counts above are the deployed form (sum-pool + small kernels); "
+              f"training form {closed.train_params:,} params (full kernels); sum-pools add "
+              f"{closed.sum_pool_adds:,} additions (not MACs)")
     print(f"  fvcore total  {measured.fvcore_total:>14,}  by operator {measured.by_operator}")
     print(f"  not counted by fvcore: {measured.uncounted or 'nothing'}; elementwise ops in the plan: "
           f"{result['uncounted_operations']}")

@@ -24,7 +24,7 @@ from igcnas.evaluators.data import DataSplits, augment_batch, iterate_batches
 from igcnas.evaluators.settings import TrainSettings
 from igcnas.errors import BadInput
 
-__all__ = ["TrainSettings", "TrainResult", "TrialDiverged", "TrialLimitExceeded", "train_model", "evaluate", "EpochCallback"]
+__all__ = ["TrainSettings", "TrainResult", "recalibrate_batchnorm", "TrialDiverged", "TrialLimitExceeded", "train_model", "evaluate", "EpochCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,10 @@ class TrainResult:
     train_loss: list[float] = field(default_factory=list)
     seconds: float = 0.0
     images_per_second: float = 0.0
+    # Structured stages trained with the regulariser: the accuracies above are the projected (deployable)
+    # network's; this is the full-kernel network's final accuracy, and the gap = unprojected - projected.
+    unprojected_accuracy: float | None = None
+    projection_gap: float | None = None
 
 
 @torch.no_grad()
@@ -81,6 +85,43 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / max(len(x), 1)
 
 
+# Batches of (unaugmented) training images that re-estimate BatchNorm statistics before a structured
+# network is evaluated (see recalibrate_batchnorm).
+RECALIBRATION_BATCHES = 32
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, *, batch_size: int,
+                          max_batches: int = RECALIBRATION_BATCHES,
+                          memory_format: torch.memory_format = torch.contiguous_format) -> None:
+    """Re-estimate every BatchNorm's running statistics from scratch on the first training batches.
+
+    Why: projecting kernels onto their structure (or decomposing them) changes every activation's
+    statistics, so the running statistics gathered while training the full kernels no longer fit;
+    measured on digits, a projected IGC-V2 network scored chance (0.10) with them and 0.87 after
+    re-estimation. Short trainings of structured networks also leave running statistics that lag the
+    weights. Plain networks are never recalibrated (their results stay as they were).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    model.train()
+    try:
+        for index, (xb, _) in enumerate(iterate_batches(x, x, batch_size)):
+            if index >= max_batches:
+                break
+            model(xb.contiguous(memory_format=memory_format))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+
+
 def train_model(
     model: nn.Module,
     data: DataSplits,
@@ -88,7 +129,19 @@ def train_model(
     *,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``data.train`` and report validation accuracy after every epoch."""
+    """Train ``model`` on ``data.train`` and report validation accuracy after every epoch.
+
+    A model with Structured Convolutions in training form (full kernels) is trained with the
+    structural regulariser (``settings.structure_lambda``), and every reported accuracy (each epoch,
+    so every early-stopping rung, and the end) is measured on its projected weights: the network
+    that decomposition deploys, not the one the optimiser holds.
+    """
+    from igcnas.models.structured import projected, structural_penalty, structured_layers
+
+    from igcnas.models.structured import SumPoolConv2d
+
+    structured = bool(structured_layers(model))
+    deployed_structure = any(isinstance(m, SumPoolConv2d) for m in model.modules())  # the "direct" mode
     previous_threads = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
@@ -111,6 +164,10 @@ def train_model(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
     result = TrainResult(val_accuracy=0.0)
+
+    def recalibrate(net: nn.Module) -> None:
+        recalibrate_batchnorm(net, data.train_x, batch_size=settings.batch_size, memory_format=memory_format)
+
     bar = None
     if settings.progress:
         from tqdm import tqdm
@@ -130,6 +187,8 @@ def train_model(
                     xb = augment_batch(xb, generator)
                 xb = xb.contiguous(memory_format=memory_format)
                 loss = F.cross_entropy(model(xb), yb)
+                if structured and settings.structure_lambda > 0:
+                    loss = loss + settings.structure_lambda * structural_penalty(model)
                 if not torch.isfinite(loss):
                     raise TrialDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, batch {batches + 1}")
                 if settings.time_limit_s is not None and time.perf_counter() - start > settings.time_limit_s:
@@ -149,7 +208,15 @@ def train_model(
                 images += len(xb)
                 if bar is not None:
                     bar.update(1)
-            accuracy = evaluate(model, data.val_x, data.val_y, memory_format=memory_format)
+            if structured:
+                with projected(model):
+                    recalibrate(model)
+                    accuracy = evaluate(model, data.val_x, data.val_y, memory_format=memory_format)
+            elif deployed_structure:
+                recalibrate(model)
+                accuracy = evaluate(model, data.val_x, data.val_y, memory_format=memory_format)
+            else:
+                accuracy = evaluate(model, data.val_x, data.val_y, memory_format=memory_format)
             result.curve.append(accuracy)
             result.train_loss.append(running / max(batches, 1))
             result.val_accuracy = accuracy
@@ -160,6 +227,12 @@ def train_model(
         if bar is not None:
             bar.close()
         torch.set_num_threads(previous_threads)
+    if structured:
+        recalibrate(model)
+        result.unprojected_accuracy = evaluate(model, data.val_x, data.val_y, memory_format=memory_format)
+        result.projection_gap = result.unprojected_accuracy - result.val_accuracy
+        with projected(model):
+            recalibrate(model)  # leave the statistics of the projected network: it is what is decomposed next
     result.seconds = time.perf_counter() - start
     result.images_per_second = images / result.seconds if result.seconds > 0 else 0.0
     return result

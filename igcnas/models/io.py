@@ -44,7 +44,7 @@ def load(directory: str | Path) -> IGCNet:
         raise BadInput(f"export directory {str(directory)!r} has no config.json")
     config = load_config(config_path)
     state = load_state_dict_file(directory / "model.pt")
-    model = build_model(config, seed=None)
+    model = build_model(config, seed=None, form="deployed")  # exports hold the deployed form
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

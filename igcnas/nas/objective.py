@@ -106,10 +106,15 @@ def evaluate_config(
     evaluation = precheck(config, budget)
     if evaluation.status == TrialStatus.OVER_BUDGET:
         return evaluation
-    model = build_model(config, seed=model_seed)
+    model = build_model(config, seed=model_seed, form=train_settings.model_form)
     shape = (config.in_channels, config.input_size, config.input_size)
     if measure_latency:
-        latency = time_model(model, shape, batch_sizes=(1,), repeats=5, warmup=1)
+        deployed = model
+        if any(stage.structured for stage in config.stages):
+            from igcnas.models.structured import decompose
+
+            deployed = decompose(model)  # latency belongs to what is deployed, not to the training form
+        latency = time_model(deployed, shape, batch_sizes=(1,), repeats=5, warmup=1)
         evaluation.latency_ms = latency.ms_by_batch[1]
         evaluation.attrs[TrialKey.LATENCY_MS] = evaluation.latency_ms
         evaluation.attrs["latency_threads"] = latency.threads
@@ -122,6 +127,14 @@ def evaluate_config(
             return evaluation
     start = time.perf_counter()
     result = train_model(model, data, train_settings, on_epoch=on_epoch)
+    if any(stage.structured for stage in config.stages):
+        from igcnas.models.structured import decompose
+
+        # What a structured trial keeps and counts is the deployed network (sum-pool + small kernels).
+        model = decompose(model)
+        evaluation.attrs.update(structured_mode=train_settings.structured_mode,
+                                unprojected_accuracy=result.unprojected_accuracy,
+                                projection_gap=result.projection_gap)
     # fvcore counts the trained model (tens to hundreds of ms), so trials stopped early never pay for it;
     # the closed form decided the budget and the rungs, and the two agree exactly (tests check it).
     measured = measure_costs(model, shape)

@@ -170,12 +170,20 @@ def export_model(
     if retrain_epochs is not None and retrain_epochs < 1:
         raise BadInput(f"--retrain-epochs must be >= 1, got {retrain_epochs}")
     data = load_search_data(record, data_dir=data_dir)
-    model = build_model(config, seed=seed)
+    # Exports (and stored weights) are the deployed network: for structured stages the sum-pool +
+    # small-kernel modules that decomposition produces, so that igcnas.models.load rebuilds it.
+    model = build_model(config, seed=seed, form="deployed")
     retrained = None
     if retrain or retrain_epochs is not None:
+        from igcnas.models.structured import decompose
+
         retrained = retrain_epochs or record["epochs"]
-        train_model(model, data, TrainSettings(epochs=retrained, batch_size=record["batch_size"], lr=record["lr"],
-                                               seed=seed, progress=True))
+        settings = TrainSettings(epochs=retrained, batch_size=record["batch_size"], lr=record["lr"], seed=seed,
+                                 progress=True, **{k: record[k] for k in ("structured_mode", "structure_lambda")
+                                                   if k in record})
+        model = build_model(config, seed=seed, form=settings.model_form)
+        train_model(model, data, settings)
+        model = decompose(model)
     else:
         artifact = trial.user_attrs.get(TrialKey.WEIGHTS_ARTIFACT)
         store_dir = artifacts_dir or study.user_attrs.get(StudyKey.ARTIFACTS)
@@ -208,6 +216,9 @@ def export_model(
             f"- architecture: {trial_row['structure']}",
             f"- arch id: `{trial.user_attrs.get('arch_id')}`",
             f"- data set: {dataset}",
+            *([f"- Structured Convolutions: exported in the deployed form (sum-pool + small kernels); the "
+               f"search's projection gap {trial.user_attrs.get('projection_gap')}"]
+              if any(stage.structured for stage in config.stages) else []),
             f"- params: {int(trial_row['params']):,}",
             f"- MACs: {int(trial_row['macs']):,} (FLOPs = 2 x MACs = {2 * int(trial_row['macs']):,})",
             f"- validation accuracy (search): {float(trial_row['val_accuracy']):.4f}",

@@ -15,7 +15,7 @@ from igcnas.search_space.config import NetworkConfig, StageConfig
 from igcnas.search_space.families import BlockStructure, Interleaved, get_family
 from igcnas.search_space.plan import resolve_interleaved, resolve_inverted
 
-__all__ = ["structure_text", "stage_structure_text", "describe_structure", "stage_report"]
+__all__ = ["structure_text", "stage_structure_text", "structured_text", "describe_structure", "stage_report"]
 
 
 def structure_text(structure: BlockStructure) -> str:
@@ -36,10 +36,19 @@ def stage_structure_text(config: NetworkConfig, index: int) -> str:
     return structure_text(get_family(config.family).structure(config.stages[index], index))
 
 
+def structured_text(stage: StageConfig) -> str:
+    """`` SC n2 c/2`` for a structured stage (small kernel n x n, input channels per group / reduction)."""
+    if not stage.structured:
+        return ""
+    return f" SC n{stage.small_kernel or 3} c/{stage.channel_reduction or 1}"
+
+
 def describe_structure(config: NetworkConfig) -> str:
-    """One line: family, blocks, and per stage its width, L and K (``igcv2 B1 | C8:L3 K1=1 K=2x4 | ...``)."""
+    """One line: family, blocks, and per stage its width, L and K (``igcv2 B1 | C8:L3 K1=1 K=2x4 | ...``);
+    a Structured Convolutions stage adds ``SC n<small kernel> c/<channel reduction>``."""
     family = get_family(config.family)
-    parts = [_compact(family.structure(stage, i), stage.width) for i, stage in enumerate(config.stages)]
+    parts = [_compact(family.structure(stage, i), stage.width) + structured_text(stage)
+             for i, stage in enumerate(config.stages)]
     return f"{config.family} B{config.stages[0].blocks} | " + " | ".join(parts)
 
 
