@@ -12,12 +12,13 @@ use the very same object) breeds one child per ``ask``:
    Over-budget, no-slot and failed trials are not parents. Size ``clip(round(sqrt(n_trials)), 8, 32)``.
 2. **Selection**: two binary tournaments on constrained non-dominated rank, then crowding distance.
 3. **Crossover per stage**: family, width and blocks from one parent (the donor); each stage's
-   ``(L, pos)`` genes from either parent, or from the donor with probability ``family_bias`` when the
+   genes (``L``, ``pos``, and ``sk``, ``cr`` in a structured space) together from either parent, or from the donor with probability ``family_bias`` when the
    parents differ in family (another family's stage genes still mean "this L, this far up the cost
    order", but are less likely to be what made that parent good).
 4. **Mutation** by the genome's validity-keeping moves, each gene with probability ``mutation_rate``
    (``1 / number of genes`` by default, about one move per child): a stage to the neighbouring option in
-   cost order or the neighbouring L, width and blocks one step, the family at half the rate. With tens
+   cost order, the neighbouring L or (structured) the neighbouring small kernel or channel reduction, width
+   and blocks one step, the family at half the rate (the moves come from ``Genome.move_sites``). With tens
    of trials a child must usually be a near copy of a good parent to be worth training.
 5. **Rejection**: a child already tried (same ``arch_id``) or over the closed-form budget is bred again
    (``max_tries``), then a random valid network is drawn.
@@ -235,7 +236,8 @@ class EvolutionarySampler(BaseSampler):
             stages = []
             for i in range(genome.num_stages):
                 source = donor if self._rng.random() < bias else other
-                child[genome.l_gene(i)], child[genome.pos_gene(i)] = genome.stage_genes(source.params, i)
+                for name in genome.stage_gene_names(i):
+                    child[name] = source.params[name]
                 stages.append(source.number)
             parents = [donor, other]
             ops.append("crossover")
@@ -255,19 +257,13 @@ class EvolutionarySampler(BaseSampler):
 
     def _mutations(self, child: dict[str, Any]) -> list[str]:
         """The moves to apply, drawn gene by gene with probability ``mutation_rate`` each: a stage's ``pos``
-        gene steps to the neighbouring option, its ``L`` gene to the neighbouring L, ``width`` and
-        ``blocks`` one step; ``family`` switches at half the rate (the largest jump). Directions that
-        would change nothing (an end of a range) are not drawn."""
+        gene steps to the neighbouring option, its ``L`` gene to the neighbouring L, its ``sk`` and ``cr``
+        genes (structured) one step, ``width`` and ``blocks`` one step; ``family`` switches at half the rate
+        (the largest jump). Directions that would change nothing (an end of a range) are not drawn."""
         genome, rng, rate = self.genome, self._rng, self.mutation_rate
-        sites: list[list[str]] = []
-        for i in range(genome.num_stages):
-            sites.append([f"step_stage({i},{d:+d})" for d in (-1, 1)])
-            sites.append([f"step_l({i},{d:+d})" for d in (-1, 1)])
-        sites.append([f"step_width({d:+d})" for d in (-1, 1)])
-        sites.append([f"step_blocks({d:+d})" for d in (-1, 1)])
         ops = []
         current = child
-        for candidates in sites:
+        for candidates in genome.move_sites():
             if rng.random() >= rate:
                 continue
             moved = [(op, genome.canonical(genome.apply_op(current, op))) for op in candidates]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from igcnas.errors import BadInput
-from igcnas.evaluators.settings import TrainSettings
+from igcnas.evaluators.settings import STRUCTURED_MODES, TrainSettings
 from igcnas.nas.early_stopping import RungSchedule, fidelity_key
 from igcnas.nas.objectives import Objective, objectives_for
 from igcnas.nas.samplers import SAMPLERS
@@ -46,6 +46,14 @@ class CliSpec:
 
 def _dashed(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def on_off(raw: str, flag: str) -> bool:
+    """An on|off flag's value (a switch whose default may change, unlike store_true)."""
+    value = raw.strip().lower()
+    if value not in ("on", "off"):
+        raise BadInput(f"{flag} must be one of on, off, got {raw!r}")
+    return value == "on"
 
 
 def option(default: Any, help: str, *, group: str, **cli: Any) -> Any:
@@ -95,6 +103,8 @@ class SearchOptions:
                                      type=int)
     max_l: int = option(DEFAULT_MAX_L, f"largest L (group convolutions per block, default {DEFAULT_MAX_L})",
                         group="space", type=int)
+    structured: bool = option(False, "also search Structured Convolutions per stage (sum-pool + small kernel; "
+                              "seed 004); default off", group="space", parse=on_off, metavar="on|off")
     # budget
     max_params: float | None = option(None, "parameter budget (250k, 1.5M)", group="budget", parse=parse_count)
     max_macs: float | None = option(None, "MAC budget (multiply-accumulates; FLOPs = 2*MACs)", group="budget",
@@ -124,6 +134,14 @@ class SearchOptions:
                              type=int)
     lr: float = option(_TRAIN.lr, f"peak learning rate (SGD, Nesterov, cosine; default {_TRAIN.lr:g})",
                        group="search", type=float)
+    structured_mode: str = option(
+        _TRAIN.structured_mode, "how stages with Structured Convolutions train (--structured on): "
+        + ", ".join(STRUCTURED_MODES) + f" (default {_TRAIN.structured_mode}; regularised: full kernels with the "
+        "structural regulariser, scored after projection; direct: the small kernels themselves)", group="search",
+        metavar="|".join(STRUCTURED_MODES))
+    structure_lambda: float = option(
+        _TRAIN.structure_lambda, f"weight of the structural regulariser (--structured-mode regularised; default "
+        f"{_TRAIN.structure_lambda:g})", group="search", type=float)
     max_batches_per_epoch: int | None = option(
         None, "cap the batches of every epoch (smoke tests and quick looks; default: full epochs)", group="search",
         type=int)
@@ -175,6 +193,14 @@ class SearchOptions:
             raise BadInput(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         if self.sampler not in SAMPLERS:
             raise BadInput(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if not isinstance(self.structured, bool):
+            raise BadInput(f"--structured must be one of on, off, got {self.structured!r}")
+        if self.structured_mode not in STRUCTURED_MODES:
+            raise BadInput(f"--structured-mode must be one of {', '.join(STRUCTURED_MODES)}, "
+                           f"got {self.structured_mode!r}")
+        if (isinstance(self.structure_lambda, bool) or not isinstance(self.structure_lambda, (int, float))
+                or not 0 <= self.structure_lambda < float("inf")):
+            raise BadInput(f"--structure-lambda must be a number >= 0, got {self.structure_lambda!r}")
         if self.backend not in BACKENDS:
             raise BadInput(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         for name in ("n_trials", "epochs", "batch_size", "n_jobs", "cpus_per_trial", "max_l"):
@@ -217,14 +243,16 @@ class SearchOptions:
         """How each trial trains (its own seed), with the per-trial limits."""
         return TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=seed,
                              max_batches_per_epoch=self.max_batches_per_epoch, time_limit_s=self.trial_timeout,
-                             memory_limit_mb=self.trial_memory_mb)
+                             memory_limit_mb=self.trial_memory_mb, structured_mode=self.structured_mode,
+                             structure_lambda=self.structure_lambda)
 
     def evaluation_record(self) -> dict[str, Any]:
         """How the search read its data and trained: stored on the study, read back by ``igc-nas pick``."""
         return {"dataset": self.dataset,
                 "data_dir": str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None,
                 "split_seed": self.seed, "val_fraction": self.val_fraction, "epochs": self.epochs,
-                "batch_size": self.batch_size, "lr": self.lr, "max_batches_per_epoch": self.max_batches_per_epoch}
+                "batch_size": self.batch_size, "lr": self.lr, "max_batches_per_epoch": self.max_batches_per_epoch,
+                "structured_mode": self.structured_mode, "structure_lambda": self.structure_lambda}
 
     @property
     def objectives(self) -> tuple[Objective, ...]:

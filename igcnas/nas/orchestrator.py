@@ -68,7 +68,7 @@ def prepare(options: SearchOptions) -> Prepared:
                         val_fraction=options.val_fraction)
     spec = SearchSpec.for_data(in_channels=data.in_channels, input_size=data.input_size,
                                num_classes=data.num_classes, families=options.families, widths=options.widths,
-                               blocks=options.blocks, max_l=options.max_l)
+                               blocks=options.blocks, max_l=options.max_l, structured=options.structured)
     bounds = space_bounds(spec)
     budget = options.budget
     if budget.max_params is not None and bounds.min_params > budget.max_params:

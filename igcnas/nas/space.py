@@ -1,8 +1,9 @@
 """The search space as Optuna sees it: the genome's fixed genes, suggested in every trial.
 
 Every trial suggests the same genes with the same distributions (``family``,
-``width``, ``blocks``, then ``s{i}.L`` and ``s{i}.pos`` per stage; see
-:mod:`igcnas.search_space.genome`), and the genome decodes them, repairing
+``width``, ``blocks``, then ``s{i}.L`` and ``s{i}.pos`` per stage, and ``s{i}.sk``
+and ``s{i}.cr`` in a structured space; see :mod:`igcnas.search_space.genome`),
+and the genome decodes them, repairing
 where needed, into a valid network whose interleaved blocks are
 complementary. Fixed genes are what Optuna's multivariate samplers need:
 NSGA-II's ``IntersectionSearchSpace`` and TPE's ``multivariate=True`` only

@@ -21,7 +21,21 @@ gene           kind         meaning
                             its block (1 .. :attr:`Genome.max_l_gene`)
 ``s{i}.pos``   float        position in [0, 1] among stage i's options with that
                             L, ordered by the stage's own cost
+``s{i}.sk``    int          only when ``spec.structured``: index into
+                            :data:`~igcnas.search_space.spec.STRUCTURED_KERNELS`
+                            (3, 2, 1), the small kernel of stage i's Structured
+                            Convolutions; 0 is the plain 3x3
+``s{i}.cr``    int          only when ``spec.structured``: index into
+                            :data:`~igcnas.search_space.spec.CHANNEL_REDUCTIONS`
+                            (1, 2, 4), the reduction of the input channels per
+                            group; 0 is the full group
 =============  ===========  ==================================================
+
+Structure genes need no repair: every (small kernel, reduction) is valid for
+every convolution, so the distributions are fixed and every value decodes as
+is; both are ordered by cheapness, so a step of one is a neighbouring
+architecture too. Without ``spec.structured`` the genome has no structure
+genes and decodes only plain networks, exactly as before the option existed.
 
 L per family: dense 1; xception, deep_roots and igcv1 2 (a spatial and one
 pointwise group convolution); igcv2 ``len(chain) + 1``; igcv2_star its L*;
@@ -69,7 +83,8 @@ from igcnas.search_space.config import NetworkConfig, StageConfig
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.enumerate import arch_id
 from igcnas.search_space.families import Interleaved, get_family
-from igcnas.search_space.spec import SearchSpec, choices_of, option_label
+from igcnas.search_space.spec import (CHANNEL_REDUCTIONS, STRUCTURED_KERNELS, SearchSpec, choices_of, option_label,
+                                      structure_fields, structure_indices)
 
 __all__ = ["GeneSpec", "Genome", "Point", "StageTable", "genome_for", "seed_configs", "zoo_seed_configs",
            "option_l", "INVERTED_L"]
@@ -130,13 +145,16 @@ class StageTable:
 class Point:
     """A decoded (repaired) gene vector: indices only, hashable, cheap to compare.
 
-    ``stages[i]`` is ``(L, option index, number of options with that L)``.
+    ``stages[i]`` is ``(L, option index, number of options with that L)``; ``structure[i]`` is
+    ``(small-kernel index, channel-reduction index)`` of stage i in a structured genome, and the
+    tuple is empty (every stage plain) otherwise, so plain points stay what they were.
     """
 
     family: str
     width_index: int
     blocks_index: int
     stages: tuple[tuple[int, int, int], ...]
+    structure: tuple[tuple[int, int], ...] = ()
 
 
 def _nearest(values: tuple[int, ...] | list[int], target: int) -> int:
@@ -162,7 +180,7 @@ def _as_int(name: str, value: Any) -> int:
     return as_int
 
 
-_OP = re.compile(r"^(step_stage|step_l|step_width|step_blocks|set_family)\(([^()]*)\)$")
+_OP = re.compile(r"^(step_stage|step_l|step_sk|step_cr|step_width|step_blocks|set_family)\(([^()]*)\)$")
 
 
 class Genome:
@@ -184,6 +202,7 @@ class Genome:
         self.widths: tuple[int, ...] = tuple(sorted(spec.widths))
         self.blocks: tuple[int, ...] = tuple(sorted(spec.blocks))
         self.num_stages = spec.num_stages
+        self.structured = spec.structured
         self.max_l_gene = max(spec.max_l, INVERTED_L if "igcv3" in self.families else 1)
         cell_set = set(cells)
         # Per family, the width indices that form a valid cell (what the width repair snaps to).
@@ -195,6 +214,9 @@ class Genome:
         for i in range(self.num_stages):
             genes.append(GeneSpec(name=self.l_gene(i), kind="int", low=1, high=self.max_l_gene))
             genes.append(GeneSpec(name=self.pos_gene(i), kind="float", low=0.0, high=1.0))
+            if self.structured:
+                genes.append(GeneSpec(name=self.sk_gene(i), kind="int", low=0, high=len(STRUCTURED_KERNELS) - 1))
+                genes.append(GeneSpec(name=self.cr_gene(i), kind="int", low=0, high=len(CHANNEL_REDUCTIONS) - 1))
         self.genes: tuple[GeneSpec, ...] = tuple(genes)
         self.gene_names: tuple[str, ...] = tuple(g.name for g in genes)
         self._init_caches()
@@ -232,9 +254,23 @@ class Genome:
     def pos_gene(i: int) -> str:
         return f"s{i}.pos"
 
+    @staticmethod
+    def sk_gene(i: int) -> str:
+        return f"s{i}.sk"
+
+    @staticmethod
+    def cr_gene(i: int) -> str:
+        return f"s{i}.cr"
+
     def stage_genes(self, params: Mapping[str, Any], i: int) -> tuple[Any, Any]:
         """Stage i's ``(L, pos)`` genes as given."""
         return params[self.l_gene(i)], params[self.pos_gene(i)]
+
+    def stage_gene_names(self, i: int) -> tuple[str, ...]:
+        """Every gene of stage i (``L``, ``pos``, and ``sk``, ``cr`` when structured): what a crossover
+        takes together from one parent."""
+        names = (self.l_gene(i), self.pos_gene(i))
+        return names + (self.sk_gene(i), self.cr_gene(i)) if self.structured else names
 
     # -- option tables ---------------------------------------------------------------------------------
 
@@ -304,13 +340,25 @@ class Genome:
             l_value = table.nearest_l(l_value)
             n = len(table.by_l[l_value])
             stages.append((l_value, min(math.floor(pos * n), n - 1), n))
-        return Point(family, width_index, blocks_index, tuple(stages))
+        structure = []
+        if self.structured:
+            for i in range(self.num_stages):
+                indices = []
+                for name, values in ((self.sk_gene(i), STRUCTURED_KERNELS), (self.cr_gene(i), CHANNEL_REDUCTIONS)):
+                    index = _as_int(name, params[name])
+                    if not 0 <= index < len(values):
+                        raise ValueError(f"gene {name!r} must be an index 0..{len(values) - 1}, got {index}")
+                    indices.append(index)
+                structure.append((indices[0], indices[1]))
+        return Point(family, width_index, blocks_index, tuple(stages), tuple(structure))
 
     def build(self, point: Point) -> NetworkConfig:
         """The network of a located point."""
         width = self.widths[point.width_index]
         tables = self.tables(point.family, width)
         choices = [tables[i].by_l[l_value][index] for i, (l_value, index, _) in enumerate(point.stages)]
+        if point.structure:  # index 0 adds no field, so plain stages are the configs they always were
+            choices = [{**choice, **structure_fields(*indices)} for choice, indices in zip(choices, point.structure)]
         return self.spec.build(point.family, width, self.blocks[point.blocks_index], choices)
 
     def decode(self, params: Mapping[str, Any]) -> NetworkConfig:
@@ -318,11 +366,14 @@ class Genome:
         return self.build(self.locate(params))
 
     def params_of(self, point: Point) -> dict[str, Any]:
-        """Canonical genes of a point: L the decoded one, pos the centre of the option's interval."""
+        """Canonical genes of a point: L the decoded one, pos the centre of the option's interval, the
+        structure indices as they are."""
         params: dict[str, Any] = {FAMILY: point.family, WIDTH: point.width_index, BLOCKS: point.blocks_index}
         for i, (l_value, index, n) in enumerate(point.stages):
             params[self.l_gene(i)] = l_value
             params[self.pos_gene(i)] = (index + 0.5) / n
+            if point.structure:
+                params[self.sk_gene(i)], params[self.cr_gene(i)] = point.structure[i]
         return params
 
     def canonical(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -357,7 +408,16 @@ class Genome:
             if choice not in options:
                 raise BadInput(f"stage {i} option {option_label(choice)} is not in the space at width {stage_width}")
             stages.append((l_value, options.index(choice), len(options)))
-        point = Point(config.family, width_index, self.blocks.index(blocks), tuple(stages))
+        structure = []
+        for i, stage in enumerate(config.stages):
+            indices = structure_indices(stage)
+            if indices != (0, 0) and not self.structured:
+                raise BadInput(f"stage {i} uses Structured Convolutions (small_kernel {stage.small_kernel}, "
+                               f"channel_reduction {stage.channel_reduction}) but the space searches plain "
+                               "networks only (SearchSpec.structured, --structured on)")
+            structure.append(indices)
+        point = Point(config.family, width_index, self.blocks.index(blocks), tuple(stages),
+                      tuple(structure) if self.structured else ())
         if self.arch_id(point) != arch_id(config):
             raise BadInput("the network differs from the space's template (stem, strides, input shape, classes, "
                              "head or shortcut) and cannot be encoded")
@@ -403,6 +463,27 @@ class Genome:
             out[self.l_gene(i)] = ls[k]
         return out
 
+    def step_sk(self, params: Mapping[str, Any], i: int, delta: int) -> dict[str, Any]:
+        """Move stage i's small kernel ``delta`` places along 3, 2, 1 (unchanged at an end); structured only."""
+        return self._step_structure(params, i, delta, 0)
+
+    def step_cr(self, params: Mapping[str, Any], i: int, delta: int) -> dict[str, Any]:
+        """Move stage i's channel reduction ``delta`` places along 1, 2, 4 (unchanged at an end); structured
+        only."""
+        return self._step_structure(params, i, delta, 1)
+
+    def _step_structure(self, params: Mapping[str, Any], i: int, delta: int, which: int) -> dict[str, Any]:
+        self._check_stage(i)
+        if not self.structured:
+            raise ValueError("structure moves need a structured space (SearchSpec.structured)")
+        point = self.locate(params)
+        name, values = ((self.sk_gene(i), STRUCTURED_KERNELS), (self.cr_gene(i), CHANNEL_REDUCTIONS))[which]
+        k = point.structure[i][which] + delta
+        out = dict(params)
+        if 0 <= k < len(values):
+            out[name] = k
+        return out
+
     def step_width(self, params: Mapping[str, Any], delta: int) -> dict[str, Any]:
         """Move to the ``delta``-th next width valid for the family; stage genes keep their relative meaning."""
         point = self.locate(params)
@@ -431,7 +512,8 @@ class Genome:
 
     def apply_op(self, params: Mapping[str, Any], op: str) -> dict[str, Any]:
         """Replay a move written as the sampler records it: ``step_stage(1,+1)``, ``step_l(0,-1)``,
-        ``step_width(+1)``, ``step_blocks(-1)``, ``set_family(igcv1)``."""
+        ``step_sk(2,+1)``, ``step_cr(0,-1)`` (structured), ``step_width(+1)``, ``step_blocks(-1)``,
+        ``set_family(igcv1)``."""
         match = _OP.match(op.replace(" ", ""))
         if not match:
             raise ValueError(f"unknown move {op!r}")
@@ -440,7 +522,7 @@ class Genome:
             if name == "set_family":
                 return self.set_family(params, args[0])
             numbers = [int(a) for a in args]
-            if name in ("step_stage", "step_l"):
+            if name in ("step_stage", "step_l", "step_sk", "step_cr"):
                 i, delta = numbers
                 return getattr(self, name)(params, i, delta)
             (delta,) = numbers
@@ -448,13 +530,17 @@ class Genome:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"bad move {op!r}: {exc}") from None
 
+    def move_sites(self) -> list[list[str]]:
+        """The single-step moves grouped by the gene they change (both directions of one gene per group),
+        family switches excluded: per stage its option, its L and, when structured, its small kernel and
+        channel reduction; then width and blocks. A mutation draws per group."""
+        names = ("step_stage", "step_l") + (("step_sk", "step_cr") if self.structured else ())
+        sites = [[f"{name}({i},{d:+d})" for d in (-1, 1)] for i in range(self.num_stages) for name in names]
+        return sites + [[f"step_width({d:+d})" for d in (-1, 1)], [f"step_blocks({d:+d})" for d in (-1, 1)]]
+
     def moves(self) -> list[str]:
         """Every single-step move (as :meth:`apply_op` reads them), family switches excluded."""
-        ops = []
-        for i in range(self.num_stages):
-            ops += [f"step_stage({i},{d:+d})" for d in (-1, 1)] + [f"step_l({i},{d:+d})" for d in (-1, 1)]
-        ops += [f"step_width({d:+d})" for d in (-1, 1)] + [f"step_blocks({d:+d})" for d in (-1, 1)]
-        return ops
+        return [op for site in self.move_sites() for op in site]
 
     def neighbours(self, params: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """The canonical genes one move away that decode to a different choice, with the move."""
@@ -469,7 +555,8 @@ class Genome:
     def random_params(self, rng: random.Random) -> dict[str, Any]:
         """Canonical genes of a random network: family, a valid width, blocks, then per stage an offered L
         and an option of it, each uniformly (so every family and L is reached, unlike uniform genes whose
-        repairs pile up on the ends)."""
+        repairs pile up on the ends); when structured, then per stage a small kernel and a reduction,
+        uniformly (drawn last, so a seeded plain genome draws exactly what it always drew)."""
         family = rng.choice(self.families)
         width_index = rng.choice(self.valid_widths[family])
         stages = []
@@ -477,7 +564,10 @@ class Genome:
             l_value = rng.choice(table.ls)
             n = len(table.by_l[l_value])
             stages.append((l_value, rng.randrange(n), n))
-        return self.params_of(Point(family, width_index, rng.randrange(len(self.blocks)), tuple(stages)))
+        blocks_index = rng.randrange(len(self.blocks))
+        structure = tuple((rng.randrange(len(STRUCTURED_KERNELS)), rng.randrange(len(CHANNEL_REDUCTIONS)))
+                          for _ in range(self.num_stages)) if self.structured else ()
+        return self.params_of(Point(family, width_index, blocks_index, tuple(stages), structure))
 
     def _check_stage(self, i: int) -> None:
         if not 0 <= i < self.num_stages:

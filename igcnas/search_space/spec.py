@@ -8,6 +8,11 @@ condition allows at that width (:func:`~igcnas.search_space.enumerate.template_o
 enumeration (:class:`~igcnas.search_space.enumerate.DesignSpace`), the gene
 encoding of the search (:mod:`igcnas.search_space.genome`), the seeds, the
 cost bounds of a budget, and the tabular benchmark.
+
+With ``structured`` every stage also chooses a Structured Convolution
+(:data:`STRUCTURED_KERNELS` x :data:`CHANNEL_REDUCTIONS`, see
+:func:`structure_fields`): a dimension orthogonal to the family's options, since
+every combination is valid for every convolution.
 """
 
 from __future__ import annotations
@@ -17,14 +22,15 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from igcnas.search_space.config import NetworkConfig
+from igcnas.search_space.config import SMALL_KERNELS, NetworkConfig, StageConfig
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.enumerate import template_network, template_options
 from igcnas.search_space.families import FAMILIES, get_family
 from igcnas.errors import BadInput
 
 __all__ = ["SearchSpec", "DEFAULT_FAMILIES", "DEFAULT_BLOCKS", "DEFAULT_MAX_L", "default_widths", "option_label",
-           "choices_of", "SpaceBounds", "space_bounds"]
+           "choices_of", "SpaceBounds", "space_bounds", "STRUCTURED_KERNELS", "CHANNEL_REDUCTIONS",
+           "structure_fields", "structure_indices"]
 
 DEFAULT_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 DEFAULT_BLOCKS: tuple[int, ...] = (1, 2)
@@ -32,6 +38,10 @@ DEFAULT_MAX_L = 4
 # First-stage widths searched by default: small images (digits' 8x8) get narrower networks.
 _SMALL_IMAGE_WIDTHS = (8, 16, 24, 32, 48)
 _LARGE_IMAGE_WIDTHS = (16, 24, 32, 48, 64)
+# The Structured Convolutions a structured search offers per stage, in ascending cheapness so that index 0
+# is the plain convolution (what a gene index of 0 means): small kernels n x n, and input-channel reductions.
+STRUCTURED_KERNELS: tuple[int, ...] = SMALL_KERNELS
+CHANNEL_REDUCTIONS: tuple[int, ...] = (1, 2, 4)
 
 
 def default_widths(input_size: int) -> tuple[int, ...]:
@@ -46,7 +56,11 @@ def default_stem_stride(input_size: int) -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class SearchSpec:
-    """The families, widths, depths and L searched, and the data shape the networks are built for."""
+    """The families, widths, depths and L searched, and the data shape the networks are built for.
+
+    ``structured``: also search a Structured Convolution per stage (off: only plain networks, exactly
+    the space it was before the option existed).
+    """
 
     families: tuple[str, ...] = DEFAULT_FAMILIES
     widths: tuple[int, ...] = _SMALL_IMAGE_WIDTHS
@@ -57,8 +71,11 @@ class SearchSpec:
     input_size: int = 32
     num_classes: int = 10
     stem_stride: int = 1
+    structured: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.structured, bool):
+            raise BadInput(f"structured must be true or false, got {self.structured!r}")
         for name in ("families", "widths", "blocks"):
             value = getattr(self, name)
             if isinstance(value, list):
@@ -84,11 +101,11 @@ class SearchSpec:
     @classmethod
     def for_data(cls, *, in_channels: int, input_size: int, num_classes: int, families: tuple[str, ...] | None = None,
                  widths: tuple[int, ...] | None = None, blocks: tuple[int, ...] | None = None,
-                 max_l: int = DEFAULT_MAX_L) -> SearchSpec:
+                 max_l: int = DEFAULT_MAX_L, structured: bool = False) -> SearchSpec:
         """The default space for a data set's image shape, with any of the ranges overridden."""
         return cls(families=families or DEFAULT_FAMILIES, widths=widths or default_widths(input_size),
                    blocks=blocks or DEFAULT_BLOCKS, max_l=max_l, in_channels=in_channels, input_size=input_size,
-                   num_classes=num_classes, stem_stride=default_stem_stride(input_size))
+                   num_classes=num_classes, stem_stride=default_stem_stride(input_size), structured=structured)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -135,6 +152,29 @@ def option_label(option: dict[str, Any]) -> str:
     return ",".join(parts)
 
 
+def structure_fields(kernel_index: int, reduction_index: int) -> dict[str, int]:
+    """The StageConfig fields of a stage's structure indices; index 0 leaves its field out (None), so
+    a plain stage is the very config it was without the option."""
+    fields: dict[str, int] = {}
+    if kernel_index:
+        fields["small_kernel"] = STRUCTURED_KERNELS[kernel_index]
+    if reduction_index:
+        fields["channel_reduction"] = CHANNEL_REDUCTIONS[reduction_index]
+    return fields
+
+
+def structure_indices(stage: StageConfig) -> tuple[int, int]:
+    """A stage's (small kernel, channel reduction) indices; BadInput when a value is not searched."""
+    kernel = stage.small_kernel if stage.small_kernel is not None else STRUCTURED_KERNELS[0]
+    reduction = stage.channel_reduction if stage.channel_reduction is not None else CHANNEL_REDUCTIONS[0]
+    if kernel not in STRUCTURED_KERNELS:
+        raise BadInput(f"small_kernel {kernel} is not searched ({', '.join(map(str, STRUCTURED_KERNELS))})")
+    if reduction not in CHANNEL_REDUCTIONS:
+        raise BadInput(f"channel_reduction {reduction} is not searched "
+                       f"({', '.join(map(str, CHANNEL_REDUCTIONS))})")
+    return STRUCTURED_KERNELS.index(kernel), CHANNEL_REDUCTIONS.index(reduction)
+
+
 def choices_of(config: NetworkConfig) -> list[dict[str, Any]]:
     """The per-stage options (family parameters that are set) of a configuration."""
     fields = get_family(config.family).params
@@ -156,22 +196,33 @@ def space_bounds(spec: SearchSpec) -> SpaceBounds:
     others (the input width of a stage is fixed by the template), so the
     extreme network of a (family, width, blocks) cell takes the extreme option
     in every stage; each option's rank is read off a network that differs
-    from a reference in that stage only.
+    from a reference in that stage only. In a structured space a stage's
+    candidates are its options plain and in the cheapest structure: a
+    deployed structured conv has ``c_out * ceil(c_g / r) * n * n`` weights and
+    as many MACs per output pixel, which only shrink with a smaller kernel n
+    and a larger reduction r, so the other structures lie between the two.
     """
+    structures = [{}]
+    if spec.structured:
+        structures.append(structure_fields(len(STRUCTURED_KERNELS) - 1, len(CHANNEL_REDUCTIONS) - 1))
     best: dict[str, int] = {}
     for (family, width), blocks in itertools.product(spec.cells(), spec.blocks):
-        per_stage = spec.stage_options(family, width)
-        reference = [options[0] for options in per_stage]
+        per_stage = [[{**option, **structure} for option in options for structure in structures]
+                     for options in spec.stage_options(family, width)]
+        reference = [candidates[0] for candidates in per_stage]
+        # (params, macs) of each stage candidate in the reference network, computed once for all four extremes
+        scored = []
+        for i, candidates in enumerate(per_stage):
+            row = []
+            for candidate in candidates:
+                trial_choice = reference.copy()
+                trial_choice[i] = candidate
+                cost = closed_form_costs(spec.build(family, width, blocks, trial_choice))
+                row.append({"params": cost.params, "macs": cost.macs})
+            scored.append(row)
         for metric, sign in (("params", 1), ("macs", 1), ("params", -1), ("macs", -1)):
-            chosen = []
-            for i, options in enumerate(per_stage):
-                scored = []
-                for option in options:
-                    trial_choice = reference.copy()
-                    trial_choice[i] = option
-                    cost = closed_form_costs(spec.build(family, width, blocks, trial_choice))
-                    scored.append((sign * getattr(cost, metric), len(scored)))
-                chosen.append(options[min(scored)[1]])
+            chosen = [candidates[min(range(len(candidates)), key=lambda j, row=row: (sign * row[j][metric], j))]
+                      for candidates, row in zip(per_stage, scored)]
             value = getattr(closed_form_costs(spec.build(family, width, blocks, chosen)), metric)
             key = f"{'min' if sign > 0 else 'max'}_{metric}"
             if key not in best or sign * value < sign * best[key]:

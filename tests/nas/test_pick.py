@@ -159,3 +159,32 @@ def test_pick_refuses_a_study_that_does_not_record_its_split(tmp_path, capsys):
     err = capsys.readouterr()[1]
     assert code == 2 and "does not record how it was searched" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_structured_pick_exports_the_deployed_form_and_loads_back(tmp_path, capsys):
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+    from igcnas.models.structured import StructuredConv2d, SumPoolConv2d
+    from igcnas.search_space.config import config_from_dict
+
+    options = SearchOptions(output_dir=str(tmp_path), n_trials=3, epochs=1, max_batches_per_epoch=4, widths=(8,),
+                            blocks=(1,), study="s", structured=True, seed_balanced=False)
+    run_search(options)
+    url = f"sqlite:///{tmp_path / 's' / 'study.db'}"
+    study = optuna.load_study(study_name="s", storage=url)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+            and any(config_from_dict(t.user_attrs["config"]).stages[i].structured for i in range(3))]
+    assert done, "no structured trial completed"
+    assert main(["pick", "--storage", url, "--study", "s", "--export", str(tmp_path / "m")]) == 0
+    number = int(capsys.readouterr()[0].split("picked trial ")[1].split(":")[0])
+    model = load(tmp_path / "m")
+    assert any(s.structured for s in config_from_dict(study.trials[number].user_attrs["config"]).stages)
+    assert any(isinstance(m, SumPoolConv2d) for m in model.modules())  # the deployed form ...
+    assert not any(isinstance(m, StructuredConv2d) for m in model.modules())  # ... not the training form
+    local = tmp_path / "w.pt"
+    download_artifact(artifact_store=FileSystemArtifactStore(str(tmp_path / "s" / "artifacts")), file_path=str(local),
+                      artifact_id=study.trials[number].user_attrs["weights_artifact"])
+    stored = torch.load(local, weights_only=True)
+    assert stored.keys() == model.state_dict().keys()
+    assert all(torch.equal(stored[k], v) for k, v in model.state_dict().items())
