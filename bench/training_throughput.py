@@ -9,7 +9,16 @@ after the other, and the parent prints ratios. Inference (the plain model vs
 ``optimize_for_inference``: BN folded, variant chosen by timing) is timed in a
 third process, the two sides alternating call by call.
 
-    python bench/training_throughput.py [--rounds 3] [--repeats 3] [--steps 4] [--infer-rounds N] [--json PATH] [--quick]
+The trainer itself (``igcnas.evaluators.train.train_model``: batches gathered from uint8 images,
+normalised and augmented on the device, loss checks, scheduler) is compared with a bare PyTorch loop
+on the same model, batch, precision and device (pre-built tensors, no augmentation, no evaluation),
+alternating over rounds in one process: ``trainer_vs_bare_loop`` is the trainer's share of the
+bare loop's images/s. Both run on CIFAR-shaped data (50,000 synthetic 32x32 images, no download) for
+``igcv2_c64_d20`` and ``xception_c35_d20``; an epoch's seconds are reported (measured on a GPU,
+extrapolated from the timed steps on a CPU, and labelled so).
+
+    python bench/training_throughput.py [--device cpu|cuda] [--only all|trainer|train|infer] [--rounds 3]
+        [--repeats 3] [--steps 4] [--infer-rounds N] [--json PATH] [--quick]
 """
 
 from __future__ import annotations
@@ -83,6 +92,100 @@ def measure(mode: str, names: list[str], repeats: int, steps: int, batch: int) -
     return out
 
 
+TRAINER_NETWORKS = ["igcv2_c64_d20", "xception_c35_d20"]
+CIFAR_SHAPE = (50_000, 3, 32, 32)
+
+
+def cifar_shaped(seed: int = 0):
+    """50,000 random uint8 32x32 RGB images with 10 labels, held as the trainer holds real CIFAR-10."""
+    import torch
+
+    from igcnas.evaluators.data import DataSplits
+
+    g = torch.Generator().manual_seed(seed)
+    n = CIFAR_SHAPE[0]
+    images = torch.randint(0, 256, CIFAR_SHAPE, dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    mean, std = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.29)
+    return DataSplits(name="cifar-shaped", num_classes=10, augment=True, scale=1 / 255, mean=mean, std=std,
+                      train_u8=images, train_y=labels, val_u8=images[:512], val_y=labels[:512], test_u8=None,
+                      test_y=None, val_index=tuple(range(512)))
+
+
+def measure_trainer(names: list[str], device_name: str, rounds: int, steps: int, batch: int,
+                    precision: str | None) -> dict:
+    """Trainer vs bare loop, alternating in this process on one model per network."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from igcnas.evaluators.device import autocast, resolve_device, resolve_precision
+    from igcnas.evaluators.train import TrainSettings, train_model
+    from igcnas.models import build_model
+    from igcnas.models.fast import prepare_for_training
+    from igcnas.search_space.zoo import cifar_network
+
+    device = resolve_device(device_name)
+    precision = resolve_precision(precision, device)
+    data = cifar_shaped().to(device)
+    out: dict = {"device": str(device), "precision": precision, "threads": torch.get_num_threads(),
+                 "batch": batch, "steps": steps, "networks": {}}
+    for name in names:
+        zoo = network(name)  # the paper's network, with CIFAR-10's 10 classes
+        config = cifar_network(zoo.family, zoo.stages[0].width, zoo.depth,
+                               [{k: v for k, v in vars(s).items() if k in ("k1", "chain", "k", "l")}
+                                for s in zoo.stages], num_classes=10, stem_width=zoo.stem_width)
+        config = config.replace(transition=zoo.transition, shortcut=zoo.shortcut, shortcut_groups=zoo.shortcut_groups)
+        model = build_model(config, seed=0).to(device)
+        prepare_for_training(model, (3, 32, 32), batch=batch, device=device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+        x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (batch,), device=device)
+
+        def bare_step() -> None:
+            with autocast(device, precision):
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def sync() -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+        settings = TrainSettings(epochs=1, batch_size=batch, max_batches_per_epoch=steps, device=str(device),
+                                 precision=precision, lr=0.05)
+        bare_step()
+        bare_step()  # warm-up (kernel selection, first-touch pages)
+        bare, trainer = [], []
+        for round_ in range(rounds):
+            for side in (("bare", "trainer") if round_ % 2 == 0 else ("trainer", "bare")):
+                if side == "bare":
+                    sync()
+                    start = time.perf_counter()
+                    for _ in range(steps):
+                        bare_step()
+                    sync()
+                    bare.append(steps * batch / (time.perf_counter() - start))
+                else:
+                    result = train_model(model, data, settings)
+                    trainer.append(result.images_per_second)
+        rate = statistics.median(trainer)
+        epoch_s = CIFAR_SHAPE[0] / rate
+        out["networks"][name] = {"bare_loop": bare, "trainer": trainer,
+                                 "trainer_vs_bare_loop": rate / statistics.median(bare),
+                                 "epoch_seconds": epoch_s, "epoch_seconds_measured": False,
+                                 "images_per_second": rate}
+        if device.type == "cuda":  # a full epoch is affordable on a GPU: measure it
+            full = train_model(model, data, TrainSettings(epochs=1, batch_size=batch, device=str(device),
+                                                          precision=precision, lr=0.05))
+            out["networks"][name].update(epoch_seconds=math.ceil(CIFAR_SHAPE[0] / batch) * batch
+                                         / full.images_per_second, epoch_seconds_measured=True,
+                                         epoch_images_per_second=full.images_per_second)
+    return out
+
+
 def measure_inference(names: list[str], repeats: int) -> dict:
     """Reference and ``optimize_for_inference`` of each network timed alternately in one process.
 
@@ -133,7 +236,12 @@ def main() -> int:
                         help="rounds that also measure inference (default 1: the two sides already alternate "
                              "call by call, and the full zoo at batch 128 takes a quarter of an hour)")
     parser.add_argument("--json", help="write the figures here")
-    parser.add_argument("--worker", choices=["reference", "fast", "infer"], help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="where the trainer-vs-bare-loop runs (cpu, cuda, cuda:N)")
+    parser.add_argument("--precision", help="fp32, bf16 or fp16 for the trainer run (default: the device's)")
+    parser.add_argument("--only", choices=["all", "trainer", "train", "infer"], default="all",
+                        help="run one part: trainer vs bare loop, reference vs fast training, or inference")
+    parser.add_argument("--trainer-steps", type=int, default=16, help="timed steps per trainer/bare-loop repeat")
+    parser.add_argument("--worker", choices=["reference", "fast", "infer", "trainer"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     from igcnas.search_space.zoo import ZOO
@@ -145,9 +253,34 @@ def main() -> int:
     if args.worker == "infer":
         print(json.dumps(measure_inference(infer, args.repeats)))
         return 0
+    if args.worker == "trainer":
+        print(json.dumps(measure_trainer(TRAINER_NETWORKS, args.device, args.rounds, args.trainer_steps,
+                                         args.batch, args.precision)))
+        return 0
     if args.worker:
         print(json.dumps(measure(args.worker, names, args.repeats, args.steps, args.batch)))
         return 0
+    summary: dict = {"batch": args.batch}
+    if args.only in ("all", "trainer"):
+        print("trainer vs bare loop: measuring ...", file=sys.stderr, flush=True)
+        worker = [sys.executable, __file__, "--worker", "trainer", "--device", args.device, "--rounds",
+                  str(args.rounds), "--trainer-steps", str(args.trainer_steps), "--batch", str(args.batch)]
+        worker += ["--precision", args.precision] if args.precision else []
+        done = subprocess.run(worker, capture_output=True, text=True, check=True)
+        part = json.loads(done.stdout.strip().splitlines()[-1])
+        summary["trainer_vs_bare_loop"] = part
+        print(f"trainer vs bare loop on CIFAR-shaped data (50,000 x 3x32x32 uint8, augmentation on; "
+              f"{part['device']}, {part['precision']}, batch {part['batch']}, {part['threads']} threads; median of "
+              f"{args.rounds} alternating rounds x {part['steps']} steps)")
+        print(f"{'network':<20}{'bare loop img/s':>17}{'trainer img/s':>15}{'trainer/bare':>14}{'epoch s':>10}")
+        for name, row in part["networks"].items():
+            label = "" if row["epoch_seconds_measured"] else " (extrapolated)"
+            print(f"{name:<20}{statistics.median(row['bare_loop']):>17.1f}{statistics.median(row['trainer']):>15.1f}"
+                  f"{row['trainer_vs_bare_loop']:>13.3f}x{row['epoch_seconds']:>10.1f}{label}")
+        if args.only == "trainer":
+            if args.json:
+                Path(args.json).write_text(json.dumps(summary, indent=2))
+            return 0
 
     # Training: separate processes (the allocator setting is process-wide), alternated over rounds so that
     # drift in a shared machine's load hits both sides alike. Inference: one process per round (see
@@ -176,7 +309,7 @@ def main() -> int:
         return statistics.median(v)
 
     ref, fast = results["reference"], results["fast"]
-    summary: dict = {"batch": args.batch, "threads": fast["threads"], "train": {}, "infer": {}}
+    summary.update({"threads": fast["threads"], "train": {}, "infer": {}})
     print(f"training images/s (batch {args.batch}, {fast['threads']} threads; median [min-max] of "
           f"{args.rounds} rounds x {args.repeats} repeats x {args.steps} steps)")
     print(f"{'network':<24}{'reference':>22}{'fast':>22}{'speedup':>9}{'vs xception fast':>18}")

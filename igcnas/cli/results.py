@@ -9,6 +9,7 @@ from typing import Any
 from igcnas.cli._common import fmt_count, print_table
 from igcnas.cli.search import print_front
 from igcnas.errors import BadInput
+from igcnas.evaluators.settings import DEVICE_CHOICES
 
 __all__ = ["register"]
 
@@ -52,6 +53,7 @@ def register(sub: Any) -> None:
     p.add_argument("--artifacts", help="artifact folder holding the trials' weights (default: from the study)")
     p.add_argument("--data-dir", help="data folder, when it moved since the search (default: the search's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the retraining (the data split is the search's)")
+    p.add_argument("--device", default="auto", help=f"where --retrain trains: {DEVICE_CHOICES} (default auto)")
     p.set_defaults(func=cmd_pick)
 
 
@@ -119,6 +121,10 @@ def cmd_pick(args: argparse.Namespace) -> int:
                     max_latency_ms=parse_count(args.max_latency_ms, "--max-latency-ms"))
     if args.retrain_epochs is not None and args.retrain_epochs < 1:
         raise BadInput(f"--retrain-epochs must be >= 1, got {args.retrain_epochs}")
+    if args.retrain or args.retrain_epochs is not None:
+        from igcnas.evaluators.device import resolve_device
+
+        resolve_device(args.device)
     _, study = open_existing_study(args.storage, args.study)
     df = trials_frame(study)
     try:
@@ -134,7 +140,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
         return 0
     result = export_model(study=study, trial_row=row, directory=args.export, front=pareto_front(df), budget=budget,
                           artifacts_dir=args.artifacts, retrain=args.retrain, retrain_epochs=args.retrain_epochs,
-                          data_dir=args.data_dir, seed=args.seed)
+                          data_dir=args.data_dir, seed=args.seed, device=args.device)
     test = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
     print(f"exported to {result.directory}: val acc {result.val_accuracy:.4f} (the search's validation split, "
           f"{len(result.val_index)} images), test acc {test}")

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from igcnas.cli._common import fmt_count, print_table
+from igcnas.evaluators.settings import DEVICE_CHOICES
 from igcnas.nas.options import SearchOptions, cli_fields
 
 __all__ = ["register", "options_from_args", "trial_line", "print_front"]
@@ -55,6 +56,7 @@ def register(sub: Any) -> None:
     p.add_argument("--long-epochs", type=int, default=16, help="the longer fidelity (default 16)")
     p.add_argument("--max-batches-per-epoch", type=int, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help="seed of the sample, split and training (default 0)")
+    p.add_argument("--device", default="auto", help=f"where to train: {DEVICE_CHOICES} (default auto)")
     p.set_defaults(func=cmd_proxy_check)
 
 
@@ -147,7 +149,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_proxy_check(args: argparse.Namespace) -> int:
+    from igcnas.evaluators.device import resolve_device
     from igcnas.nas.proxy import proxy_check
+
+    resolve_device(args.device)  # an unavailable device is bad input, before any training
 
     def row(r: dict[str, Any]) -> None:
         print(f"  {r['short']:.4f} -> {r['long']:.4f}  params {fmt_count(r['params']):>9}  {r['structure']}",
@@ -158,7 +163,7 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
     result = proxy_check(dataset=args.dataset, data_dir=args.data_dir, n_configs=args.n_configs,
                          short_epochs=args.short_epochs, long_epochs=args.long_epochs, seed=args.seed,
                          families=tuple(args.family) if args.family else None,
-                         max_batches_per_epoch=args.max_batches_per_epoch, on_row=row)
+                         max_batches_per_epoch=args.max_batches_per_epoch, device=args.device, on_row=row)
     verdict = ("a trustworthy proxy" if result.tau >= 0.6 else "a rough proxy" if result.tau >= 0.3
                else "not a trustworthy proxy: search with more epochs")
     print(f"Kendall tau between the {result.short_epochs}-epoch and {result.long_epochs}-epoch rankings: "

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 from igcnas.errors import BadInput
 
-__all__ = ["TrainSettings", "STRUCTURED_MODES"]
+__all__ = ["TrainSettings", "STRUCTURED_MODES", "PRECISIONS", "DEVICE_CHOICES"]
+
+# Training devices and precisions (evaluators/device.py resolves them; kept here, torch-free, so that
+# options and the command line can name them without importing torch).
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 # How structured stages (Structured Convolutions) train: "regularised" trains full kernels with the
 # structural regulariser and decomposes them after training; "direct" trains the small kernels themselves.
@@ -33,6 +38,8 @@ class TrainSettings:
     fast: bool = True  # channels_last, chain/composed chosen by timing, heap-kept buffers (same function)
     time_limit_s: float | None = None  # wall time of training before the trial is failed
     memory_limit_mb: float | None = None  # resident-memory growth during training before the trial is failed
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps (evaluators/device.py resolves it)
+    precision: str | None = None  # fp32, bf16, fp16; None: bf16 on CUDA devices that support it, else fp32
     structured_mode: str = "regularised"  # one of STRUCTURED_MODES; only networks with structured stages
     # Weight of the structural regulariser ("regularised" mode; the penalty is the kernels' mean relative
     # squared distance to their structure). Large because searches train briefly: on digits, 4 epochs,

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from igcnas.evaluators.data import DataSplits, augment_batch, iterate_batches
+from igcnas.evaluators.data import DataSplits, iterate_batches
 from igcnas.evaluators.settings import TrainSettings
 from igcnas.errors import BadInput
 
-__all__ = ["TrainSettings", "TrainResult", "recalibrate_batchnorm", "TrialDiverged", "TrialLimitExceeded", "train_model", "evaluate", "EpochCallback"]
+__all__ = ["TrainSettings", "TrainResult", "recalibrate_batchnorm", "evaluate_split", "TrialDiverged", "TrialLimitExceeded", "train_model", "evaluate", "EpochCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,15 @@ class TrainResult:
     val_accuracy: float
     curve: list[float] = field(default_factory=list)  # validation accuracy after each epoch
     train_loss: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    images_per_second: float = 0.0
+    seconds: float = 0.0  # the whole call: training, evaluation, recalibration
+    train_seconds: float = 0.0  # the training batches only
+    images_per_second: float = 0.0  # training images per second of train_seconds
     # Structured stages trained with the regulariser: the accuracies above are the projected (deployable)
     # network's; this is the full-kernel network's final accuracy, and the gap = unprojected - projected.
     unprojected_accuracy: float | None = None
     projection_gap: float | None = None
+    device: str = "cpu"  # where it trained
+    precision: str = "fp32"
 
 
 @torch.no_grad()
@@ -85,14 +88,33 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / max(len(x), 1)
 
 
+@torch.no_grad()
+def evaluate_split(model: nn.Module, data: DataSplits, split: str = "val", *, batch_size: int = 256,
+                   device: torch.device | None = None, precision: str = "fp32",
+                   memory_format: torch.memory_format = torch.contiguous_format) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on one split of ``data``, batches normalised on ``device``."""
+    from igcnas.evaluators.device import autocast
+
+    device = device or torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with autocast(device, precision):
+        for xb, yb in data.eval_batches(split, batch_size, device=device):
+            correct += int((model(xb.contiguous(memory_format=memory_format)).argmax(1) == yb).sum())
+            total += len(yb)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
 # Batches of (unaugmented) training images that re-estimate BatchNorm statistics before a structured
 # network is evaluated (see recalibrate_batchnorm).
 RECALIBRATION_BATCHES = 32
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, *, batch_size: int,
-                          max_batches: int = RECALIBRATION_BATCHES,
+def recalibrate_batchnorm(model: nn.Module, data: DataSplits, *, batch_size: int,
+                          max_batches: int = RECALIBRATION_BATCHES, device: torch.device | None = None,
                           memory_format: torch.memory_format = torch.contiguous_format) -> None:
     """Re-estimate every BatchNorm's running statistics from scratch on the first training batches.
 
@@ -112,9 +134,7 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, *, batch_size: int,
         m.momentum = None  # a cumulative average over the batches below
     model.train()
     try:
-        for index, (xb, _) in enumerate(iterate_batches(x, x, batch_size)):
-            if index >= max_batches:
-                break
+        for xb, _ in data.eval_batches("train", batch_size, device=device, max_batches=max_batches):
             model(xb.contiguous(memory_format=memory_format))
     finally:
         for m, momentum in zip(norms, momenta):
@@ -136,37 +156,43 @@ def train_model(
     so every early-stopping rung, and the end) is measured on its projected weights: the network
     that decomposition deploys, not the one the optimiser holds.
     """
-    from igcnas.models.structured import projected, structural_penalty, structured_layers
-
-    from igcnas.models.structured import SumPoolConv2d
+    from igcnas.evaluators.device import autocast, grad_scaler, resolve_device, resolve_precision
+    from igcnas.models.structured import SumPoolConv2d, projected, structural_penalty, structured_layers
 
     structured = bool(structured_layers(model))
     deployed_structure = any(isinstance(m, SumPoolConv2d) for m in model.modules())  # the "direct" mode
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
     previous_threads = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
-    generator = torch.Generator().manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)  # on the CPU: the same draws on every device
+    model.to(device)
+    data = data.to(device)  # in-memory images move once, as uint8
     memory_format = torch.contiguous_format
     if settings.fast:
         from igcnas.models.fast import prepare_for_training
 
         prepare_for_training(model, (data.in_channels, data.input_size, data.input_size),
-                             batch=min(settings.batch_size, len(data.train_x)))
+                             batch=min(settings.batch_size, data.n_train), device=device)
         memory_format = torch.channels_last
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay, nesterov=settings.nesterov)
-    n = len(data.train_x)
-    steps_per_epoch = math.ceil(n / settings.batch_size)
+    scaler = grad_scaler(device, precision)
+    steps_per_epoch = math.ceil(data.n_train / settings.batch_size)
     if settings.max_batches_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, settings.max_batches_per_epoch)
     total_steps = max(steps_per_epoch * settings.epochs, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
-    result = TrainResult(val_accuracy=0.0)
+    result = TrainResult(val_accuracy=0.0, device=str(device), precision=precision)
 
     def recalibrate(net: nn.Module) -> None:
-        recalibrate_batchnorm(net, data.train_x, batch_size=settings.batch_size, memory_format=memory_format)
+        recalibrate_batchnorm(net, data, batch_size=settings.batch_size, device=device, memory_format=memory_format)
+
+    def validate() -> float:
+        return evaluate_split(model, data, "val", device=device, precision=precision, memory_format=memory_format)
 
     bar = None
     if settings.progress:
@@ -175,22 +201,23 @@ def train_model(
         bar = tqdm(total=total_steps, desc="training", unit="batch", file=sys.stderr, leave=False)
     start = time.perf_counter()
     baseline_mb = current_rss_mb()  # the limit is on what this trial adds (threads of --n-jobs share it)
-    images = 0
+    images, loop_seconds = 0, 0.0
     try:
         model.train()
         for epoch in range(settings.epochs):
             running, batches = 0.0, 0
-            for xb, yb in iterate_batches(data.train_x, data.train_y, settings.batch_size, generator=generator):
+            epoch_start = time.perf_counter()
+            for xb, yb in data.train_batches(settings.batch_size, generator=generator, device=device):
                 if batches >= steps_per_epoch:
                     break
-                if data.augment:
-                    xb = augment_batch(xb, generator)
                 xb = xb.contiguous(memory_format=memory_format)
-                loss = F.cross_entropy(model(xb), yb)
+                with autocast(device, precision):
+                    loss = F.cross_entropy(model(xb), yb)
                 if structured and settings.structure_lambda > 0:
                     loss = loss + settings.structure_lambda * structural_penalty(model)
-                if not torch.isfinite(loss):
-                    raise TrialDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, batch {batches + 1}")
+                value = loss.item()  # one sync per step: the divergence check needs it
+                if not math.isfinite(value):
+                    raise TrialDiverged(f"loss became {value} at epoch {epoch + 1}, batch {batches + 1}")
                 if settings.time_limit_s is not None and time.perf_counter() - start > settings.time_limit_s:
                     raise TrialLimitExceeded(f"time limit of {settings.time_limit_s:g} s exceeded at epoch "
                                              f"{epoch + 1}, batch {batches + 1}")
@@ -200,23 +227,29 @@ def train_model(
                         raise TrialLimitExceeded(f"memory limit of {settings.memory_limit_mb:g} MB exceeded: the "
                                                  f"trial grew the process by {grown:.0f} MB")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
                 scheduler.step()
-                running += loss.item()
+                running += value
                 batches += 1
                 images += len(xb)
                 if bar is not None:
                     bar.update(1)
+            loop_seconds += time.perf_counter() - epoch_start
             if structured:
                 with projected(model):
                     recalibrate(model)
-                    accuracy = evaluate(model, data.val_x, data.val_y, memory_format=memory_format)
+                    accuracy = validate()
             elif deployed_structure:
                 recalibrate(model)
-                accuracy = evaluate(model, data.val_x, data.val_y, memory_format=memory_format)
+                accuracy = validate()
             else:
-                accuracy = evaluate(model, data.val_x, data.val_y, memory_format=memory_format)
+                accuracy = validate()
             result.curve.append(accuracy)
             result.train_loss.append(running / max(batches, 1))
             result.val_accuracy = accuracy
@@ -229,10 +262,12 @@ def train_model(
         torch.set_num_threads(previous_threads)
     if structured:
         recalibrate(model)
-        result.unprojected_accuracy = evaluate(model, data.val_x, data.val_y, memory_format=memory_format)
+        result.unprojected_accuracy = validate()
         result.projection_gap = result.unprojected_accuracy - result.val_accuracy
         with projected(model):
             recalibrate(model)  # leave the statistics of the projected network: it is what is decomposed next
     result.seconds = time.perf_counter() - start
-    result.images_per_second = images / result.seconds if result.seconds > 0 else 0.0
+    result.train_seconds = loop_seconds
+    # Training speed: images over the time of the training batches only (evaluation excluded).
+    result.images_per_second = images / loop_seconds if loop_seconds > 0 else 0.0
     return result

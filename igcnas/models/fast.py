@@ -117,23 +117,25 @@ _CHOICES: dict[tuple, str] = {}
 
 
 def choose_strategies(model: nn.Module, input_shape: tuple[int, int, int], *, batch: int = 32,
-                      training: bool = True, channels_last: bool = True, repeats: int = 3) -> dict[str, int]:
+                      training: bool = True, channels_last: bool = True, repeats: int = 3,
+                      device: torch.device | None = None) -> dict[str, int]:
     """Time chain vs composed once per distinct block shape and keep the faster for each block.
 
     Only the blocks' own work is timed (random inputs of the block's input shape), so this costs a
     few milliseconds per distinct shape, once per process. Returns how many blocks got each strategy.
     """
     shapes = _CHOICES
-    sizes = _block_input_sizes(model, input_shape)
+    device = device or next(model.parameters()).device
+    sizes = _block_input_sizes(model, input_shape, device)
     counts = {s: 0 for s in STRATEGIES}
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for block in _chain_blocks(model):
         c_in, size = sizes[id(block)]
         key = (block.plan, c_in, size, training, batch, channels_last, torch.get_num_threads(),
-               next(block.parameters()).dtype)
+               next(block.parameters()).dtype, str(device))
         if key not in shapes:
             probe = copy.deepcopy(block).train(training)
-            x = torch.randn(batch, c_in, size, size).to(memory_format=fmt).requires_grad_(training)
+            x = torch.randn(batch, c_in, size, size, device=device).to(memory_format=fmt).requires_grad_(training)
 
             def step(strategy: str) -> None:
                 probe.strategy = strategy
@@ -142,6 +144,8 @@ def choose_strategies(model: nn.Module, input_shape: tuple[int, int, int], *, ba
                 else:
                     with torch.no_grad():
                         probe(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # time the kernels, not their launch
 
             results = _time_each({s: functools.partial(step, s) for s in STRATEGIES}, repeats)
             shapes[key] = min(results, key=results.get)
@@ -151,7 +155,8 @@ def choose_strategies(model: nn.Module, input_shape: tuple[int, int, int], *, ba
     return counts
 
 
-def _block_input_sizes(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[int, tuple[int, int]]:
+def _block_input_sizes(model: nn.Module, input_shape: tuple[int, int, int],
+                       device: torch.device | None = None) -> dict[int, tuple[int, int]]:
     """(channels, spatial size) entering each interleaved block, found with one tiny forward pass."""
     sizes: dict[int, tuple[int, int]] = {}
     hooks = [b.register_forward_pre_hook(lambda m, args: sizes.__setitem__(id(m), (args[0].shape[1],
@@ -161,7 +166,7 @@ def _block_input_sizes(model: nn.Module, input_shape: tuple[int, int, int]) -> d
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in hooks:
             h.remove()
@@ -170,12 +175,18 @@ def _block_input_sizes(model: nn.Module, input_shape: tuple[int, int, int]) -> d
 
 
 def prepare_for_training(model: nn.Module, input_shape: tuple[int, int, int], *, batch: int = 64,
-                         channels_last: bool = True) -> nn.Module:
-    """The fast training configuration: allocator, channels_last, per-block strategy by timing."""
-    configure_allocator()
+                         channels_last: bool = True, device: torch.device | None = None) -> nn.Module:
+    """The fast training configuration: allocator (CPU), channels_last, per-block strategy by timing.
+
+    The chain/composed choice is timed on ``device`` (the model's device): what is faster on a CPU
+    says nothing about a GPU, so decisions are kept per device.
+    """
+    device = device or next(model.parameters()).device
+    if device.type == "cpu":
+        configure_allocator()
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    choose_strategies(model, input_shape, batch=batch, training=True, channels_last=channels_last)
+    choose_strategies(model, input_shape, batch=batch, training=True, channels_last=channels_last, device=device)
     return model
 
 

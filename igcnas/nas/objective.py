@@ -118,6 +118,9 @@ def evaluate_config(
         evaluation.latency_ms = latency.ms_by_batch[1]
         evaluation.attrs[TrialKey.LATENCY_MS] = evaluation.latency_ms
         evaluation.attrs["latency_threads"] = latency.threads
+        # A deployment figure: the untrained network on this process's CPU at a fixed thread count, before
+        # training touches any accelerator (never the training device's speed).
+        evaluation.attrs[TrialKey.LATENCY_DEVICE] = "cpu"
         evaluation.constraints = budget.violations(params=evaluation.params, macs=evaluation.macs,
                                                    latency_ms=evaluation.latency_ms)
         if evaluation.constraints.get("max_latency_ms", 0.0) > 0:
@@ -127,6 +130,8 @@ def evaluate_config(
             return evaluation
     start = time.perf_counter()
     result = train_model(model, data, train_settings, on_epoch=on_epoch)
+    model = model.to("cpu")  # counted, stored and deployed from the CPU whatever it trained on
+    evaluation.attrs.update({TrialKey.DEVICE: result.device, TrialKey.PRECISION: result.precision})
     if any(stage.structured for stage in config.stages):
         from igcnas.models.structured import decompose
 

@@ -9,12 +9,13 @@ option and the allowed values.
 
 from __future__ import annotations
 
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from igcnas.errors import BadInput
-from igcnas.evaluators.settings import STRUCTURED_MODES, TrainSettings
+from igcnas.evaluators.settings import DEVICE_CHOICES, PRECISIONS, STRUCTURED_MODES, TrainSettings
 from igcnas.nas.early_stopping import RungSchedule, fidelity_key
 from igcnas.nas.objectives import Objective, objectives_for
 from igcnas.nas.samplers import SAMPLERS
@@ -56,6 +57,22 @@ def on_off(raw: str, flag: str) -> bool:
     return value == "on"
 
 
+def parse_devices(raw: str, flag: str) -> tuple[str, ...]:
+    """``0,1,3`` (CUDA indices) or explicit devices (``cuda:0,cuda:1``) as device names, no repeats."""
+    names = []
+    for part in raw.split(","):
+        part = part.strip().lower()
+        if part.isdigit():
+            part = f"cuda:{part}"
+        if not re.fullmatch(r"cuda:\d+|cpu|mps", part):
+            raise BadInput(f"{flag} must be a comma-separated list of CUDA indices (0,1,2) or devices "
+                           f"(cuda:N, cpu, mps), got {raw!r}")
+        names.append(part)
+    if len(set(names)) != len(names):
+        raise BadInput(f"{flag} lists a device twice: {raw!r}")
+    return tuple(names)
+
+
 def option(default: Any, help: str, *, group: str, **cli: Any) -> Any:
     """A dataclass field with its command-line description (keeps parser and option in one place)."""
     return field(default=default, metadata={"cli": CliSpec(help=help, group=group, **cli)})
@@ -92,6 +109,11 @@ class SearchOptions:
     download: bool = option(False, "download CIFAR when it is not in --data-dir", group="data", kind="store_true")
     val_fraction: float = option(0.2, "share of the training images held out for validation (default 0.2)",
                                  group="data", type=float)
+    memory_cap_mb: float | None = option(
+        None, "image folders (imagefolder, tinyimagenet) whose decoded uint8 training images exceed this many MiB "
+        "are streamed from their disk cache instead of held in memory (default: held)", group="data", type=float)
+    cache_dir: str | None = option(None, "where decoded image folders are cached (default: DATA_DIR/.igcnas-cache, "
+                                   "else ~/.cache/igcnas)", group="data")
     # space
     families: tuple[str, ...] | None = option(
         None, "block family to search (repeatable; default: all of " + ", ".join(DEFAULT_FAMILIES) + ")",
@@ -134,6 +156,11 @@ class SearchOptions:
                              type=int)
     lr: float = option(_TRAIN.lr, f"peak learning rate (SGD, Nesterov, cosine; default {_TRAIN.lr:g})",
                        group="search", type=float)
+    device: str = option(_TRAIN.device, f"where trials train: {DEVICE_CHOICES} (default auto: CUDA when "
+                         "available, else the CPU)", group="search")
+    precision: str | None = option(
+        _TRAIN.precision, "fp32, bf16 or fp16 (autocast; fp16 with a gradient scaler). Default: bf16 on CUDA "
+        "devices that support it, fp32 on the CPU", group="search", metavar="fp32|bf16|fp16")
     structured_mode: str = option(
         _TRAIN.structured_mode, "how stages with Structured Convolutions train (--structured on): "
         + ", ".join(STRUCTURED_MODES) + f" (default {_TRAIN.structured_mode}; regularised: full kernels with the "
@@ -164,6 +191,9 @@ class SearchOptions:
                                      "re-run after --grace-period (default 20)", group="reliability", type=int)
     grace_period: int = option(60, "seconds without heartbeat (default 60)", group="reliability", type=int)
     n_jobs: int = option(1, "parallel trials in this process (optuna backend)", group="reliability", type=int)
+    devices: tuple[str, ...] | None = option(
+        None, "one trial per listed device at a time, all on this study (optuna backend), e.g. 0,1,2,3 for four "
+        "GPUs; sets --n-jobs to their number", group="reliability", parse=parse_devices, metavar="0,1,...")
     # storage and output
     storage: str | None = option(None, "Optuna RDB URL (default: sqlite:///OUTPUT_DIR/STUDY/study.db); use "
                                  "postgresql://... for many processes or machines", group="storage and output")
@@ -179,6 +209,8 @@ class SearchOptions:
     address: str | None = option(None, "Ray cluster address (auto or HOST:PORT); default: a local Ray instance",
                                  group="backend")
     cpus_per_trial: int = option(1, "CPUs per Ray trial (default 1)", group="backend", type=int)
+    gpus_per_trial: float = option(0.0, "GPUs per Ray trial, fractions allowed (0.5: two small trials per GPU); "
+                                   "such trials train on their GPU (default 0)", group="backend", type=float)
     max_concurrent: int | None = option(None, "concurrent Ray trials (default: as many as fit)", group="backend",
                                         type=int)
 
@@ -195,6 +227,14 @@ class SearchOptions:
             raise BadInput(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if not isinstance(self.structured, bool):
             raise BadInput(f"--structured must be one of on, off, got {self.structured!r}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise BadInput(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(self.device).lower()):
+            raise BadInput(f"--device must be one of {DEVICE_CHOICES}, got {self.device!r}")
+        if self.devices is not None:
+            object.__setattr__(self, "n_jobs", len(self.devices))
+        if not 0 <= self.gpus_per_trial < float("inf"):
+            raise BadInput(f"--gpus-per-trial must be a number >= 0 (fractions allowed), got {self.gpus_per_trial}")
         if self.structured_mode not in STRUCTURED_MODES:
             raise BadInput(f"--structured-mode must be one of {', '.join(STRUCTURED_MODES)}, "
                            f"got {self.structured_mode!r}")
@@ -244,6 +284,7 @@ class SearchOptions:
         return TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=seed,
                              max_batches_per_epoch=self.max_batches_per_epoch, time_limit_s=self.trial_timeout,
                              memory_limit_mb=self.trial_memory_mb, structured_mode=self.structured_mode,
+                             device=self.device, precision=self.precision,
                              structure_lambda=self.structure_lambda)
 
     def evaluation_record(self) -> dict[str, Any]:
@@ -251,6 +292,7 @@ class SearchOptions:
         return {"dataset": self.dataset,
                 "data_dir": str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None,
                 "split_seed": self.seed, "val_fraction": self.val_fraction, "epochs": self.epochs,
+                "memory_cap_mb": self.memory_cap_mb, "cache_dir": self.cache_dir,
                 "batch_size": self.batch_size, "lr": self.lr, "max_batches_per_epoch": self.max_batches_per_epoch,
                 "structured_mode": self.structured_mode, "structure_lambda": self.structure_lambda}
 

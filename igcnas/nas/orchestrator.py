@@ -62,10 +62,16 @@ def prepare(options: SearchOptions) -> Prepared:
     from igcnas.nas.study import open_storage, open_study
     from igcnas.search_space.genome import genome_for
 
+    if options.backend == "optuna":  # trials train here: an unavailable device is bad input, before anything
+        from igcnas.evaluators.device import resolve_device, resolve_precision
+
+        for device in options.devices or (options.device,):
+            resolve_precision(options.precision, resolve_device(device))
     if options.data_dir is not None and not Path(options.data_dir).expanduser().exists() and not options.download:
         raise BadInput(f"--data-dir {options.data_dir!r} does not exist")
     data = load_dataset(options.dataset, data_dir=options.data_dir, download=options.download, seed=options.seed,
-                        val_fraction=options.val_fraction)
+                        val_fraction=options.val_fraction, memory_cap_mb=options.memory_cap_mb,
+                        cache_dir=options.cache_dir, progress=True)
     spec = SearchSpec.for_data(in_channels=data.in_channels, input_size=data.input_size,
                                num_classes=data.num_classes, families=options.families, widths=options.widths,
                                blocks=options.blocks, max_l=options.max_l, structured=options.structured)

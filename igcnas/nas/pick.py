@@ -125,7 +125,8 @@ def load_search_data(record: dict[str, Any], *, data_dir: str | None = None) -> 
     from igcnas.evaluators.data import load_dataset
 
     return load_dataset(record["dataset"], data_dir=data_dir or record.get("data_dir"), seed=record["split_seed"],
-                        val_fraction=record["val_fraction"])
+                        val_fraction=record["val_fraction"], memory_cap_mb=record.get("memory_cap_mb"),
+                        cache_dir=record.get("cache_dir"), progress=True)
 
 
 def export_model(
@@ -140,6 +141,7 @@ def export_model(
     retrain_epochs: int | None = None,
     data_dir: str | None = None,
     seed: int = 0,
+    device: str = "auto",
 ) -> PickResult:
     """Write ``config.json``, ``model.pt`` (state dict), ``model.pt2`` (exported program) and ``report.md``.
 
@@ -179,11 +181,11 @@ def export_model(
 
         retrained = retrain_epochs or record["epochs"]
         settings = TrainSettings(epochs=retrained, batch_size=record["batch_size"], lr=record["lr"], seed=seed,
-                                 progress=True, **{k: record[k] for k in ("structured_mode", "structure_lambda")
+                                 progress=True, device=device, **{k: record[k] for k in ("structured_mode", "structure_lambda")
                                                    if k in record})
         model = build_model(config, seed=seed, form=settings.model_form)
         train_model(model, data, settings)
-        model = decompose(model)
+        model = decompose(model.to("cpu"))
     else:
         artifact = trial.user_attrs.get(TrialKey.WEIGHTS_ARTIFACT)
         store_dir = artifacts_dir or study.user_attrs.get(StudyKey.ARTIFACTS)

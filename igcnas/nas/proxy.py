@@ -30,7 +30,7 @@ class ProxyResult:
 
 def proxy_check(*, dataset: str = "digits", data_dir: str | None = None, n_configs: int = 10, short_epochs: int = 2,
                 long_epochs: int = 8, seed: int = 0, families: tuple[str, ...] | None = None,
-                max_batches_per_epoch: int | None = None,
+                max_batches_per_epoch: int | None = None, device: str = "auto",
                 on_row: Callable[[dict[str, Any]], None] | None = None) -> ProxyResult:
     import optuna
     from scipy.stats import kendalltau
@@ -59,7 +59,8 @@ def proxy_check(*, dataset: str = "digits", data_dir: str | None = None, n_confi
         accuracies = []
         for epochs in (short_epochs, long_epochs):
             model = build_model(config, seed=seed + i)
-            settings = TrainSettings(epochs=epochs, seed=seed + i, max_batches_per_epoch=max_batches_per_epoch)
+            settings = TrainSettings(epochs=epochs, seed=seed + i, max_batches_per_epoch=max_batches_per_epoch,
+                                     device=device)
             accuracies.append(train_model(model, data, settings).val_accuracy)
         row = {"structure": describe_structure(config), "params": closed_form_costs(config).params,
                "short": accuracies[0], "long": accuracies[1]}

@@ -47,6 +47,9 @@ class TrialKey(StrEnum):
     WEIGHTS_ARTIFACT = "weights_artifact"
     BACKEND = "backend"
     RAY_NODE = "ray_node"
+    DEVICE = "device"  # where the trial trained (cpu, cuda:N)
+    PRECISION = "precision"
+    LATENCY_DEVICE = "latency_device"  # where latency was measured (always a fixed-thread CPU run)
     # System attribute set on a RUNNING trial found stale (its worker stopped beating): tells a stale
     # failure, which is retried, from a trial that failed by its own error (nas/storage.py).
     STALE = "igcnas:stale"

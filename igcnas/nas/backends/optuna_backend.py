@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from igcnas.errors import BadInput
@@ -33,6 +35,12 @@ def make_objective(prep: Prepared) -> Callable[[Any], tuple[float, ...]]:
 
     options = prep.options
     schedule = options.rung_schedule
+    # --devices: a pool the n_jobs trial threads take their device from (one trial per device at a time).
+    devices: queue.Queue[str] | None = None
+    if options.devices:
+        devices = queue.Queue()
+        for name in options.devices:
+            devices.put(name)
 
     def check_rung(trial: optuna.Trial, epoch: int, accuracy: float, params: int, macs: int) -> None:
         peers = rung_peers(trial.study.get_trials(deepcopy=False), options.fidelity, epoch, exclude=trial.number)
@@ -61,8 +69,13 @@ def make_objective(prep: Prepared) -> Callable[[Any], tuple[float, ...]]:
                 check_rung(trial, epoch, accuracy, pre.params, pre.macs)
 
         seed = options.seed + trial.number
+        settings = options.train_settings(seed=seed)
+        device = devices.get() if devices is not None else None  # --devices: this trial's own device
         try:
-            evaluation = evaluate_config(pre.config, prep.data, train_settings=options.train_settings(seed=seed),
+            if device is not None:
+                settings = replace(settings, device=device)
+                trial.set_user_attr(TrialKey.DEVICE, device)
+            evaluation = evaluate_config(pre.config, prep.data, train_settings=settings,
                                          budget=options.budget, measure_latency=options.measure_latency,
                                          model_seed=seed, on_epoch=on_epoch)
         except StoppedAtRung as stop:
@@ -74,6 +87,9 @@ def make_objective(prep: Prepared) -> Callable[[Any], tuple[float, ...]]:
             trial.set_user_attr(TrialKey.STATUS, TrialStatus.FAILED)
             trial.set_user_attr(TrialKey.FAIL_REASON, f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            if device is not None:
+                devices.put(device)
         for key, value in evaluation.attrs.items():
             if pre.attrs.get(key) != value:
                 trial.set_user_attr(key, value)
@@ -151,7 +167,7 @@ class OptunaBackend:
     """Trials in this process; every option is honoured except the Ray-only ones."""
 
     name = "optuna"
-    unsupported = frozenset({"address", "cpus_per_trial", "max_concurrent"})
+    unsupported = frozenset({"address", "cpus_per_trial", "gpus_per_trial", "max_concurrent"})
 
     def run(self, prepared: Prepared, *, callbacks: list[TrialCallback]) -> BackendReport:
         import optuna

@@ -13,6 +13,7 @@ trained (to the end or to a rung), as the Optuna backend counts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -210,7 +211,7 @@ class RayBackend:
     """Trials as Ray Tune trials on a cluster; per-process options (threads, study-wide targets) are refused."""
 
     name = "ray"
-    unsupported = frozenset({"total_trials", "n_jobs"})
+    unsupported = frozenset({"total_trials", "n_jobs", "devices"})
 
     def run(self, prepared: Prepared, *, callbacks: list[TrialCallback]) -> BackendReport:
         import ray
@@ -252,7 +253,9 @@ class RayBackend:
                     scheduler = MultiObjectiveASHA(schedule, history)
                 n = options.n_trials - report.trained - report.stopped_early
                 tuner = tune.Tuner(
-                    tune.with_resources(trainable, {"cpu": options.cpus_per_trial}),
+                    # --gpus-per-trial: Tune gives the trial its (share of a) GPU and sets CUDA_VISIBLE_DEVICES,
+                    # so "auto" resolves to it there and to the CPU in trials without one.
+                    tune.with_resources(trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}),
                     tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=n, time_budget_s=remaining,
                                                 scheduler=scheduler),
                     run_config=tune.RunConfig(name=f"{options.study_name}-ray",
@@ -298,6 +301,8 @@ def _run_settings(prep: Prepared) -> dict[str, Any]:
         "fidelity": options.fidelity,
         "trial_timeout": options.trial_timeout,
         "trial_memory_mb": options.trial_memory_mb,
+        # How every trial trains: the same TrainSettings the Optuna backend uses (its seed set per trial).
+        "train": dataclasses.asdict(options.train_settings(seed=0)),
         "objectives": [o.name for o in options.objectives],
         "artifacts": str(options.artifacts_path.resolve()) if options.save_weights else None,
     }

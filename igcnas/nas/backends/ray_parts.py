@@ -59,12 +59,11 @@ def trainable(config: dict[str, Any]) -> None:
     key = (run["dataset"], run["data_dir"], run["split_seed"], run["val_fraction"])
     if key not in _DATA_CACHE:
         _DATA_CACHE[key] = load_dataset(run["dataset"], data_dir=run["data_dir"], seed=run["split_seed"],
-                                        val_fraction=run["val_fraction"])
+                                        val_fraction=run["val_fraction"], memory_cap_mb=run.get("memory_cap_mb"),
+                                        cache_dir=run.get("cache_dir"))
     data = _DATA_CACHE[key]
     seed = int(run["split_seed"]) + int(config["igcnas_number"])
-    settings = TrainSettings(epochs=run["epochs"], batch_size=run["batch_size"], lr=run["lr"], seed=seed,
-                             max_batches_per_epoch=run["max_batches_per_epoch"], time_limit_s=run["trial_timeout"],
-                             memory_limit_mb=run["trial_memory_mb"])
+    settings = TrainSettings(**{**run["train"], "seed": seed})
     costs = closed_form_costs(network)
     curve: list[float] = []
 
