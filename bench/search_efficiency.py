@@ -51,6 +51,8 @@ METHODS = ("random", "nsga2_plain", "ray_asha", "igcnas", "igcnas_random")
 CIFAR_SAMPLE = ROOT.parent / "shared" / "data" / "cifar10-sample"
 EPOCHS = {"digits": 4, "cifar10-sample": 4}
 BATCH = 64
+# Where every method trains (--device; workers inherit it through the environment).
+DEVICE = os.environ.get("IGCNAS_BENCH_DEVICE", "cpu")
 LR = 0.05
 N_TRIALS = 100  # more than a 60 s budget trains: the clock ends each run (see the module docstring)
 
@@ -83,7 +85,7 @@ def run_igcnas_driver(ds: str, seed: int, budget: float, out: Path, t0: float, *
     elif method != "igcnas":
         raise ValueError(method)
     options = SearchOptions(**dataset_args(ds), n_trials=N_TRIALS, timeout=budget, seed=seed, output_dir=str(out),
-                            epochs=EPOCHS[ds], batch_size=BATCH, lr=LR, save_weights=False,
+                            epochs=EPOCHS[ds], batch_size=BATCH, lr=LR, save_weights=False, device=DEVICE,
                             **changes)
     outcome = run_search(options)
     points = []
@@ -139,7 +141,7 @@ def run_nsga2_plain(ds: str, seed: int, budget: float, t0: float) -> list:
             config = _plain_config(trial, spec)
         except ValueError as exc:  # the rules reject it: only now, at run time
             raise optuna.TrialPruned(str(exc)) from None
-        settings = TrainSettings(epochs=EPOCHS[ds], batch_size=BATCH, lr=LR, seed=seed + trial.number)
+        settings = TrainSettings(epochs=EPOCHS[ds], batch_size=BATCH, lr=LR, seed=seed + trial.number, device=DEVICE)
         ev = evaluate_config(config, data, train_settings=settings, budget=Budget(), model_seed=seed + trial.number)
         points.append((time.time() - t0, ev.val_accuracy, ev.params, ev.macs))
         return ev.val_accuracy, ev.params, ev.macs
@@ -172,7 +174,8 @@ def _ray_trainable(config):
     network = config_from_dict(config["network"])
     costs = closed_form_costs(network)
     data = _ray_data(run["ds"], run["seed"])
-    settings = TrainSettings(epochs=run["epochs"], batch_size=BATCH, lr=LR, seed=run["seed"] + config["number"])
+    settings = TrainSettings(epochs=run["epochs"], batch_size=BATCH, lr=LR, seed=run["seed"] + config["number"],
+                             device=DEVICE)
     model = build_model(network, seed=run["seed"] + config["number"])
 
     def on_epoch(epoch, accuracy):
@@ -287,9 +290,11 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--checkpoints", type=int, default=6, help="reported time points (default 6)")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--device", default=DEVICE, help="where every method trains (cpu, cuda, cuda:N; default cpu)")
     parser.add_argument("--html", default="search_efficiency.html", help="plotly HTML of the curves")
     parser.add_argument("--worker", nargs=4, metavar=("METHOD", "DATASET", "SEED", "BUDGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    os.environ["IGCNAS_BENCH_DEVICE"] = args.device  # the worker processes read it at import
 
     if args.worker:
         method, ds, seed, budget = args.worker
