@@ -57,7 +57,7 @@ CASES = [
     ("zero latency budget", ["search", "--max-latency-ms", "0"], {}, "--max-latency-ms must be > 0"),
     ("unknown sampler", ["search", "--sampler", "cmaes"], {}, "sampler must be one of"),
     ("unknown backend", ["search", "--backend", "dask"], {}, "backend must be one of"),
-    ("malformed storage URL", ["search", "--storage", "::::"], {}, "not a valid SQLAlchemy URL"),
+    ("malformed storage URL", ["search", "--storage", "::::"], {}, "not a valid storage URL"),
     ("unreachable storage", ["trials", "--storage", "postgresql+psycopg2://x@127.0.0.1:1/db", "--study", "s"], {},
      "cannot be opened"),
     ("storage folder missing", ["search", "--storage", "sqlite:///{d}/no/such/dir/s.db"], {}, "does not exist"),

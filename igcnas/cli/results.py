@@ -11,13 +11,16 @@ from igcnas.cli.search import print_front
 from igcnas.errors import BadInput
 from igcnas.evaluators.settings import DEVICE_CHOICES
 
+STORAGE_HELP = "the study's storage (database URL, journal:///PATH or grpc://HOST:PORT)"
+
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("trials", help="list the trials of a study", description="List a study's trials, or its "
                        "Pareto front, and optionally export them to CSV.")
-    p.add_argument("--storage", required=True, help="Optuna RDB URL, e.g. sqlite:///igc-nas-runs/x/study.db")
+    p.add_argument("--storage", required=True, help="the study's storage (database URL, journal:///PATH or "
+                   "grpc://HOST:PORT), e.g. sqlite:///igc-nas-runs/x/study.db")
     p.add_argument("--study", required=True, help="study name")
     p.add_argument("--pareto", action="store_true", help="only the feasible non-dominated trials")
     p.add_argument("--csv", help="also write the table to this CSV (or .parquet) file")
@@ -27,7 +30,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("dashboard", help="browse a study's Pareto front in the browser",
                        description="Serve a live dashboard of a study (it refreshes while a search is running), "
                                    "or write it as one self-contained HTML file with --html.")
-    p.add_argument("--storage", required=True, help="Optuna RDB URL of the study")
+    p.add_argument("--storage", required=True, help=STORAGE_HELP)
     p.add_argument("--study", help="study name (default: the storage's only study)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8050, help="port (default 8050; 0 picks a free one)")
@@ -41,7 +44,7 @@ def register(sub: Any) -> None:
                                    "settings, and export config.json, model.pt (state dict), model.pt2 (exported "
                                    "program) and report.md with its accuracy on the search's validation split and "
                                    "on the untouched test split. Load it with igcnas.models.load(DIR).")
-    p.add_argument("--storage", required=True, help="Optuna RDB URL of the study")
+    p.add_argument("--storage", required=True, help=STORAGE_HELP)
     p.add_argument("--study", help="study name (default: the storage's only study)")
     p.add_argument("--max-params", help="parameter budget")
     p.add_argument("--max-macs", help="MAC budget (multiply-accumulates; FLOPs = 2*MACs)")

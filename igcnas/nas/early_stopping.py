@@ -13,8 +13,10 @@ never wait for a rung to fill (asynchronous, as in ASHA).
 
 This module holds the rule and the rung bookkeeping (which recorded trials
 make a rung's population); the Optuna backend applies it inside the objective
-with the study's own trials as the rung population, and the Ray backend wraps
-it as a Tune ``TrialScheduler`` whose rungs start from the same records.
+with the study's own trials as the rung population (kept incrementally by a
+:class:`RungIndex`, so a check does not grow with the study), and the Ray
+backend wraps it as a Tune ``TrialScheduler`` whose rungs start from the same
+records.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from igcnas.nas.selection import dominance_matrix
 from igcnas.errors import BadInput
 
 __all__ = ["RungSchedule", "RungEntry", "StoppedAtRung", "domination_counts", "should_promote", "rung_population",
-           "fidelity_key", "study_rung_records", "rung_peers"]
+           "fidelity_key", "study_rung_records", "rung_peers", "RungIndex"]
+
+Record = tuple[Sequence[float], float, float]  # (per-epoch accuracy curve, params, MACs) of one trial
 
 
 class StoppedAtRung(Exception):
@@ -101,10 +105,9 @@ def should_promote(own: RungEntry, peers: Sequence[RungEntry], eta: int) -> tupl
     return mine <= threshold, mine, threshold
 
 
-def rung_population(records: Iterable[tuple[Sequence[float], float, float]], epoch: int) -> list[RungEntry]:
+def rung_population(records: Iterable[Record], epoch: int) -> list[RungEntry]:
     """Rung members from (per-epoch accuracy curve, params, MACs) of earlier trials: those that reached ``epoch``."""
-    return [RungEntry(float(curve[epoch - 1]), float(params), float(macs))
-            for curve, params, macs in records if len(curve) >= epoch]
+    return [_entry(record, epoch) for record in records if len(record[0]) >= epoch]
 
 
 def fidelity_key(*, epochs: int, batch_size: int, lr: float, max_batches_per_epoch: int | None) -> str:
@@ -114,25 +117,146 @@ def fidelity_key(*, epochs: int, batch_size: int, lr: float, max_batches_per_epo
     return f"{epochs}ep/b{batch_size}/lr{lr:g}{capped}"
 
 
-def study_rung_records(trials: Iterable[Any], fidelity: str, *, exclude: int | None = None
-                       ) -> list[tuple[Sequence[float], float, float]]:
+def rung_record(t: Any, fidelity: str) -> Record | None:
+    """(curve, params, MACs) of trial ``t`` when it was trained with schedule ``fidelity``, else None."""
+    from igcnas.nas.records import TrialKey
+
+    attrs = t.user_attrs
+    if attrs.get(TrialKey.FIDELITY) != fidelity or TrialKey.PARAMS not in attrs or TrialKey.MACS not in attrs:
+        return None
+    return attrs.get(TrialKey.CURVE) or [], attrs[TrialKey.PARAMS], attrs[TrialKey.MACS]
+
+
+def study_rung_records(trials: Iterable[Any], fidelity: str, *, exclude: int | None = None) -> list[Record]:
     """(curve, params, MACs) of the recorded trials trained with schedule ``fidelity`` (trial ``exclude`` left out).
 
     A trial's curve grows epoch by epoch while it trains, so running trials count at the rungs they
     have passed; trials of another schedule are never compared (see :func:`fidelity_key`).
     """
-    from igcnas.nas.records import TrialKey
-
     out = []
     for t in trials:
-        attrs = t.user_attrs
-        if t.number == exclude or attrs.get(TrialKey.FIDELITY) != fidelity:
-            continue
-        if TrialKey.PARAMS in attrs and TrialKey.MACS in attrs:
-            out.append((attrs.get(TrialKey.CURVE) or [], attrs[TrialKey.PARAMS], attrs[TrialKey.MACS]))
+        if t.number != exclude and (record := rung_record(t, fidelity)) is not None:
+            out.append(record)
     return out
 
 
 def rung_peers(trials: Iterable[Any], fidelity: str, epoch: int, *, exclude: int | None = None) -> list[RungEntry]:
     """The population of the rung at ``epoch``: recorded trials of the same schedule that reached it."""
     return rung_population(study_rung_records(trials, fidelity, exclude=exclude), epoch)
+
+
+def _points(entries: Sequence[RungEntry]) -> np.ndarray:
+    """Minimisation form (-accuracy, params, MACs), one row per entry."""
+    return np.array([(-e.accuracy, e.params, e.macs) for e in entries], dtype=float).reshape(-1, 3)
+
+
+def _dominating(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[i, j]`` is True when ``a[i]`` dominates ``b[j]``: :func:`~igcnas.nas.selection.dominance_matrix`'s
+    relation between two sets (no worse everywhere, better somewhere), a column at a time so that large
+    rungs need no (n, m, 3) temporaries."""
+    no_worse = np.ones((len(a), len(b)), dtype=bool)
+    better = np.zeros((len(a), len(b)), dtype=bool)
+    for k in range(a.shape[1]):
+        column_a, column_b = a[:, k, None], b[None, :, k]
+        no_worse &= column_a <= column_b
+        better |= column_a < column_b
+    return no_worse & better
+
+
+class _Rung:
+    """Finished trials at one rung, and how many of them dominate each (kept up to date as members join).
+
+    A member's entry (accuracy at the rung epoch, params, MACs) never changes once the trial has passed
+    the rung, so a joining member costs one comparison with each member instead of a new matrix of all.
+    """
+
+    block = 512  # members compared at a time when many join at once (bounds the temporaries)
+
+    def __init__(self) -> None:
+        self.numbers: list[int] = []
+        self.position: dict[int, int] = {}
+        self.points = np.empty((0, 3))
+        self.counts = np.empty(0, dtype=np.int64)
+
+    def add(self, numbers: Sequence[int], points: np.ndarray) -> None:
+        for start in range(0, len(numbers), self.block):
+            new = points[start:start + self.block]
+            counts = _dominating(self.points, new).sum(axis=0) + _dominating(new, new).sum(axis=0)
+            self.counts = np.concatenate([self.counts + _dominating(new, self.points).sum(axis=0), counts])
+            self.points = np.vstack([self.points, new])
+            for number in numbers[start:start + self.block]:
+                self.position[number] = len(self.numbers)
+                self.numbers.append(number)
+
+
+class RungIndex:
+    """The rung populations of one schedule (``fidelity``) in one study, kept incrementally in this process.
+
+    Fed what a :class:`~igcnas.nas.population.TrialFeed` reads (trials finished since the last read, and
+    every unfinished one), it gives the same peers as :func:`rung_peers` over all trials and the same
+    decision as :func:`should_promote` on them, without rereading finished trials or recounting their
+    dominations: finished members are kept per rung with their domination counts, unfinished ones (as
+    many as there are workers) are compared afresh at each check. Not thread-safe: its owner serialises.
+    """
+
+    def __init__(self, fidelity: str, eta: int) -> None:
+        self.fidelity, self.eta = fidelity, eta
+        self._finished: dict[int, Record] = {}
+        self._unfinished: dict[int, Record] = {}
+        self._rungs: dict[int, _Rung] = {}
+
+    def update(self, finished: Iterable[Any], unfinished: Iterable[Any]) -> None:
+        """Take in trials that finished since the last update, and the unfinished ones as they are now."""
+        joined: dict[int, list[tuple[int, RungEntry]]] = {}
+        for t in finished:
+            record = rung_record(t, self.fidelity)
+            if record is None or t.number in self._finished:
+                continue
+            self._finished[t.number] = record
+            for epoch in self._rungs:
+                if len(record[0]) >= epoch:
+                    joined.setdefault(epoch, []).append((t.number, _entry(record, epoch)))
+        for epoch, members in joined.items():
+            self._rungs[epoch].add([n for n, _ in members], _points([e for _, e in members]))
+        self._unfinished = {t.number: r for t in unfinished if (r := rung_record(t, self.fidelity)) is not None}
+
+    def _rung(self, epoch: int) -> _Rung:
+        rung = self._rungs.get(epoch)
+        if rung is None:  # first check at this rung in this process: every finished member at once
+            rung = self._rungs[epoch] = _Rung()
+            members = [(n, _entry(r, epoch)) for n, r in sorted(self._finished.items()) if len(r[0]) >= epoch]
+            rung.add([n for n, _ in members], _points([e for _, e in members]))
+        return rung
+
+    def _unfinished_at(self, epoch: int, exclude: int | None) -> list[tuple[int, RungEntry]]:
+        return [(n, _entry(r, epoch)) for n, r in sorted(self._unfinished.items())
+                if n != exclude and n not in self._finished and len(r[0]) >= epoch]
+
+    def peers(self, epoch: int, *, exclude: int | None = None) -> list[RungEntry]:
+        """The rung's population as :func:`rung_peers` gives it over all trials (ordered by trial number)."""
+        rung = self._rung(epoch)
+        members = [(n, _entry(self._finished[n], epoch)) for n in rung.numbers if n != exclude]
+        return [e for _, e in sorted(members + self._unfinished_at(epoch, exclude), key=lambda m: m[0])]
+
+    def decide(self, own: RungEntry, epoch: int, *, exclude: int | None = None) -> tuple[bool, int, int, int]:
+        """:func:`should_promote` of ``own`` against :meth:`peers`, plus the population size (peers + own)."""
+        rung = self._rung(epoch)
+        points, counts = rung.points, rung.counts
+        if exclude is not None and exclude in rung.position:  # a finished member asked about itself
+            keep = np.arange(len(points)) != rung.position[exclude]
+            counts = counts[keep] - _dominating(points[~keep], points[keep])[0]
+            points = points[keep]
+        extra = _points([e for _, e in self._unfinished_at(epoch, exclude)] + [own])
+        # Counts within peers + own: the kept members' counts plus the unfinished and own that dominate them.
+        member_counts = counts + _dominating(extra, points).sum(axis=0)
+        extra_counts = _dominating(points, extra).sum(axis=0) + _dominating(extra, extra).sum(axis=0)
+        everyone = np.concatenate([member_counts, extra_counts])
+        quota = max(1, math.ceil(len(everyone) / self.eta))
+        threshold = int(np.partition(everyone, quota - 1)[quota - 1])
+        mine = int(extra_counts[-1])
+        return mine <= threshold, mine, threshold, len(everyone)
+
+
+def _entry(record: Record, epoch: int) -> RungEntry:
+    curve, params, macs = record
+    return RungEntry(float(curve[epoch - 1]), float(params), float(macs))

@@ -36,7 +36,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from typing import Any, Sequence
+import threading
+from typing import Any, Container, Sequence
 
 import numpy as np
 import optuna
@@ -45,7 +46,8 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial
 
 from igcnas.errors import BadInput
-from igcnas.nas.population import Member, finished_trials, members_of, tried_architectures
+from igcnas.nas import population
+from igcnas.nas.population import Member, StudyView, finished_trials, members_of, tried_architectures
 from igcnas.nas.selection import constrained_ranks, hypervolume_gains
 from igcnas.nas.space import gene_distributions
 from igcnas.search_space.genome import Genome
@@ -131,6 +133,22 @@ class EvolutionarySampler(BaseSampler):
         self._rng = random.Random(seed)
         self._random = RandomSampler(seed=seed)
         self._distributions: dict[str, BaseDistribution] = gene_distributions(genome)
+        self._init_views()
+
+    def _init_views(self) -> None:
+        # Per study: what this process has read of it (population.StudyView), so that each proposal
+        # reads only the trials that finished since the last one; rebuilt after unpickling.
+        self._views: dict[int, StudyView] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_views"], state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_views()
 
     def __repr__(self) -> str:
         return (f"EvolutionarySampler(population_size={self.population_size}, window={self.window}, "
@@ -158,14 +176,23 @@ class EvolutionarySampler(BaseSampler):
             return {}
         if trial.system_attrs.get("fixed_params"):
             return {}  # an enqueued seed: Optuna applies its fixed genes, the rest are drawn independently
-        trials = study.get_trials(deepcopy=False)
-        tried = tried_architectures(self.genome, trials, trial.number)
-        finished = finished_trials(self.genome, study, trials)
-        members = members_of(self.genome, finished[-self.window:])
-        if len(finished) < self.min_parents or not members:
-            child, record = self._random_child(tried, reason=f"{len(finished)} of {self.min_parents} parents")
-        else:
-            child, record = self._breed(members, tried)
+        with self._lock:  # n_jobs threads share one sampler (and its view and RNG)
+            if population.FULL_SCAN:
+                trials = study.get_trials(deepcopy=False)
+                tried: Container[str] = tried_architectures(self.genome, trials, trial.number)
+                finished = finished_trials(self.genome, study, trials)
+                count, recent = len(finished), finished[-self.window:]
+            else:
+                view = self._views.get(study._study_id)
+                if view is None or view.storage is not study._storage:
+                    view = self._views[study._study_id] = StudyView(self.genome, study)
+                view.refresh()
+                tried, count, recent = view.tried(trial.number), view.parent_count, view.parents(self.window)
+            members = members_of(self.genome, recent)
+            if count < self.min_parents or not members:
+                child, record = self._random_child(tried, reason=f"{count} of {self.min_parents} parents")
+            else:
+                child, record = self._breed(members, tried)
         log.debug("trial %d: %s", trial.number, record)
         study._storage.set_trial_system_attr(trial._trial_id, EVOLUTION_ATTR, record)
         return {name: child[name] for name in search_space if name in child}
@@ -186,7 +213,7 @@ class EvolutionarySampler(BaseSampler):
 
     # -- breeding ---------------------------------------------------------------------------------------
 
-    def _breed(self, members: Sequence[Member], tried: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _breed(self, members: Sequence[Member], tried: Container[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         scores = self._scores(members)
         found: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for attempt in range(1, self.max_tries + 1):
@@ -275,7 +302,7 @@ class EvolutionarySampler(BaseSampler):
             ops.append(f"set_family({rng.choice([f for f in genome.families if f != current['family']])})")
         return ops
 
-    def _acceptable(self, child: dict[str, Any], tried: set[str]) -> bool:
+    def _acceptable(self, child: dict[str, Any], tried: Container[str]) -> bool:
         point = self.genome.locate(child)
         if self.genome.arch_id(point) in tried:
             return False
@@ -285,7 +312,7 @@ class EvolutionarySampler(BaseSampler):
         return ((self.budget_params is None or params <= self.budget_params)
                 and (self.budget_macs is None or macs <= self.budget_macs))
 
-    def _random_child(self, tried: set[str], *, reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _random_child(self, tried: Container[str], *, reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """A random valid network, new and within budget when one is found in ``max_tries`` draws.
 
         Drawn from the genome (each family, width, L and option reached evenly) rather than by

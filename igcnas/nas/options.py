@@ -195,8 +195,10 @@ class SearchOptions:
         None, "one trial per listed device at a time, all on this study (optuna backend), e.g. 0,1,2,3 for four "
         "GPUs; sets --n-jobs to their number", group="reliability", parse=parse_devices, metavar="0,1,...")
     # storage and output
-    storage: str | None = option(None, "Optuna RDB URL (default: sqlite:///OUTPUT_DIR/STUDY/study.db); use "
-                                 "postgresql://... for many processes or machines", group="storage and output")
+    storage: str | None = option(None, "study storage (default: sqlite:///OUTPUT_DIR/STUDY/study.db): a database URL "
+                                 "(postgresql://... for many machines), journal:///PATH (many processes on one "
+                                 "machine, no server) or grpc://HOST:PORT (igc-nas storage-proxy, for thousands of "
+                                 "workers)", group="storage and output")
     study: str | None = option(None, "study name (default igc-nas-DATASET); an existing study is continued",
                                group="storage and output")
     output_dir: str = option("igc-nas-runs", "where run folders go (default igc-nas-runs)",

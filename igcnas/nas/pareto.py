@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,46 +59,73 @@ def _loads(value: Any) -> Any:
     return value
 
 
+_COLUMNS = ["number", "state", "val_accuracy", "params", "macs", "latency_ms", "family", "width", "arch_id",
+            "structure", "epochs", "curve", "config", "feasible", "constraints", "status", "fail_reason",
+            "datetime_start", "datetime_complete", "duration_s"]
+
+# Rows of finished trials already built in this process, per storage object and study: a finished trial
+# never changes, so writing the outputs again (finish, then the dashboard; a live dashboard's every
+# refresh) rebuilds only the rows of trials that were unfinished or new.
+_FINISHED_ROWS: weakref.WeakKeyDictionary[Any, dict[int, dict[int, tuple[Any, dict[str, Any]]]]] = (
+    weakref.WeakKeyDictionary())
+_ROWS_LOCK = threading.Lock()
+
+
 def trials_frame(study: Any) -> pd.DataFrame:
     """One row per trial with objectives, costs, architecture fields, constraints and feasibility."""
+    try:
+        with _ROWS_LOCK:
+            cache = _FINISHED_ROWS.setdefault(study._storage, {}).setdefault(study._study_id, {})
+    except TypeError:  # a storage that cannot be weakly referenced: nothing kept
+        cache = {}
+    n_objectives = len(study.directions)
     rows = []
     for t in study.get_trials(deepcopy=False):
-        attrs = t.user_attrs
-        constraints = dict(t.constraints)
-        values = t.values if t.values is not None else [math.nan] * len(study.directions)
-        row: dict[str, Any] = {
-            "number": t.number,
-            "state": t.state.name,
-            "val_accuracy": values[0] if len(values) > 0 else math.nan,
-            "params": values[1] if len(values) > 1 else attrs.get(TrialKey.PARAMS, math.nan),
-            "macs": values[2] if len(values) > 2 else attrs.get(TrialKey.MACS, math.nan),
-            "latency_ms": values[3] if len(values) > 3 else attrs.get(TrialKey.LATENCY_MS, math.nan),
-            "family": attrs.get(TrialKey.FAMILY),
-            "width": attrs.get(TrialKey.WIDTH),
-            "arch_id": attrs.get(TrialKey.ARCH_ID),
-            "structure": attrs.get(TrialKey.STRUCTURE),
-            "epochs": attrs.get(TrialKey.EPOCHS),
-            "curve": json.dumps(_loads(attrs.get(TrialKey.CURVE, []))),
-            "config": json.dumps(_loads(attrs.get(TrialKey.CONFIG))),
-            "feasible": all(v <= 0.0 for v in constraints.values()),
-            "constraints": json.dumps(constraints),
-            "status": attrs.get(TrialKey.STATUS, t.state.name.lower()),
-            "fail_reason": t.system_attrs.get(TrialKey.FAIL_REASON) or attrs.get(TrialKey.FAIL_REASON) or (
-                "stopped without finishing (process killed or interrupted; no heartbeat)"
-                if t.state.name == "FAIL" else None),
-            "datetime_start": t.datetime_start,
-            "datetime_complete": t.datetime_complete,
-            "duration_s": t.duration.total_seconds() if t.duration else math.nan,
-        }
-        if row["params"] is None or (isinstance(row["params"], float) and math.isnan(row["params"])):
-            row["params"] = attrs.get(TrialKey.PARAMS, math.nan)
-        if row["macs"] is None or (isinstance(row["macs"], float) and math.isnan(row["macs"])):
-            row["macs"] = attrs.get(TrialKey.MACS, math.nan)
+        kept = cache.get(t.number)
+        # The same trial only: a study deleted and created again may reuse the number (and the id).
+        if kept is not None and kept[0] == (t._trial_id, t.datetime_complete):
+            rows.append(kept[1])
+            continue
+        row = _row(t, n_objectives)
+        if t.state.is_finished():
+            cache[t.number] = ((t._trial_id, t.datetime_complete), row)
         rows.append(row)
-    columns = ["number", "state", "val_accuracy", "params", "macs", "latency_ms", "family", "width", "arch_id",
-               "structure", "epochs", "curve", "config", "feasible", "constraints", "status", "fail_reason",
-               "datetime_start", "datetime_complete", "duration_s"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=_COLUMNS)
+
+
+def _row(t: Any, n_objectives: int) -> dict[str, Any]:
+    attrs = t.user_attrs
+    constraints = dict(t.constraints)
+    values = t.values if t.values is not None else [math.nan] * n_objectives
+    row: dict[str, Any] = {
+        "number": t.number,
+        "state": t.state.name,
+        "val_accuracy": values[0] if len(values) > 0 else math.nan,
+        "params": values[1] if len(values) > 1 else attrs.get(TrialKey.PARAMS, math.nan),
+        "macs": values[2] if len(values) > 2 else attrs.get(TrialKey.MACS, math.nan),
+        "latency_ms": values[3] if len(values) > 3 else attrs.get(TrialKey.LATENCY_MS, math.nan),
+        "family": attrs.get(TrialKey.FAMILY),
+        "width": attrs.get(TrialKey.WIDTH),
+        "arch_id": attrs.get(TrialKey.ARCH_ID),
+        "structure": attrs.get(TrialKey.STRUCTURE),
+        "epochs": attrs.get(TrialKey.EPOCHS),
+        "curve": json.dumps(_loads(attrs.get(TrialKey.CURVE, []))),
+        "config": json.dumps(_loads(attrs.get(TrialKey.CONFIG))),
+        "feasible": all(v <= 0.0 for v in constraints.values()),
+        "constraints": json.dumps(constraints),
+        "status": attrs.get(TrialKey.STATUS, t.state.name.lower()),
+        "fail_reason": t.system_attrs.get(TrialKey.FAIL_REASON) or attrs.get(TrialKey.FAIL_REASON) or (
+            "stopped without finishing (process killed or interrupted; no heartbeat)"
+            if t.state.name == "FAIL" else None),
+        "datetime_start": t.datetime_start,
+        "datetime_complete": t.datetime_complete,
+        "duration_s": t.duration.total_seconds() if t.duration else math.nan,
+    }
+    if row["params"] is None or (isinstance(row["params"], float) and math.isnan(row["params"])):
+        row["params"] = attrs.get(TrialKey.PARAMS, math.nan)
+    if row["macs"] is None or (isinstance(row["macs"], float) and math.isnan(row["macs"])):
+        row["macs"] = attrs.get(TrialKey.MACS, math.nan)
+    return row
 
 
 def _objective_columns(df: pd.DataFrame, with_latency: bool) -> list[str]:

@@ -3,13 +3,19 @@
 COMPLETE trials count by their values; trials stopped early by successive halving count by their rung
 result (the last accuracy of their curve, their exact params and MACs); over-budget, no-slot and failed
 trials are not parents. Also the architectures a study has already tried, so no child repeats one.
+
+Also here: :class:`TrialFeed`, how every per-trial reader of a study (the sampler, the rung check, the
+``--total-trials`` checks) reads it incrementally, so that their cost does not grow with the study
+(``bench/scale.py`` measures it; ``docs/scaling.md``).
 """
 
 from __future__ import annotations
 
+import bisect
+import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Container, Iterable, Mapping, Sequence
 
 import optuna
 from optuna.study import StudyDirection
@@ -19,7 +25,15 @@ from igcnas.nas.objectives import ACCURACY, objectives_for
 from igcnas.nas.records import StudyKey, TrialKey, TrialStatus
 from igcnas.search_space.genome import Genome
 
-__all__ = ["Member", "has_genes", "tried_architectures", "finished_trials", "members_of", "rung_values"]
+__all__ = ["Member", "has_genes", "arch_of", "tried_architectures", "finished_trials", "members_of", "rung_values",
+           "TrialFeed", "StudyView", "FULL_SCAN"]
+
+log = logging.getLogger(__name__)
+
+# True: every per-trial reader scans all of the study's trials at every call, as before the incremental
+# reads. Kept so that bench/scale.py can measure, side by side in one run, what the incremental reads
+# contribute; the results are the same either way (tests/nas/test_scale.py).
+FULL_SCAN = False
 
 # Objective names when a study does not list its own (the backends' order, latency last).
 _DEFAULT_OBJECTIVES = tuple(o.name for o in objectives_for(latency=True))
@@ -40,47 +54,68 @@ def has_genes(genome: Genome, params: Any) -> bool:
     return bool(params) and all(name in params for name in genome.gene_names)
 
 
+def arch_of(genome: Genome, t: FrozenTrial) -> str | None:
+    """The architecture ``t`` tried, runs or has queued: its recorded arch_id, else its genes' (None if unknown)."""
+    recorded = t.user_attrs.get(TrialKey.ARCH_ID)
+    if recorded:
+        return str(recorded)
+    params = t.params if has_genes(genome, t.params) else t.system_attrs.get("fixed_params")
+    if has_genes(genome, params):
+        try:
+            return genome.arch_id(genome.locate(params))
+        except ValueError:
+            return None
+    return None
+
+
 def tried_architectures(genome: Genome, trials: Sequence[FrozenTrial], current: int) -> set[str]:
     """Architectures the study has tried, runs or has queued (any state), by arch_id."""
     out: set[str] = set()
     for t in trials:
-        if t.number == current:
-            continue
-        recorded = t.user_attrs.get(TrialKey.ARCH_ID)
-        if recorded:
-            out.add(recorded)
-            continue
-        params = t.params if has_genes(genome, t.params) else t.system_attrs.get("fixed_params")
-        if has_genes(genome, params):
-            try:
-                out.add(genome.arch_id(genome.locate(params)))
-            except ValueError:
-                continue
+        if t.number != current and (arch := arch_of(genome, t)) is not None:
+            out.add(arch)
     return out
+
+
+class _ParentValues:
+    """A trial's objective vector as a parent (minimisation form), or None when it is no parent.
+
+    The study's directions are read once; its objective names only when a stopped-early trial needs them.
+    """
+
+    def __init__(self, genome: Genome, study: optuna.Study) -> None:
+        self.genome, self.study = genome, study
+        self.signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+        self._objectives: Sequence[str] | None = None
+
+    def __call__(self, t: FrozenTrial) -> tuple[float, ...] | None:
+        if not has_genes(self.genome, t.params):
+            return None
+        n = len(self.signs)
+        if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == n:
+            values: Sequence[float] | None = t.values
+        elif t.state == TrialState.PRUNED and t.user_attrs.get(TrialKey.STATUS) == TrialStatus.STOPPED_EARLY:
+            if self._objectives is None:
+                study = self.study
+                self._objectives = (study.metric_names or study.user_attrs.get(StudyKey.OBJECTIVES)
+                                    or _DEFAULT_OBJECTIVES)
+            values = rung_values(t, self._objectives[:n])
+        else:
+            return None  # running, failed, over budget, no slot
+        if values is None or len(values) != n or not all(math.isfinite(v) for v in values):
+            return None
+        return tuple(s * float(v) for s, v in zip(self.signs, values))
 
 
 def finished_trials(genome: Genome, study: optuna.Study, trials: Sequence[FrozenTrial]
                     ) -> list[tuple[FrozenTrial, tuple[float, ...]]]:
     """Trials usable as parents, oldest first, with objective vectors in minimisation form."""
-    directions = study.directions
-    signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in directions]
-    objectives: Sequence[str] | None = None
+    value_of = _ParentValues(genome, study)
     out = []
     for t in trials:
-        if not has_genes(genome, t.params):
-            continue
-        if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == len(directions):
-            values: Sequence[float] | None = t.values
-        elif t.state == TrialState.PRUNED and t.user_attrs.get(TrialKey.STATUS) == TrialStatus.STOPPED_EARLY:
-            if objectives is None:
-                objectives = (study.metric_names or study.user_attrs.get(StudyKey.OBJECTIVES)
-                              or _DEFAULT_OBJECTIVES)
-            values = rung_values(t, objectives[:len(directions)])
-        else:
-            continue  # running, failed, over budget, no slot
-        if values is None or len(values) != len(directions) or not all(math.isfinite(v) for v in values):
-            continue
-        out.append((t, tuple(s * float(v) for s, v in zip(signs, values))))
+        values = value_of(t)
+        if values is not None:
+            out.append((t, values))
     out.sort(key=lambda item: item[0].number)
     return out
 
@@ -112,3 +147,131 @@ def rung_values(t: FrozenTrial, objectives: Sequence[str]) -> list[float] | None
             return None
         out.append(float(value))
     return out
+
+
+def _pick(by_number: Mapping[int, FrozenTrial] | Sequence[FrozenTrial], start: int,
+          unfinished: Iterable[int]) -> list[FrozenTrial]:
+    """From a store of trials keyed (or indexed) by number, 0 to n - 1: those in ``unfinished`` below
+    ``start``, then every one from ``start`` on, by number."""
+    size = len(by_number)
+    out = [by_number[n] for n in sorted(unfinished) if n < start]  # type: ignore[call-overload]
+    out.extend(by_number[n] for n in range(start, size))  # type: ignore[call-overload]
+    return out
+
+
+class TrialFeed:
+    """One reader's incremental view of a study's trials in this process.
+
+    A finished trial never changes again, so a reader that has seen it finished need not look at it
+    twice: :meth:`read` returns the trials that finished since the previous read and every trial still
+    unfinished (running or waiting), each by number. Scanning all trials at every call instead costs
+    time in proportion to the study, at every rung of every trial (``bench/scale.py``).
+
+    Optuna's storages keep their own per-process copy of a study's trials, synced incrementally (new
+    and unfinished trials only); asking them for all trials still sorts and copies the whole list, so
+    for the cached RDB, gRPC-proxy, journal and in-memory storages the trials are picked out of that
+    copy by number (private attributes, checked by tests against the public path). Any other storage,
+    or a copy that is not numbered 0 to n - 1, is read whole and filtered. Not thread-safe: its owner
+    serialises reads.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.storage, self.study_id = study._storage, study._study_id
+        self._next = 0  # every trial numbered below has been returned finished, or is in _unfinished
+        self._unfinished: set[int] = set()
+
+    def read(self) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
+        """(trials finished since the last read, trials unfinished now), each sorted by number."""
+        try:
+            trials = self._fast_read()
+        except (AttributeError, KeyError, IndexError) as exc:  # another Optuna, or a gap in the copy's numbers
+            log.debug("study %d: reading every trial (%s: %s)", self.study_id, type(exc).__name__, exc)
+            trials = None
+        if trials is None:
+            unfinished = self._unfinished
+            trials = [t for t in self.storage.get_all_trials(self.study_id, deepcopy=False)
+                      if t.number >= self._next or t.number in unfinished]
+        finished = [t for t in trials if t.state.is_finished()]
+        running = [t for t in trials if not t.state.is_finished()]
+        if trials:
+            self._next = max(self._next, max(t.number for t in trials) + 1)
+        self._unfinished = {t.number for t in running}
+        return finished, running
+
+    def _fast_read(self) -> list[FrozenTrial] | None:
+        from optuna.storages import GrpcStorageProxy, InMemoryStorage, JournalStorage, _CachedStorage
+
+        storage, study_id, start, unfinished = self.storage, self.study_id, self._next, self._unfinished
+        if isinstance(storage, _CachedStorage):  # an RDB storage (SQLite, PostgreSQL, MySQL)
+            storage._read_trials_from_remote_storage(study_id)
+            with storage._lock:
+                return _pick(storage._studies[study_id].trials, start, unfinished)
+        if isinstance(storage, GrpcStorageProxy):
+            cache = storage._cache
+            with cache.lock:
+                cache._read_trials_from_remote_storage(study_id)
+                return _pick(cache.studies[study_id].trials, start, unfinished)
+        if isinstance(storage, JournalStorage):
+            with storage._thread_lock:
+                storage._sync_with_backend()
+                replay = storage._replay_result
+                ids, by_id = replay._study_id_to_trial_ids[study_id], replay._trials
+                return ([by_id[ids[n]] for n in sorted(unfinished) if n < start]
+                        + [by_id[trial_id] for trial_id in ids[start:]])
+        if isinstance(storage, InMemoryStorage):
+            with storage._lock:
+                return _pick(storage._studies[study_id].trials, start, unfinished)
+        return None
+
+
+class _Tried:
+    """Membership in the architectures tried: finished trials' (kept) or unfinished ones' (read each time)."""
+
+    def __init__(self, finished: set[str], unfinished: set[str]) -> None:
+        self._finished, self._unfinished = finished, unfinished
+
+    def __contains__(self, arch: object) -> bool:
+        return arch in self._unfinished or arch in self._finished
+
+
+class StudyView:
+    """The sampler's reads of one study, kept up to date through a :class:`TrialFeed`.
+
+    :meth:`tried` answers as :func:`tried_architectures` over all trials, :meth:`parents` gives what
+    :func:`finished_trials` over all trials gives, read from the trials that finished since the last
+    :meth:`refresh` (and the unfinished ones) instead of the whole study. Not thread-safe.
+    """
+
+    def __init__(self, genome: Genome, study: optuna.Study) -> None:
+        self.genome, self.storage = genome, study._storage
+        self._feed = TrialFeed(study)
+        self._value_of = _ParentValues(genome, study)
+        self._tried: set[str] = set()  # architectures of finished trials
+        self._unfinished: list[FrozenTrial] = []
+        self._numbers: list[int] = []  # the parents' trial numbers, ascending
+        self._parents: list[tuple[FrozenTrial, tuple[float, ...]]] = []
+
+    def refresh(self) -> None:
+        finished, self._unfinished = self._feed.read()
+        for t in finished:
+            if (arch := arch_of(self.genome, t)) is not None:
+                self._tried.add(arch)
+            values = self._value_of(t)
+            if values is not None:  # trials finish out of order: keep the parents sorted by number
+                at = bisect.bisect(self._numbers, t.number)
+                self._numbers.insert(at, t.number)
+                self._parents.insert(at, (t, values))
+
+    def tried(self, current: int) -> Container[str]:
+        """The architectures tried, running or queued, trial ``current`` left out (it is unfinished)."""
+        running = {arch for t in self._unfinished
+                   if t.number != current and (arch := arch_of(self.genome, t)) is not None}
+        return _Tried(self._tried, running)
+
+    @property
+    def parent_count(self) -> int:
+        return len(self._parents)
+
+    def parents(self, last: int) -> list[tuple[FrozenTrial, tuple[float, ...]]]:
+        """The ``last`` most recent parents by number, oldest first."""
+        return self._parents[-last:]

@@ -47,12 +47,18 @@ class TrialKey(StrEnum):
     WEIGHTS_ARTIFACT = "weights_artifact"
     BACKEND = "backend"
     RAY_NODE = "ray_node"
+    # The Ray driver that runs the trial ({host, pid, start_ticks, started}): a later driver on the same
+    # machine fails and re-queues the trial once that process is gone (nas/backends/ray_backend.py).
+    RAY_DRIVER = "ray_driver"
     DEVICE = "device"  # where the trial trained (cpu, cuda:N)
     PRECISION = "precision"
     LATENCY_DEVICE = "latency_device"  # where latency was measured (always a fixed-thread CPU run)
     # System attribute set on a RUNNING trial found stale (its worker stopped beating): tells a stale
     # failure, which is retried, from a trial that failed by its own error (nas/storage.py).
     STALE = "igcnas:stale"
+    # System attribute on a RUNNING Ray trial: when (epoch seconds) its driver last said it lives; a later
+    # driver on another machine takes the trial for an orphan once this is older than the grace period.
+    DRIVER_LEASE = "igcnas:driver_lease"
 
 
 class StudyKey(StrEnum):

@@ -1,108 +1,142 @@
-"""Optuna's RDB storage with two gaps in its stale-trial handling closed.
+"""The storage classes a search opens, each with the one dead-worker recovery of :mod:`igcnas.nas.lease`.
 
-1. A worker killed between taking a trial (``ask``, or popping an enqueued seed)
-   and its heartbeat thread's first beat leaves a RUNNING trial with no heartbeat
-   at all, which Optuna never fails; with ``--total-trials`` it would hold a slot
-   forever. Here such a trial, once older than the grace period, is failed and
-   retried like any stale one.
-2. Optuna fails a stale trial and only then runs the retry callback that
-   re-enqueues its parameters; a worker killed between the two leaves a failed
-   trial that is never retried (seen in CI as a search with one trial fewer than
-   asked). Every trial this storage finds stale is marked (``TrialKey.STALE``)
-   while still RUNNING, so a later worker can tell a stale failure from a trial
-   that failed by its own error, and one whose failure is older than the grace
-   period and appears in no trial's retry history is retried then.
+* :class:`HeartbeatRDBStorage` (SQLite, PostgreSQL, MySQL): Optuna's heartbeat rows judge the trials
+  that have them (Optuna's own rule, on the database's clock); a trial without any (its worker died
+  before the first beat, or it beats through a gRPC proxy) is judged by its lease and start, which
+  closes Optuna's gap of trials orphaned before their first heartbeat. Stale failures whose re-queue
+  was lost are found with two queries instead of reading every trial.
+* :class:`LeaseJournalStorage`: Optuna's journal file, for many processes on one machine without a
+  server; its lock is ``flock`` (:class:`FlockLock`), which the kernel releases when a holder is killed.
+* :class:`LeaseGrpcStorage`: a client of ``igc-nas storage-proxy`` (Optuna's gRPC proxy), for more
+  workers than one database takes connections from.
 
-Ray trials (no heartbeat by design; they carry ``backend=ray`` from their first
-moment) are left to Ray. A module-level class so that Ray Tune can pickle the
-searcher that holds the storage.
+Ray trials are left to Ray. Module-level classes so that Ray Tune can pickle the searcher that holds
+the storage.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
+import os
+import threading
+from typing import Any, Callable
 
 import optuna
+from optuna.storages import GrpcStorageProxy, JournalStorage
 from optuna.storages._rdb import models
+from optuna.storages.journal import BaseJournalBackend
+from optuna.storages.journal._file import BaseJournalFileLock
+from optuna.trial import FrozenTrial, TrialState
 
+from igcnas.nas.lease import MAX_STALE_RETRIES, RETRY_HISTORY, StaleTrialRecovery
 from igcnas.nas.records import TrialKey
 
-__all__ = ["HeartbeatRDBStorage", "MAX_STALE_RETRIES"]
+__all__ = ["HeartbeatRDBStorage", "LeaseJournalStorage", "LeaseGrpcStorage", "FlockLock", "MAX_STALE_RETRIES"]
 
 log = logging.getLogger(__name__)
 
-# A trial whose worker died this many times in a row is left failed (it may be what kills them).
-MAX_STALE_RETRIES = 3
-_RETRY_HISTORY = "retry_history"  # written by Optuna's RetryHeartbeatStaleTrialCallback
+StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
-class HeartbeatRDBStorage(optuna.storages.RDBStorage):
-    def _grace_cutoff(self) -> datetime.datetime:
-        grace = self.grace_period if self.grace_period is not None else 2 * (self.heartbeat_interval or 0)
-        return datetime.datetime.now() - datetime.timedelta(seconds=grace)
+class HeartbeatRDBStorage(StaleTrialRecovery, optuna.storages.RDBStorage):
+    """Optuna's RDB storage, its heartbeat kept, judged and repaired by the one recovery rule."""
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        stale = list(super()._get_stale_trial_ids(study_id))
-        cutoff = self._grace_cutoff()
-        for trial in self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if trial._trial_id in stale or trial.datetime_start is None or trial.datetime_start > cutoff:
-                continue
-            if trial.user_attrs.get(TrialKey.BACKEND) == "ray":
-                continue
-            session = self.scoped_session()
-            try:
-                beats = session.query(models.TrialHeartbeatModel).filter(
-                    models.TrialHeartbeatModel.trial_id == trial._trial_id).count()
-            finally:
-                session.close()
-            if beats == 0:
-                stale.append(trial._trial_id)
-        marked = []
-        for trial_id in stale:
-            try:
-                self.set_trial_system_attr(trial_id, TrialKey.STALE, True)
-                marked.append(trial_id)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # another worker failed it meanwhile; it is that worker's to retry
-        self._retry_orphaned_failures(study_id, cutoff)
-        return marked
+    def record_heartbeat(self, trial_id: int) -> None:
+        optuna.storages.RDBStorage.record_heartbeat(self, trial_id)
+        self._renew_lease(trial_id)  # for workers that share the study through a gRPC proxy
 
-    def _retry_orphaned_failures(self, study_id: int, cutoff: datetime.datetime) -> None:
-        """Run the retry callback for stale failures whose own worker died before running it."""
-        callback = self.get_heartbeat_stale_trial_callback()
-        if callback is None:
-            return
+    def _own_verdicts(self, study_id: int) -> dict[int, bool]:
+        """RUNNING trials with a heartbeat row -> whether Optuna finds that row stale."""
+        stale = set(optuna.storages.RDBStorage._get_stale_trial_ids(self, study_id))
+        session = self.scoped_session()
+        try:
+            beating = (session.query(models.TrialHeartbeatModel.trial_id)
+                       .join(models.TrialModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+                       .filter(models.TrialModel.study_id == study_id,
+                               models.TrialModel.state == TrialState.RUNNING)
+                       .all())
+        finally:
+            session.close()
+        return {trial_id: trial_id in stale for (trial_id,) in beating}
+
+    def _stale_failures(self, study_id: int) -> tuple[list[tuple[int, int]], set[int]]:
         session = self.scoped_session()
         try:
             in_study = models.TrialModel.study_id == study_id
-            stale_failed = (session.query(models.TrialModel.trial_id, models.TrialModel.number)
-                            .join(models.TrialSystemAttributeModel,
-                                  models.TrialSystemAttributeModel.trial_id == models.TrialModel.trial_id)
-                            .filter(in_study, models.TrialModel.state == optuna.trial.TrialState.FAIL,
-                                    models.TrialSystemAttributeModel.key == TrialKey.STALE.value)
-                            .all())
-            if not stale_failed:
-                return
+            failed = (session.query(models.TrialModel.trial_id, models.TrialModel.number)
+                      .join(models.TrialSystemAttributeModel,
+                            models.TrialSystemAttributeModel.trial_id == models.TrialModel.trial_id)
+                      .filter(in_study, models.TrialModel.state == TrialState.FAIL,
+                              models.TrialSystemAttributeModel.key == TrialKey.STALE.value)
+                      .all())
+            if not failed:
+                return [], set()
             histories = (session.query(models.TrialSystemAttributeModel.value_json)
                          .join(models.TrialModel,
                                models.TrialSystemAttributeModel.trial_id == models.TrialModel.trial_id)
-                         .filter(in_study, models.TrialSystemAttributeModel.key == _RETRY_HISTORY)
+                         .filter(in_study, models.TrialSystemAttributeModel.key == RETRY_HISTORY)
                          .all())
         finally:
             session.close()
-        retried = {number for (value,) in histories for number in json.loads(value)}
-        orphans = [trial_id for trial_id, number in stale_failed if number not in retried]
-        if not orphans:
-            return
-        study = optuna.Study(study_name=self.get_study_name_from_id(study_id), storage=self)
-        for trial_id in orphans:
-            trial = self.get_trial(trial_id)
-            if trial.datetime_complete is None or trial.datetime_complete > cutoff:
-                continue  # failed moments ago: the worker that failed it may be re-queuing it now
-            if len(trial.system_attrs.get(_RETRY_HISTORY, [])) >= MAX_STALE_RETRIES:
-                continue  # its retries are spent: the callback would not re-queue it either
-            log.warning("trial %d failed as stale but was never re-queued (its worker died meanwhile): "
-                        "re-queuing it now", trial.number)
-            callback(study, trial)
+        return [(t, n) for t, n in failed], {number for (value,) in histories for number in json.loads(value)}
+
+
+class LeaseJournalStorage(StaleTrialRecovery, JournalStorage):
+    """Optuna's journal storage, which has no heartbeat of its own: trials beat with the lease."""
+
+    def __init__(self, backend: BaseJournalBackend, *, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None, heartbeat_stale_trial_callback: StaleCallback | None = None) -> None:
+        super().__init__(backend)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
+
+
+class LeaseGrpcStorage(StaleTrialRecovery, GrpcStorageProxy):
+    """Optuna's gRPC proxy client, which carries no heartbeat: trials beat with the lease."""
+
+    def __init__(self, *, host: str, port: int, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None, heartbeat_stale_trial_callback: StaleCallback | None = None) -> None:
+        super().__init__(host=host, port=port)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
+
+
+class FlockLock(BaseJournalFileLock):
+    """The journal's write lock as ``flock`` on ``PATH.lock``.
+
+    Optuna's default lock is a symlink that a killed holder leaves behind, stalling every other
+    worker for its 30 s grace period; the kernel drops an flock with its holder. Needs a file
+    system with working locks (local disks; NFSv4).
+    """
+
+    def __init__(self, journal_path: str) -> None:
+        self._path = journal_path + ".lock"
+        self._held = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled with its storage (Ray): a lock is never held across
+        return {"_path": self._path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._path = state["_path"]
+        self._held = threading.local()
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._held.fd = fd
+        return True
+
+    def release(self) -> None:
+        fd = getattr(self._held, "fd", None)
+        if fd is not None:
+            self._held.fd = None
+            os.close(fd)  # closing the last descriptor of the open file drops the lock

@@ -88,7 +88,8 @@ def test_over_budget_samples_are_not_counted_as_trials(backend, tmp_path):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_options_a_backend_does_not_honour_are_refused(name, tmp_path):
     backend = get_backend(name)
-    samples = {"address": "127.0.0.1:1", "cpus_per_trial": 2, "max_concurrent": 2, "total_trials": 5, "n_jobs": 2}
+    samples = {"address": "127.0.0.1:1", "cpus_per_trial": 2, "max_concurrent": 2, "total_trials": 5, "n_jobs": 2,
+               "gpus_per_trial": 0.5, "devices": ("cpu",)}
     assert backend.unsupported <= set(samples)
     for option in sorted(backend.unsupported):
         with pytest.raises(BadInput, match=f"is not supported by the {name} backend"):

@@ -1,21 +1,23 @@
 """The Ray Tune backend on a real local two-node Ray cluster (head + worker on 127.0.0.1)."""
 
+import io
 import os
 import re
-import socket
+import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from igcnas.cli import main
-from tests.nas.conftest import LOOPBACK_ENV, free_port
-from igcnas.nas.study import open_storage, open_study
+from igcnas.nas.study import load_weights, open_storage, open_study, store_weights
 from igcnas.search_space.config import config_from_dict
 from igcnas.search_space.enumerate import arch_id
+from tests.nas.conftest import CLUSTERS, LOOPBACK_ENV, free_port
+
 
 def test_ray_backend_writes_every_trial_into_the_optuna_study(ray_cluster, tmp_path, capsys):
     code = main(["search", "--backend", "ray", "--address", ray_cluster, "--n-trials", "4", "--epochs", "1",
@@ -38,12 +40,32 @@ def test_ray_backend_writes_every_trial_into_the_optuna_study(ray_cluster, tmp_p
         assert t.values[1] == t.user_attrs["params"] and t.values[2] == t.user_attrs["macs"]
         assert t.user_attrs["curve"][-1] == t.values[0]
         assert t.user_attrs["ray_node"].startswith("127.0.0.1 ")
+        assert t.user_attrs["weights_artifact"] and t.user_attrs["ray_driver"]["pid"] == os.getpid()
+    assert not (tmp_path / "ray-study" / "artifacts" / "pending").exists()  # weights came in the results
 
     # The same study grows with the Optuna backend and is read by the same tools.
     code = main(["search", "--n-trials", "1", "--epochs", "1", "--max-batches-per-epoch", "2", "--width", "8",
                  "--blocks", "1", "--output-dir", str(tmp_path), "--study", "ray-study"])
     assert code == 0
     assert len(open_study(storage, "ray-study", create=False).trials) == 5
+
+
+def test_a_result_without_its_weights_cannot_complete_the_trial(tmp_path):
+    """The searcher stores weights before anything else; a result without them raises (and the searcher
+    then fails the trial with that reason, as for a failed upload: tests/nas/test_backends.py)."""
+    from igcnas.nas.backends.ray_backend import _record_result
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", directions=["maximize"])
+    trial = study.ask()
+    result = {"igcnas_status": "complete", "igcnas_node": "10.0.0.7 abc", "val_accuracy": 0.5}
+    with pytest.raises(RuntimeError, match=r"weights did not arrive with its result \(from 10.0.0.7 abc\)"):
+        _record_result(trial, result, store_weights, tmp_path / "artifacts")
+    assert "status" not in study.trials[0].user_attrs  # nothing recorded as complete
+    buffer = io.BytesIO()
+    torch.save({"w": torch.arange(3.0)}, buffer)
+    _record_result(trial, {**result, "igcnas_weights": buffer.getvalue()}, store_weights, tmp_path / "artifacts")
+    stored = load_weights(study.trials[0].user_attrs["weights_artifact"], tmp_path / "artifacts")
+    assert torch.equal(stored["w"], torch.arange(3.0))
 
 
 def test_unreachable_ray_address_is_a_clear_error(tmp_path, capsys):
@@ -84,22 +106,20 @@ def _count(url: str, study: str, state: optuna.trial.TrialState) -> list:
     return [t for t in trials if t.state == state]
 
 
-def _trials_training_on_worker_node() -> dict[str, str]:
+def _trials_training_on(raylet: int) -> dict[str, str]:
     """Process id -> process line of the Tune trial actors busy in their ``train`` call (process title
-    ``ray::ImplicitFunc.train``) whose parent is the worker node's raylet (the session's second raylet,
-    listening on ``sockets/raylet.1``)."""
-    raylets = subprocess.run(["pgrep", "-f", "raylet/raylet .*sockets/raylet.1"], capture_output=True,
-                             text=True).stdout.split()
-    busy = {}
-    for pid in raylets:
-        children = subprocess.run(["pgrep", "-a", "-P", pid], capture_output=True, text=True).stdout
-        busy.update({line.split()[0]: line for line in children.splitlines() if "ImplicitFunc.train" in line})
-    return busy
+    ``ray::ImplicitFunc.train``) whose parent is the raylet ``raylet`` (a process id)."""
+    children = subprocess.run(["pgrep", "-a", "-P", str(raylet)], check=False, capture_output=True,
+                              text=True).stdout
+    return {line.split()[0]: line for line in children.splitlines() if "ImplicitFunc.train" in line}
 
 
 def test_killed_worker_node_loses_no_completed_trial(ray_cluster, tmp_path):
     """The worker node's raylet is SIGKILLed while trials run on it (last test of the module: it breaks
-    the module's cluster, which the fixture then stops)."""
+    the module's cluster, which the fixture then stops). Its ``ray start --block`` process then stops
+    the rest of that node, as when a machine is lost."""
+    cluster = CLUSTERS[ray_cluster]
+    raylet = cluster.raylet_pid(cluster.nodes[1])
     env = {**os.environ, **LOOPBACK_ENV}
     url = f"sqlite:///{tmp_path / 'study.db'}"
     n_trials = 6
@@ -115,16 +135,15 @@ def test_killed_worker_node_loses_no_completed_trial(ray_cluster, tmp_path):
         time.sleep(0.5)
     # Then wait until a trial starts training on the worker node, and kill the node a second into it
     # (a trial takes several seconds: it is mid-training then, not finishing).
-    seen = set(_trials_training_on_worker_node())
-    while not (fresh := set(_trials_training_on_worker_node()) - seen) and time.time() < deadline:
+    seen = set(_trials_training_on(raylet))
+    while not (fresh := set(_trials_training_on(raylet)) - seen) and time.time() < deadline:
         assert proc.poll() is None, (tmp_path / "search.log").read_text()[-3000:]
         time.sleep(0.1)
     assert fresh, "no trial started on the worker node"
     time.sleep(1.0)
     before = {t.number: t.values for t in _count(url, "node", optuna.trial.TrialState.COMPLETE)}
     assert before, "no trial completed before the kill"
-    killed = subprocess.run(["pkill", "-9", "-f", "sockets/raylet.1"], capture_output=True)
-    assert killed.returncode == 0, "the worker node's raylet was not found"
+    os.kill(raylet, signal.SIGKILL)
     rc = proc.wait(timeout=480)
     log.close()
     text = (tmp_path / "search.log").read_text()

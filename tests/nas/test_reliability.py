@@ -1,12 +1,15 @@
-"""Interrupted, concurrent and faulty searches lose nothing (SQLite and PostgreSQL on 127.0.0.1)."""
+"""Interrupted, concurrent and faulty searches lose nothing, on every storage kind: SQLite, an Optuna journal
+file, PostgreSQL on 127.0.0.1, and `igc-nas storage-proxy` (gRPC) in front of PostgreSQL or SQLite."""
 
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
+import warnings
 
 import optuna
 import pytest
@@ -22,19 +25,83 @@ PG_URL = os.environ.get("IGCNAS_TEST_POSTGRES", "postgresql+psycopg2://igcnas:ig
 
 
 def postgres_available() -> bool:
-    try:
-        import sqlalchemy
+    from igcnas.nas.study import database_reachable
 
-        with sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3}).connect():
-            return True
-    except Exception:
-        return False
+    return database_reachable(PG_URL)
 
 
 needs_postgres = pytest.mark.skipif(not postgres_available(), reason="PostgreSQL on 127.0.0.1 not available "
                                     "(.ci/postgres-up starts it)")
 QUICK = ["--epochs", "2", "--max-batches-per-epoch", "15", "--width", "8", "--width", "16", "--blocks", "1",
          "--heartbeat-interval", "1", "--grace-period", "3"]
+# Every storage kind a search can use; `storage_url` (indirect) turns one into a fresh URL.
+STORAGE_KINDS = ["sqlite", "journal", pytest.param("postgresql", marks=needs_postgres),
+                 pytest.param("grpc-postgresql", marks=needs_postgres)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_proxy(database_url: str) -> tuple[subprocess.Popen, str]:
+    """A real `igc-nas storage-proxy` on a free port, once it answers; (process, grpc:// URL)."""
+    from optuna.storages import GrpcStorageProxy
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "igcnas.cli", "storage-proxy", "--storage", database_url,
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180  # start-up imports take many seconds on a busy machine
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"storage-proxy exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=2)
+            return proc, f"grpc://127.0.0.1:{port}"
+        except ConnectionError:
+            if time.time() > deadline:
+                proc.kill()
+                raise
+
+
+def stop_proxy(proc: subprocess.Popen) -> str:
+    """Ctrl-C, as a user stops it; its stderr."""
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return err
+
+
+@pytest.fixture(scope="module")
+def pg_proxy():
+    proc, url = start_proxy(PG_URL)
+    yield url
+    stop_proxy(proc)
+
+
+@pytest.fixture(scope="module")
+def sqlite_proxy(tmp_path_factory):
+    proc, url = start_proxy(f"sqlite:///{tmp_path_factory.mktemp('proxy') / 'behind-proxy.db'}")
+    yield url
+    stop_proxy(proc)
+
+
+@pytest.fixture
+def storage_url(request, tmp_path):
+    kind = request.param
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    if kind == "journal":
+        return f"journal://{tmp_path / 'study.log'}"
+    if kind == "postgresql":
+        return PG_URL
+    return request.getfixturevalue({"grpc-postgresql": "pg_proxy", "grpc-sqlite": "sqlite_proxy"}[kind])
+
+
+def load(url: str, study: str) -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=open_storage(url, heartbeat=False))
 
 
 def search_cmd(storage: str, study: str, out, *extra: str) -> list[str]:
@@ -43,13 +110,13 @@ def search_cmd(storage: str, study: str, out, *extra: str) -> list[str]:
 
 
 def complete_trials(storage: str, study: str) -> dict[int, tuple]:
-    s = optuna.load_study(study_name=study, storage=storage)
+    s = load(storage, study)
     return {t.number: tuple(t.values) for t in s.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_postgres)])
-def test_sigkill_at_random_moments_then_resume_loses_nothing(backend, tmp_path, capsys):
-    storage = f"sqlite:///{tmp_path / 'k.db'}" if backend == "sqlite" else PG_URL
+@pytest.mark.parametrize("storage_url", STORAGE_KINDS, indirect=True)
+def test_sigkill_at_random_moments_then_resume_loses_nothing(storage_url, tmp_path, capsys, request):
+    storage, kind = storage_url, request.node.callspec.params["storage_url"]
     study = f"kill-{uuid.uuid4().hex[:8]}"
     target = 6
     cmd = search_cmd(storage, study, tmp_path, "--total-trials", str(target))
@@ -74,14 +141,14 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(backend, tmp_path, 
     final = complete_trials(storage, study)
     assert len(final) == target
     assert all(final[n] == v for n, v in seen.items())
-    s = optuna.load_study(study_name=study, storage=storage)
+    s = load(storage, study)
     failed = s.get_trials(states=(optuna.trial.TrialState.FAIL,))
     df = trials_frame(s)
     assert df[df["state"] == "FAIL"]["fail_reason"].notna().all()
     retried = [t for t in s.trials if "failed_trial" in t.system_attrs]
     assert kills >= 1
     assert len(retried) == len(failed)  # every interrupted trial was re-queued with its parameters
-    print(f"[{backend}] kill points: {kills}, completed {len(final)}/{target}, interrupted and re-run "
+    print(f"[{kind}] kill points: {kills}, completed {len(final)}/{target}, interrupted and re-run "
           f"{len(failed)}, lost 0")
 
 
@@ -177,40 +244,52 @@ def test_diverging_slow_or_hungry_trials_are_failed_with_the_reason(tmp_path, mo
     assert len(failed) == 10 and all(reason in t.user_attrs["fail_reason"] for t in failed)
 
 
-def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_rerun(tmp_path):
-    """A worker killed between taking a trial and its first heartbeat leaves a RUNNING trial without any
-    heartbeat, which Optuna alone never fails: with --total-trials it would hold its slot forever."""
+@pytest.mark.parametrize("storage_url", [*STORAGE_KINDS, "grpc-sqlite"], indirect=True)
+def test_dead_workers_trials_are_failed_marked_stale_and_rerun(storage_url, tmp_path):
+    """Two dead workers: one killed between taking its trial and the first beat (a RUNNING trial that never
+    beat, which Optuna alone never fails: with --total-trials it would hold its slot forever), one killed
+    after beating. The next worker fails both, marks them stale and re-queues them; one retry runs."""
     from igcnas.nas.objectives import OBJECTIVES
+    from igcnas.nas.records import TrialKey
 
-    url = f"sqlite:///{tmp_path / 'o.db'}"
-    storage = open_storage(url, heartbeat_interval=1, grace_period=3)
-    study = optuna.create_study(study_name="orphan", storage=storage, directions=[o.direction for o in OBJECTIVES])
-    orphan = study.ask()  # RUNNING, and no heartbeat thread ever started for it
-    orphan.set_user_attr("status", "running")
+    name = f"orphan-{uuid.uuid4().hex[:8]}"
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=3)
+    study = optuna.create_study(study_name=name, storage=storage, directions=[o.direction for o in OBJECTIVES])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna: heartbeats are meant for Study.optimize; these workers die
+        never_beat, beat_once = study.ask(), study.ask()  # RUNNING, and no heartbeat thread ever runs for them
+    storage.record_heartbeat(beat_once._trial_id)
     time.sleep(3.5)
-    done = subprocess.run(search_cmd(url, "orphan", tmp_path, "--total-trials", "1", "--no-seed-balanced"),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(search_cmd(storage_url, name, tmp_path, "--total-trials", "1", "--no-seed-balanced",
+                                     "--max-batches-per-epoch", "5"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    s = optuna.load_study(study_name="orphan", storage=url)
-    states = {t.number: t.state for t in s.trials}
-    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    s = load(storage_url, name)
+    by_number = {t.number: t for t in s.trials}
+    for dead in (never_beat, beat_once):
+        assert by_number[dead.number].state == optuna.trial.TrialState.FAIL
+        assert by_number[dead.number].system_attrs[TrialKey.STALE] is True
+    retries = sorted(t.system_attrs["failed_trial"] for t in s.trials if "failed_trial" in t.system_attrs)
+    assert retries == sorted([never_beat.number, beat_once.number])  # each re-queued exactly once
     assert len(s.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 1
-    assert optuna.trial.TrialState.RUNNING not in states.values()
+    assert not s.get_trials(states=(optuna.trial.TrialState.RUNNING,))
 
 
-def test_stale_failure_whose_worker_died_before_requeuing_it_is_requeued_once(tmp_path):
+@pytest.mark.parametrize("storage_url", [*STORAGE_KINDS, "grpc-sqlite"], indirect=True)
+def test_stale_failure_whose_worker_died_before_requeuing_it_is_requeued_once(storage_url):
     """Optuna fails a stale trial, then re-queues it in a second step; a worker killed between the two
     (seen once in CI) must not lose the trial. An error failure is never re-queued by this repair."""
     from igcnas.nas.objectives import OBJECTIVES
     from igcnas.nas.records import TrialKey
 
-    storage = open_storage(f"sqlite:///{tmp_path / 'r.db'}", heartbeat_interval=1, grace_period=1)
-    study = optuna.create_study(study_name="r", storage=storage, directions=[o.direction for o in OBJECTIVES])
-    lost = study.ask()
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name=f"r-{uuid.uuid4().hex[:8]}", storage=storage,
+                                directions=[o.direction for o in OBJECTIVES])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lost, errored = study.ask(), study.ask()
     lost.suggest_int("width", 8, 64)
     storage.set_trial_system_attr(lost._trial_id, TrialKey.STALE, True)  # found stale by a worker ...
     study.tell(lost, state=optuna.trial.TrialState.FAIL)  # ... which failed it and died before re-queuing
-    errored = study.ask()
     errored.suggest_int("width", 8, 64)
     study.tell(errored, state=optuna.trial.TrialState.FAIL)  # failed by its own error: not stale
     time.sleep(1.2)
@@ -218,3 +297,4 @@ def test_stale_failure_whose_worker_died_before_requeuing_it_is_requeued_once(tm
         storage._get_stale_trial_ids(study._study_id)
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [(t.system_attrs["failed_trial"], t.params) for t in waiting] == [(lost.number, lost.params)]
+    assert TrialKey.STALE not in waiting[0].system_attrs  # the retry does not inherit the stale mark

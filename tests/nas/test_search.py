@@ -87,7 +87,7 @@ def test_cli_search_on_the_real_cifar_sample(tmp_path, capsys):
         (["--dataset", "mnist"], "dataset must be one of"),
         (["--dataset", "cifar10", "--data-dir", "/no/such/dir"], "does not exist"),
         (["--dataset", "cifar10"], "needs --data-dir"),
-        (["--storage", "not a url"], "not a valid SQLAlchemy URL"),
+        (["--storage", "not a url"], "not a valid storage URL"),
         (["--storage", "sqlite:////no/such/folder/x.db"], "does not exist"),
         (["--max-params", "-3"], "--max-params must be"),
         (["--max-macs", "12Q"], "--max-macs must be"),

@@ -9,10 +9,13 @@ the trial.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import queue
+import threading
 import time
+import weakref
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -29,7 +32,8 @@ def make_objective(prep: Prepared) -> Callable[[Any], tuple[float, ...]]:
     """The Optuna objective: suggest a valid config, check the budget, train, record everything."""
     import optuna
 
-    from igcnas.nas.early_stopping import RungEntry, StoppedAtRung, rung_peers, should_promote
+    from igcnas.nas import population
+    from igcnas.nas.early_stopping import RungEntry, RungIndex, StoppedAtRung, rung_peers, should_promote
     from igcnas.nas.objective import evaluate_config, suggest_and_record
     from igcnas.nas.study import store_weights
 
@@ -42,11 +46,26 @@ def make_objective(prep: Prepared) -> Callable[[Any], tuple[float, ...]]:
         for name in options.devices:
             devices.put(name)
 
+    # The rung populations as this process has read them (shared by its n_jobs threads), brought up to
+    # date at each check from the trials that finished since the last one (population.TrialFeed).
+    rung_index = RungIndex(options.fidelity, schedule.eta) if schedule is not None else None
+    rung_feed: list[population.TrialFeed] = []
+    rung_lock = threading.Lock()
+
     def check_rung(trial: optuna.Trial, epoch: int, accuracy: float, params: int, macs: int) -> None:
-        peers = rung_peers(trial.study.get_trials(deepcopy=False), options.fidelity, epoch, exclude=trial.number)
-        promote, dominated_by, threshold = should_promote(RungEntry(accuracy, params, macs), peers, schedule.eta)
+        own = RungEntry(accuracy, params, macs)
+        if population.FULL_SCAN or rung_index is None:
+            peers = rung_peers(trial.study.get_trials(deepcopy=False), options.fidelity, epoch, exclude=trial.number)
+            promote, dominated_by, threshold = should_promote(own, peers, schedule.eta)
+            size = len(peers) + 1
+        else:
+            with rung_lock:
+                if not rung_feed:
+                    rung_feed.append(population.TrialFeed(trial.study))
+                rung_index.update(*rung_feed[0].read())
+                promote, dominated_by, threshold, size = rung_index.decide(own, epoch, exclude=trial.number)
         if not promote:
-            raise StoppedAtRung(epoch, accuracy, dominated_by, threshold, len(peers) + 1)
+            raise StoppedAtRung(epoch, accuracy, dominated_by, threshold, size)
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
         if options.total_trials is not None and not _has_slot(trial, options.total_trials):
@@ -124,9 +143,60 @@ def _has_slot(trial: Any, target: int) -> bool:
     """
     import optuna
 
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
-    earlier = trial.study.get_trials(deepcopy=False, states=states)
-    return sum(1 for t in earlier if t.number < trial.number) < target
+    from igcnas.nas import population
+
+    if population.FULL_SCAN:
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+        earlier = trial.study.get_trials(deepcopy=False, states=states)
+        return sum(1 for t in earlier if t.number < trial.number) < target
+    return _TrialCounts.of(trial.study).taken_before(trial.number) < target
+
+
+class _TrialCounts:
+    """COMPLETE and RUNNING trials of a study by number, read incrementally (the ``--total-trials`` checks).
+
+    One per study in this process, shared by the slot check and the stopper of all its n_jobs threads:
+    a COMPLETE trial stays COMPLETE, so only the trials finished since the last read are looked at.
+    """
+
+    _registry: weakref.WeakKeyDictionary[Any, dict[int, _TrialCounts]] = weakref.WeakKeyDictionary()
+    _registry_lock = threading.Lock()
+
+    def __init__(self, study: Any) -> None:
+        from igcnas.nas.population import TrialFeed
+
+        self._feed = TrialFeed(study)
+        self._lock = threading.Lock()
+        self._complete: list[int] = []  # ascending
+        self._running: list[int] = []
+
+    @classmethod
+    def of(cls, study: Any) -> _TrialCounts:
+        with cls._registry_lock:
+            by_study = cls._registry.setdefault(study._storage, {})
+            if study._study_id not in by_study:
+                by_study[study._study_id] = cls(study)
+            return by_study[study._study_id]
+
+    def _refresh(self) -> None:
+        import optuna
+
+        finished, unfinished = self._feed.read()
+        for t in finished:
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                bisect.insort(self._complete, t.number)
+        self._running = [t.number for t in unfinished if t.state == optuna.trial.TrialState.RUNNING]
+
+    def complete(self) -> int:
+        with self._lock:
+            self._refresh()
+            return len(self._complete)
+
+    def taken_before(self, number: int) -> int:
+        """Trials numbered below ``number`` that are COMPLETE or RUNNING."""
+        with self._lock:
+            self._refresh()
+            return bisect.bisect_left(self._complete, number) + sum(1 for n in self._running if n < number)
 
 
 class _StopAfter:
@@ -144,6 +214,8 @@ class _StopAfter:
     def __call__(self, study: Any, trial: Any) -> None:
         import optuna
 
+        from igcnas.nas import population
+
         if trial.number < self.start_number:
             return
         report = self.report
@@ -153,7 +225,10 @@ class _StopAfter:
             return
         status = trial.user_attrs.get(TrialKey.STATUS)
         if self.total is not None:
-            complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+            if population.FULL_SCAN:
+                complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+            else:
+                complete = _TrialCounts.of(study).complete()
             if complete >= self.total:
                 study.stop()
             elif status == TrialStatus.NO_SLOT:

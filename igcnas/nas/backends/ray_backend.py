@@ -1,4 +1,4 @@
-"""The Ray Tune backend (the only module that imports ray).
+"""The Ray Tune backend (with ``ray_parts``, the only modules that import ray).
 
 The same genes, evaluation and records as the Optuna backend run as Ray Tune
 trials, with Ray Tune's ``OptunaSearch`` asking and telling the **same Optuna
@@ -8,6 +8,12 @@ Optuna trial: before training by the define-by-run function, after it by the
 recording searcher. Over-budget samples count toward the skip limit, not
 ``--n-trials``: the backend runs Tune rounds until ``--n-trials`` trials were
 trained (to the end or to a rung), as the Optuna backend counts.
+
+Nothing assumes a disk shared with the nodes: every node that can hold a trial first loads the
+data set (a node without ``--data-dir`` is bad input, named), and trained weights come back in
+the trial's final result and are stored by this driver. Tune trials live and die with the driver
+that runs them, so each Ray trial records its driver (host, pid) and a lease this driver renews;
+a later driver fails and re-queues (same parameters) the RUNNING trials of a driver that is gone.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from typing import Any, Iterator
 
 from igcnas.errors import BadInput
 from igcnas.nas.backends import BackendReport, Prepared, TrialCallback, run_limits
-from igcnas.nas.backends.ray_parts import DefineByRun, trainable
+from igcnas.nas.backends.ray_parts import (WEIGHTS, DefineByRun, DriverLease, check_nodes, driver_identity,
+                                           requeue_orphans, trainable)
 from igcnas.nas.records import TrialKey, TrialStatus
 
 __all__ = ["RayBackend", "BACKEND", "RecordingOptunaSearch", "MultiObjectiveASHA"]
@@ -40,9 +47,14 @@ def _make_searcher_class() -> type:
     class _Recording(OptunaSearch):
         """OptunaSearch that also stores what the trial measured (and its weights) on the Optuna trial.
 
-        Recording is part of the result: if it fails (a weight upload that cannot be written, say),
-        the trial is told as failed with the reason rather than complete without weights.
+        Recording is part of the result: if it fails (a weight upload that cannot be written, weights
+        that did not arrive), the trial is told as failed with the reason rather than complete without
+        weights. ``artifacts``: where weights are stored (None: --no-save-weights).
         """
+
+        def __init__(self, *, artifacts: Path | None = None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.artifacts = artifacts
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             ot_trial = self._ot_trials.get(trial_id)
@@ -56,7 +68,8 @@ def _make_searcher_class() -> type:
                     if result and not finished and "igcnas_status" not in result and "epoch" in result:
                         _record_stopped(ot_trial, result)
                     elif result:
-                        _record_result(ot_trial, result, store_weights)
+                        # A trial told COMPLETE (every objective value) must bring its weights.
+                        _record_result(ot_trial, result, store_weights, self.artifacts if finished else None)
                     elif error:
                         ot_trial.set_user_attr(TrialKey.STATUS, TrialStatus.FAILED)
                         ot_trial.set_user_attr(TrialKey.FAIL_REASON, "the Ray trial raised an error (see Ray logs)")
@@ -84,13 +97,13 @@ def _record_stopped(ot_trial: Any, result: dict) -> None:
                                                  f"{result['epoch']}")
 
 
-def _record_result(ot_trial: Any, result: dict, store_weights: Any) -> None:
-    weights = result.get("igcnas_weights_file")
-    if weights:
-        # Uploaded first: a trial whose weights cannot be stored must not end COMPLETE.
-        artifact = store_weights(ot_trial, Path(weights).parent.parent, file_path=Path(weights))
+def _record_result(ot_trial: Any, result: dict, store_weights: Any, artifacts: Path | None) -> None:
+    if artifacts is not None:
+        # Stored first: a trial whose weights cannot be stored (or never came) must not end COMPLETE.
+        if not isinstance(result.get(WEIGHTS), bytes):
+            raise RuntimeError(f"its weights did not arrive with its result (from {result.get('igcnas_node')})")
+        artifact = store_weights(ot_trial, artifacts, data=result[WEIGHTS])
         ot_trial.set_user_attr(TrialKey.WEIGHTS_ARTIFACT, artifact)
-        Path(weights).unlink()
     for key, value in json.loads(result.get("igcnas_attrs") or "{}").items():
         if ot_trial.user_attrs.get(key) != value:
             ot_trial.set_user_attr(key, value)
@@ -148,6 +161,22 @@ def _make_scheduler_class() -> type:
 def MultiObjectiveASHA(schedule: Any, history: dict[int, list[Any]] | None = None) -> Any:  # noqa: N802
     """A Tune ``TrialScheduler`` for multi-objective successive halving (ray imported lazily)."""
     return _make_scheduler_class()(schedule, history or {})
+
+
+def _drop_weights_callback() -> Any:
+    """A Tune callback that forgets a finished trial's weights once the searcher stored them.
+
+    Tune keeps each trial's last result in memory and in its experiment state file: with the weights
+    there, both would grow by one state dict per trial.
+    """
+    from ray.tune import Callback
+
+    class _DropWeights(Callback):
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if trial.run_metadata.last_result.pop(WEIGHTS, None) is not None:
+                trial.run_metadata.invalidate_cache()
+
+    return _DropWeights()
 
 
 # Results live in the Optuna study; Tune's result files are switched off, and the ResultGrid that
@@ -227,18 +256,24 @@ class RayBackend:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         # Per-epoch reports carry the rung accuracy, not the final objectives OptunaSearch waits for.
         os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+        driver = driver_identity()
+        requeue_orphans(prep.study, grace=options.grace_period)
         started_here = _connect(options.address)
         report, seen = BackendReport(), set(prep.earlier)
         max_skipped, max_failed = run_limits(options.n_trials)
         deadline = None if options.timeout is None else time.monotonic() + options.timeout
         sampler = prep.sampler()  # one object for every round: its state (and RNG) carries on
+        lease = DriverLease(prep.study, driver, interval=options.heartbeat_interval)
         try:
+            check_nodes(run, cpus=options.cpus_per_trial, gpus=options.gpus_per_trial)
+            lease.start()
             while (report.trained + report.stopped_early < options.n_trials and report.skipped < max_skipped
                    and report.failed < max_failed):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
-                searcher = RecordingOptunaSearch(space=DefineByRun(prep.genome, options.budget, run),
+                searcher = RecordingOptunaSearch(space=DefineByRun(prep.genome, options.budget, run, driver),
+                                                 artifacts=options.artifacts_path if options.save_weights else None,
                                                  metric=[o.name for o in objectives],
                                                  mode=[o.tune_mode for o in objectives], sampler=sampler,
                                                  study_name=options.study_name, storage=prep.storage)
@@ -261,7 +296,8 @@ class RayBackend:
                     run_config=tune.RunConfig(name=f"{options.study_name}-ray",
                                               storage_path=str((options.run_dir / "ray").resolve()), verbose=0,
                                               # a trial lost with its node is retried once, then recorded failed
-                                              failure_config=tune.FailureConfig(max_failures=1)),
+                                              failure_config=tune.FailureConfig(max_failures=1),
+                                              callbacks=[_drop_weights_callback()]),
                 )
                 with warnings.catch_warnings(), _quiet(TUNE_RESULT_FILES_LOGGER):
                     # The searcher asks trials outside Study.optimize; its heartbeat is not used for Ray
@@ -281,6 +317,7 @@ class RayBackend:
                 if report.failed - failed_before == len(new):
                     break  # every trial of the round failed: more rounds would fail the same way
         finally:
+            lease.stop()
             if started_here:
                 ray.shutdown()
         if report.trained == 0 and report.stopped_early == 0 and report.skipped >= max_skipped:
@@ -304,7 +341,7 @@ def _run_settings(prep: Prepared) -> dict[str, Any]:
         # How every trial trains: the same TrainSettings the Optuna backend uses (its seed set per trial).
         "train": dataclasses.asdict(options.train_settings(seed=0)),
         "objectives": [o.name for o in options.objectives],
-        "artifacts": str(options.artifacts_path.resolve()) if options.save_weights else None,
+        "save_weights": options.save_weights,
     }
 
 

@@ -1,20 +1,40 @@
-"""What the Ray backend ships to the cluster: the define-by-run space and the trial function.
+"""What the Ray backend ships to the cluster, and what lets a later driver take over a dead one's trials.
 
-Kept apart from ``ray_backend`` so that Tune pickles small module-level objects. The trial
-function imports ray inside (this module itself does not), and trains exactly as the Optuna
-backend does: the same data split, training settings, per-trial limits and evaluation.
+Shipped: the define-by-run space, the trial function and the per-node data check. Kept apart from
+``ray_backend`` so that Tune pickles small module-level objects; ray is imported inside functions
+only. The trial function trains exactly as the Optuna backend does (the same data split, training
+settings, per-trial limits and evaluation), and its trained weights travel back inside its final
+result (bytes), never as a file: the node that trained may share no disk with the driver.
+
+Drivers: each Ray trial records the driver that runs it (host, pid, process start) and a lease the
+driver renews (:class:`DriverLease`); :func:`requeue_orphans` fails and re-queues the RUNNING trials
+of a driver that is gone, as the storage does for Optuna workers whose heartbeat stopped.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime
+import io
 import json
+import logging
 import os
+import socket
+import threading
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+from igcnas.errors import BadInput
 from igcnas.nas.records import TrialKey, TrialStatus
 
-__all__ = ["DefineByRun", "trainable"]
+__all__ = ["WEIGHTS", "DefineByRun", "DriverLease", "check_nodes", "driver_gone", "driver_identity",
+           "requeue_orphans", "trainable"]
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "igcnas_weights"  # result key of the trained state dict, ``torch.save`` bytes
 
 _DATA_CACHE: dict[tuple[Any, ...], Any] = {}
 
@@ -22,14 +42,17 @@ _DATA_CACHE: dict[tuple[Any, ...], Any] = {}
 class DefineByRun:
     """The define-by-run space for OptunaSearch (a class so that Tune can pickle the searcher)."""
 
-    def __init__(self, genome: Any, budget: Any, run: dict[str, Any]) -> None:
-        self.genome, self.budget, self.run = genome, budget, run
+    def __init__(self, genome: Any, budget: Any, run: dict[str, Any], driver: dict[str, Any]) -> None:
+        self.genome, self.budget, self.run, self.driver = genome, budget, run, driver
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         from igcnas.nas.objective import suggest_and_record
         from igcnas.search_space.config import config_to_dict
 
         trial.set_user_attr(TrialKey.BACKEND, "ray")  # first: Optuna workers must not take it for an orphan
+        # Whose trial it is, and a fresh lease: a later driver re-queues it only once this driver is gone.
+        trial.set_user_attr(TrialKey.RAY_DRIVER, self.driver)
+        trial.storage.set_trial_system_attr(trial._trial_id, TrialKey.DRIVER_LEASE, time.time())
         pre = suggest_and_record(trial, self.genome, self.budget)
         trial.set_user_attr(TrialKey.FIDELITY, self.run["fidelity"])
         return {"igcnas_config": config_to_dict(pre.config), "igcnas_status": pre.status,
@@ -42,11 +65,10 @@ def trainable(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from igcnas.evaluators.data import load_dataset
     from igcnas.evaluators.train import TrainSettings, TrialDiverged, TrialLimitExceeded
+    from igcnas.nas.budget import Budget
     from igcnas.nas.objective import evaluate_config
     from igcnas.nas.objectives import objectives_for
-    from igcnas.nas.budget import Budget
     from igcnas.search_space.config import config_from_dict
     from igcnas.search_space.costs import closed_form_costs
 
@@ -58,9 +80,7 @@ def trainable(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
     key = (run["dataset"], run["data_dir"], run["split_seed"], run["val_fraction"])
     if key not in _DATA_CACHE:
-        _DATA_CACHE[key] = load_dataset(run["dataset"], data_dir=run["data_dir"], seed=run["split_seed"],
-                                        val_fraction=run["val_fraction"], memory_cap_mb=run.get("memory_cap_mb"),
-                                        cache_dir=run.get("cache_dir"))
+        _DATA_CACHE[key] = _load(run)
     data = _DATA_CACHE[key]
     seed = int(run["split_seed"]) + int(config["igcnas_number"])
     settings = TrainSettings(**{**run["train"], "seed": seed})
@@ -90,10 +110,207 @@ def trainable(config: dict[str, Any]) -> None:
     if evaluation.status == TrialStatus.COMPLETE:
         objectives = objectives_for(latency=run["latency_objective"])
         result.update(zip([o.name for o in objectives], evaluation.objective_values(objectives)))
-        if run["artifacts"]:
-            pending = Path(run["artifacts"]) / "pending"
-            pending.mkdir(parents=True, exist_ok=True)
-            weights = pending / f"trial_{config['igcnas_number']}_{os.getpid()}.pt"
-            torch.save(evaluation.model.state_dict(), weights)
-            result["igcnas_weights_file"] = str(weights)
+        if run["save_weights"]:
+            # In the result, not on this node's disk: the driver stores them (CPU tensors, loadable anywhere).
+            buffer = io.BytesIO()
+            torch.save({k: v.detach().cpu() for k, v in evaluation.model.state_dict().items()}, buffer)
+            result[WEIGHTS] = buffer.getvalue()
     tune.report(result)
+
+
+def _load(run: dict[str, Any]) -> Any:
+    from igcnas.evaluators.data import load_dataset
+
+    return load_dataset(run["dataset"], data_dir=run["data_dir"], seed=run["split_seed"],
+                        val_fraction=run["val_fraction"], memory_cap_mb=run.get("memory_cap_mb"),
+                        cache_dir=run.get("cache_dir"))
+
+
+def _check_data_here(run: dict[str, Any]) -> str | None:
+    """Load the run's data set on this node: None when it loads, else why not (one line).
+
+    Run once per node before any trial is scheduled: a node without ``--data-dir`` would otherwise
+    fail every trial it is given, one by one, after the search has started.
+    """
+    try:
+        _load(run)
+    except Exception as exc:  # noqa: BLE001 - any reason is reported, naming the node
+        line = (str(exc).strip().splitlines() or [""])[0]
+        return line if isinstance(exc, BadInput) and line else f"{type(exc).__name__}: {line}".rstrip(": ")
+    return None
+
+
+def check_nodes(run: dict[str, Any], *, cpus: float, gpus: float) -> None:
+    """Load the data set once on every alive node that can hold a trial, before any is scheduled.
+
+    ``--data-dir`` must exist on every node; nothing else checks it, and a node without it would fail
+    each trial it is given. BadInput names the first node that cannot load it, with the reason.
+    digits ships with scikit-learn: it loads wherever igcnas runs, so it is not checked (a check costs
+    a worker process per node that imports torch: seconds).
+    """
+    if run["dataset"] == "digits":
+        return
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes()
+             if n.get("Alive") and n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus]
+    check = ray.remote(num_cpus=0, max_calls=1)(_check_data_here)  # max_calls: the worker exits, freeing the data
+    refs = {check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(run): n
+            for n in nodes}
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=NODE_CHECK_TIMEOUT_S)
+    for ref, node in refs.items():
+        name = f"{node['NodeManagerAddress']} {node['NodeID'][:12]}"
+        try:
+            reason = ray.get(ref) if ref in ready else f"no answer within {NODE_CHECK_TIMEOUT_S} s"
+        except Exception as exc:  # noqa: BLE001 - the task itself failed (the node died, igcnas not importable)
+            reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        if reason:
+            raise BadInput(f"--data-dir: node {name} cannot load data set {run['dataset']!r} from "
+                           f"{run['data_dir']!r} (it must exist on every node that runs trials): {reason}")
+    log.info("the data set loads on each of the %d nodes that can hold a trial", len(nodes))
+
+
+NODE_CHECK_TIMEOUT_S = 300  # loading a large data set (or building its cache) on a node can take minutes
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux); None when there is no such process.
+
+    Ticks, not wall time: they do not move when the clock is set, and a later process that reuses the
+    pid has other ticks.
+    """
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _pid_namespace() -> str | None:
+    """This process's pid namespace (Linux): containers that share a host name have their own."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def driver_identity() -> dict[str, Any]:
+    """This process as a Ray driver: host (and pid namespace), pid and its start (ticks where /proc exists)."""
+    return {"host": socket.gethostname(), "pid_ns": _pid_namespace(), "pid": os.getpid(),
+            "start_ticks": _start_ticks(os.getpid()), "started": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def driver_gone(driver: Any, lease: Any, started: datetime.datetime | None, *, grace: float) -> str | None:
+    """Why the driver of a RUNNING Ray trial is gone (its trial will never end by itself), or None.
+
+    On the driver's own machine (same host name and pid namespace) its process is looked up: gone at
+    once when it no longer runs. From another machine (or container) only the lease tells: gone when older than ``grace`` seconds (clocks are assumed
+    within that of each other); a trial with no lease at all goes by its start time.
+    """
+    if isinstance(driver, dict) and (driver.get("host"), driver.get("pid_ns")) == (socket.gethostname(),
+                                                                                   _pid_namespace()):
+        pid, ticks = int(driver.get("pid", 0)), driver.get("start_ticks")
+        if ticks is not None and Path("/proc/self/stat").exists():
+            alive = _start_ticks(pid) == ticks
+        else:
+            try:
+                os.kill(pid, 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+        return None if alive else f"its Ray driver (pid {pid} on {driver['host']}) is gone"
+    if isinstance(lease, (int, float)):
+        age = time.time() - lease
+    elif started is not None:
+        age = (datetime.datetime.now() - started).total_seconds()
+    else:
+        return None
+    if age <= grace:
+        return None
+    where = f"pid {driver.get('pid')} on {driver.get('host')}" if isinstance(driver, dict) else "unknown"
+    return f"its Ray driver ({where}) has not renewed its lease for {age:.0f} s (grace {grace:.0f} s)"
+
+
+class DriverLease:
+    """Renews the lease on this driver's RUNNING trials every ``interval`` seconds, in a thread.
+
+    Only drivers on other machines read it (on the same machine the process is looked up), so a
+    renewal that fails is logged and retried at the next beat rather than stopping the search.
+    """
+
+    def __init__(self, study: Any, driver: dict[str, Any], *, interval: float) -> None:
+        self.study, self.driver, self.interval = study, driver, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="igcnas-ray-driver-lease", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        import optuna
+
+        while not self._stop.wait(self.interval):
+            try:
+                for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                    if trial.user_attrs.get(TrialKey.RAY_DRIVER) == self.driver:
+                        try:
+                            self.study._storage.set_trial_system_attr(trial._trial_id, TrialKey.DRIVER_LEASE,
+                                                                      time.time())
+                        except optuna.exceptions.UpdateFinishedTrialError:
+                            pass  # it finished meanwhile
+            except Exception as exc:  # noqa: BLE001 - a storage hiccup: the next beat tries again
+                log.warning("renewing the Ray driver's lease failed: %s: %s", type(exc).__name__, exc)
+
+
+# Attributes of a trial that belong to the run that ran it, not to its parameters: a re-queued copy
+# starts without them (a copy marked backend=ray would be exempt from heartbeats under an Optuna worker).
+_RUN_ATTRS = (TrialKey.BACKEND, TrialKey.RAY_DRIVER, TrialKey.STATUS, TrialKey.FAIL_REASON, TrialKey.RAY_NODE)
+
+
+def requeue_orphans(study: Any, *, grace: float) -> list[int]:
+    """Fail, then re-queue with the same parameters, every RUNNING Ray trial whose driver is gone.
+
+    Tune trials die with their driver, and Ray trials have no heartbeat, so nothing else would ever
+    end them. As with heartbeat-stale trials (``igcnas.nas.storage``): the trial is marked
+    ``TrialKey.STALE``, failed with the reason, and re-queued by Optuna's
+    ``RetryHeartbeatStaleTrialCallback`` (at most ``MAX_STALE_RETRIES`` times). Failing first is the
+    claim: of two drivers recovering at once, only the one whose failing succeeds re-queues. Completed
+    trials are never touched. Returns the numbers of the trials failed.
+    """
+    import optuna
+
+    from igcnas.nas.storage import MAX_STALE_RETRIES
+
+    storage, failed = study._storage, []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.user_attrs.get(TrialKey.BACKEND) != "ray":
+            continue  # an Optuna worker's: its heartbeat tells
+        reason = driver_gone(trial.user_attrs.get(TrialKey.RAY_DRIVER), trial.system_attrs.get(TrialKey.DRIVER_LEASE),
+                             trial.datetime_start, grace=grace)
+        if reason is None:
+            continue
+        try:
+            storage.set_trial_system_attr(trial._trial_id, TrialKey.STALE, True)
+            storage.set_trial_user_attr(trial._trial_id, TrialKey.STATUS, TrialStatus.FAILED)
+            storage.set_trial_user_attr(trial._trial_id, TrialKey.FAIL_REASON, f"{reason}; re-queued")
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished meanwhile (or another driver failed it first: that one re-queues it)
+        failed.append(trial.number)
+        log.warning("trial %d: %s; failed and re-queued with the same parameters", trial.number, reason)
+        again = copy.deepcopy(trial)
+        again.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _RUN_ATTRS}
+        again.system_attrs = {k: v for k, v in trial.system_attrs.items()
+                              if k not in (TrialKey.STALE, TrialKey.DRIVER_LEASE)}
+        retry(study, again)
+    return failed
