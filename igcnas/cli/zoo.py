@@ -117,7 +117,7 @@ def cmd_count(args: argparse.Namespace) -> int:
     model = build_model(config, seed=0, form="deployed")  # what is counted and deployed
     shape = (config.in_channels, config.input_size, config.input_size)
     measured = measure_costs(model, shape)
-    structured = any(stage.structured for stage in config.stages)
+    structured = config.structured
     result: dict[str, Any] = {
         "target": args.target, "arch_id": arch_id(config), "closed_form": closed.as_dict(),
         "fvcore": measured.as_dict(), "uncounted_operations": uncounted_operations(config),

@@ -110,7 +110,7 @@ def evaluate_config(
     shape = (config.in_channels, config.input_size, config.input_size)
     if measure_latency:
         deployed = model
-        if any(stage.structured for stage in config.stages):
+        if config.structured:
             from igcnas.models.structured import decompose
 
             deployed = decompose(model)  # latency belongs to what is deployed, not to the training form
@@ -132,7 +132,7 @@ def evaluate_config(
     result = train_model(model, data, train_settings, on_epoch=on_epoch)
     model = model.to("cpu")  # counted, stored and deployed from the CPU whatever it trained on
     evaluation.attrs.update({TrialKey.DEVICE: result.device, TrialKey.PRECISION: result.precision})
-    if any(stage.structured for stage in config.stages):
+    if config.structured:
         from igcnas.models.structured import decompose
 
         # What a structured trial keeps and counts is the deployed network (sum-pool + small kernels).

@@ -156,7 +156,7 @@ def export_model(
 
     import torch
 
-    from igcnas.evaluators.train import TrainSettings, evaluate, train_model
+    from igcnas.evaluators.train import TrainSettings, evaluate_split, train_model
     from igcnas.models import build_model
     from igcnas.nas.study import load_weights
     from igcnas.search_space.config import config_from_dict, config_to_dict
@@ -193,8 +193,8 @@ def export_model(
             raise BadInput(f"trial {number} has no stored weights; use --retrain to train it")
         model.load_state_dict(load_weights(artifact, store_dir))
     model.eval()
-    val_accuracy = evaluate(model, data.val_x, data.val_y)
-    test_accuracy = None if data.test_x is None else evaluate(model, data.test_x, data.test_y)
+    val_accuracy = evaluate_split(model, data, "val")
+    test_accuracy = None if data.n_test == 0 else evaluate_split(model, data, "test")
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".igcnas-export-", dir=target.parent))
@@ -220,7 +220,7 @@ def export_model(
             f"- data set: {dataset}",
             *([f"- Structured Convolutions: exported in the deployed form (sum-pool + small kernels); the "
                f"search's projection gap {trial.user_attrs.get('projection_gap')}"]
-              if any(stage.structured for stage in config.stages) else []),
+              if config.structured else []),
             f"- params: {int(trial_row['params']):,}",
             f"- MACs: {int(trial_row['macs']):,} (FLOPs = 2 x MACs = {2 * int(trial_row['macs']):,})",
             f"- validation accuracy (search): {float(trial_row['val_accuracy']):.4f}",

@@ -144,6 +144,11 @@ class NetworkConfig:
         resolve(self)  # every layer shape must fit (group divisibility across stage transitions)
 
     @property
+    def structured(self) -> bool:
+        """Whether any stage uses Structured Convolutions (then counts and exports are the deployed form)."""
+        return any(stage.structured for stage in self.stages)
+
+    @property
     def depth(self) -> int:
         """Weighted layers as the paper counts them: stem + blocks + classifier (3B + 2)."""
         return sum(s.blocks for s in self.stages) + 2
