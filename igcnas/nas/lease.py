@@ -43,12 +43,13 @@ __all__ = ["LEASE_KEY", "MAX_STALE_RETRIES", "RETRY_HISTORY", "RetryStaleTrial",
 log = logging.getLogger(__name__)
 
 # System attribute of a RUNNING trial: time.time() of its worker's last beat (see the module docstring).
-LEASE_KEY = "igcnas:lease"
+LEASE_KEY = TrialKey.LEASE.value
 # A trial whose worker died this many times in a row is left failed (it may be what kills them).
 MAX_STALE_RETRIES = 3
 RETRY_HISTORY = "retry_history"  # written by Optuna's RetryHeartbeatStaleTrialCallback
-# What a retry must not inherit from the trial it repeats: that trial's stale mark and last beat.
-_NOT_INHERITED = (TrialKey.STALE.value, LEASE_KEY)
+# What a retry must not inherit from the trial it repeats: that trial's stale mark and last beats
+# (a worker's lease, a Ray driver's lease).
+_NOT_INHERITED = (TrialKey.STALE.value, LEASE_KEY, TrialKey.DRIVER_LEASE.value)
 
 
 class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):

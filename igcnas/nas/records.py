@@ -59,6 +59,7 @@ class TrialKey(StrEnum):
     # System attribute on a RUNNING Ray trial: when (epoch seconds) its driver last said it lives; a later
     # driver on another machine takes the trial for an orphan once this is older than the grace period.
     DRIVER_LEASE = "igcnas:driver_lease"
+    LEASE = "igcnas:lease"  # system attribute: wall-clock time of a trial's last beat (nas/lease.py)
 
 
 class StudyKey(StrEnum):

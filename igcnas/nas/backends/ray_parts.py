@@ -279,19 +279,19 @@ def requeue_orphans(study: Any, *, grace: float) -> list[int]:
 
     Tune trials die with their driver, and Ray trials have no heartbeat, so nothing else would ever
     end them. As with heartbeat-stale trials (``igcnas.nas.storage``): the trial is marked
-    ``TrialKey.STALE``, failed with the reason, and re-queued by Optuna's
-    ``RetryHeartbeatStaleTrialCallback`` (at most ``MAX_STALE_RETRIES`` times). Failing first is the
+    ``TrialKey.STALE``, failed with the reason, and re-queued by ``lease.RetryStaleTrial``, the
+    re-queue every storage uses (at most ``MAX_STALE_RETRIES`` times). Failing first is the
     claim: of two drivers recovering at once, only the one whose failing succeeds re-queues. Completed
     trials are never touched. Returns the numbers of the trials failed.
     """
     import optuna
 
-    from igcnas.nas.storage import MAX_STALE_RETRIES
+    from igcnas.nas.lease import MAX_STALE_RETRIES, RetryStaleTrial
 
     storage, failed = study._storage, []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_STALE_RETRIES)
+        retry = RetryStaleTrial(max_retry=MAX_STALE_RETRIES)  # the one re-queue rule (drops stale mark, leases)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if trial.user_attrs.get(TrialKey.BACKEND) != "ray":
             continue  # an Optuna worker's: its heartbeat tells
@@ -310,7 +310,5 @@ def requeue_orphans(study: Any, *, grace: float) -> list[int]:
         log.warning("trial %d: %s; failed and re-queued with the same parameters", trial.number, reason)
         again = copy.deepcopy(trial)
         again.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _RUN_ATTRS}
-        again.system_attrs = {k: v for k, v in trial.system_attrs.items()
-                              if k not in (TrialKey.STALE, TrialKey.DRIVER_LEASE)}
         retry(study, again)
     return failed
