@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+import contextlib
+from typing import Any, Callable, Iterator
 
 from igcnas.errors import BadInput
 
-__all__ = ["UsageError", "Parser", "fmt_count", "print_table", "progress"]
+__all__ = ["UsageError", "Parser", "fmt_count", "print_table", "progress", "progress_bar"]
 
 
 class UsageError(BadInput):
@@ -46,3 +47,28 @@ def progress(items: list[Any], desc: str, *, enabled: bool = True) -> Any:
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, file=sys.stderr, disable=not sys.stderr.isatty())
+
+
+@contextlib.contextmanager
+def progress_bar(desc: str) -> Iterator[Callable[[int, int], None]]:
+    """An ``update(done, total)`` for long work: a tqdm bar on a terminal, else a line every tenth."""
+    from tqdm import tqdm
+
+    bar: Any = None
+    shown = [-1]
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if sys.stderr.isatty():
+            if bar is None:
+                bar = tqdm(total=total, desc=desc, file=sys.stderr)
+            bar.update(done - bar.n)
+        elif total and done * 10 // total > shown[0]:
+            shown[0] = done * 10 // total
+            print(f"{desc}: {done}/{total}", file=sys.stderr, flush=True)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()

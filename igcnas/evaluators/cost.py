@@ -9,10 +9,12 @@ folded silently into a zero.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -20,7 +22,8 @@ from torch import nn
 from igcnas.search_space.config import NetworkConfig
 from igcnas.errors import BadInput
 
-__all__ = ["MeasuredCosts", "Latency", "measure_costs", "measure_latency", "measure_config"]
+__all__ = ["MeasuredCosts", "Latency", "measure_costs", "measure_latency", "measure_config",
+           "as_designed"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,23 @@ class Latency:
     threads: int
 
 
+@contextlib.contextmanager
+def as_designed(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with every block running its 1x1 chain as the chain of group convolutions it is.
+
+    Training may switch blocks to the composed fast path (one dense kernel, same function); counts,
+    exports and deployment latency belong to the network as designed, which is what a user deploys.
+    """
+    strategies = {m: m.strategy for m in model.modules() if isinstance(getattr(m, "strategy", None), str)}
+    for m in strategies:
+        m.strategy = "chain"
+    try:
+        yield model
+    finally:
+        for m, strategy in strategies.items():
+            m.strategy = strategy
+
+
 def measure_costs(model: nn.Module, input_shape: tuple[int, int, int]) -> MeasuredCosts:
     """Count ``model`` on one input of ``input_shape`` (C, H, W) in eval mode with fvcore and torch."""
     from fvcore.nn import FlopCountAnalysis
@@ -64,26 +84,22 @@ def measure_costs(model: nn.Module, input_shape: tuple[int, int, int]) -> Measur
     model.eval()
     # Count the network as designed: blocks set to run their 1x1 chain as one composed dense kernel (the
     # fast path, same function) are counted as the chain of group convolutions they compute.
-    strategies = {m: m.strategy for m in model.modules() if isinstance(getattr(m, "strategy", None), str)}
-    for m in strategies:
-        m.strategy = "chain"
     try:
-        x = torch.zeros(1, *input_shape)
-        analysis = FlopCountAnalysis(model, x)
-        analysis.unsupported_ops_warnings(False)
-        analysis.uncalled_modules_warnings(False)
-        by_operator = {k: int(v) for k, v in analysis.by_operator().items()}
-        total = int(analysis.total())
-        uncounted = {k: int(v) for k, v in analysis.unsupported_ops().items()}
-        from torch.utils.flop_counter import FlopCounterMode
+        with as_designed(model):
+            x = torch.zeros(1, *input_shape)
+            analysis = FlopCountAnalysis(model, x)
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            by_operator = {k: int(v) for k, v in analysis.by_operator().items()}
+            total = int(analysis.total())
+            uncounted = {k: int(v) for k, v in analysis.unsupported_ops().items()}
+            from torch.utils.flop_counter import FlopCounterMode
 
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-        torch_flops = int(counter.get_total_flops())
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(x)
+            torch_flops = int(counter.get_total_flops())
     finally:
         model.train(was_training)
-        for m, strategy in strategies.items():
-            m.strategy = strategy
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     conv_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
     macs = sum(v for k, v in by_operator.items() if k in _MAC_OPERATORS)

@@ -7,11 +7,27 @@ never trained), recorded as Optuna constraints, and used by ``igc-nas pick``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from igcnas.errors import BadInput
 
-__all__ = ["Budget", "parse_count"]
+__all__ = ["CONSTRAINT_NAMES", "CONSTRAINTS_LIST_KEY", "Budget", "named_constraints", "parse_count",
+           "record_constraints"]
+
+# The one order of the constraints: Budget.violations yields them in it, and the list form that
+# optuna-dashboard reads (``record_constraints``) is written in it. Latency is last because it is the
+# only one that can be missing on a trial (measured only when the trial got that far), so a shorter
+# list never shifts the meaning of a position.
+CONSTRAINT_NAMES: tuple[str, ...] = ("max_params", "max_macs", "max_latency_ms", "max_latency_ms_measured")
+# Each constraint's bound: the measured-latency constraint checks the trained network, timed again after
+# training, against the same latency budget as the prediction did before training.
+_BOUND_OF = {"max_params": "max_params", "max_macs": "max_macs", "max_latency_ms": "max_latency_ms",
+             "max_latency_ms_measured": "max_latency_ms"}
+# Optuna's system attribute of the list form (optuna.study._constrained_optimization._CONSTRAINTS_KEY):
+# what optuna-dashboard reads, and what Optuna's own samplers write from a ``constraints_func``.
+CONSTRAINTS_LIST_KEY = "constraints"
 
 
 def parse_count(text: str | int | float | None, what: str) -> float | None:
@@ -39,16 +55,60 @@ class Budget:
     max_macs: float | None = None
     max_latency_ms: float | None = None
 
-    def violations(self, *, params: float, macs: float, latency_ms: float | None = None) -> dict[str, float]:
-        """Constraint values in Optuna's convention (<= 0 feasible), normalised by the bound."""
-        out = {}
-        if self.max_params is not None:
-            out["max_params"] = params / self.max_params - 1.0
-        if self.max_macs is not None:
-            out["max_macs"] = macs / self.max_macs - 1.0
-        if self.max_latency_ms is not None and latency_ms is not None:
-            out["max_latency_ms"] = latency_ms / self.max_latency_ms - 1.0
-        return out
+    def violations(self, *, params: float, macs: float, latency_ms: float | None = None,
+                   measured_latency_ms: float | None = None) -> dict[str, float]:
+        """Constraint values in Optuna's convention (<= 0 feasible), normalised by the bound, in
+        ``CONSTRAINT_NAMES`` order; a bound that is unset, or a cost not measured, gives no entry.
+
+        ``latency_ms`` is the figure known before training (predicted from a latency table, or the
+        untrained network measured); ``measured_latency_ms`` the trained network timed after training: a
+        trial predicted within the budget and measured over it is trained but infeasible.
+        """
+        costs = {"max_params": params, "max_macs": macs, "max_latency_ms": latency_ms,
+                 "max_latency_ms_measured": measured_latency_ms}
+        bounds = self.as_dict()
+        return {name: costs[name] / bounds[_BOUND_OF[name]] - 1.0 for name in CONSTRAINT_NAMES
+                if bounds[_BOUND_OF[name]] is not None and costs[name] is not None}
 
     def as_dict(self) -> dict[str, float | None]:
-        return {"max_params": self.max_params, "max_macs": self.max_macs, "max_latency_ms": self.max_latency_ms}
+        return {name: getattr(self, name) for name in ("max_params", "max_macs", "max_latency_ms")}
+
+    def admits(self, config: Any) -> bool:
+        """Whether a NetworkConfig's closed-form params and MACs are within the budget (latency not checked)."""
+        from igcnas.search_space.costs import closed_form_costs
+
+        costs = closed_form_costs(config)
+        return all(v <= 0 for v in self.violations(params=costs.params, macs=costs.macs).values())
+
+
+def named_constraints(constraints: Mapping[str, float]) -> dict[str, float]:
+    """A trial's constraints by name, without the positional copies of the list form.
+
+    Optuna's ``trial.constraints`` merges the list form (keys ``"0"``, ``"1"``, ...) with the
+    per-key form, so a trial recorded by :func:`record_constraints` has every value twice; summing or
+    showing them needs one copy. A trial with only the list form (written by another tool) keeps it.
+    """
+    named = {key: float(value) for key, value in constraints.items() if not key.isdigit()}
+    return named if named else {key: float(value) for key, value in constraints.items()}
+
+
+def record_constraints(trial: Any, constraints: Mapping[str, float]) -> None:
+    """Record budget constraints on an Optuna trial in both of Optuna's forms.
+
+    Per key (``trial.set_constraint``: what Optuna 5 writes and igcnas reads back by name), and as
+    the list under the ``constraints`` system attribute in ``CONSTRAINT_NAMES`` order, which is the
+    only form optuna-dashboard reads to tell feasible from infeasible trials. Keys already recorded
+    keep their value (Optuna refuses to overwrite one), so it may be called again with more
+    constraints (the latency one, once measured); the list is rewritten from everything recorded.
+    """
+    unknown = set(constraints) - set(CONSTRAINT_NAMES)
+    if unknown:
+        raise ValueError(f"unknown constraint(s) {sorted(unknown)}; known: {list(CONSTRAINT_NAMES)}")
+    recorded = named_constraints(trial.constraints)
+    for key, value in constraints.items():
+        if key not in recorded:
+            trial.set_constraint(key, value)
+            recorded[key] = float(value)
+    ordered = [recorded[name] for name in CONSTRAINT_NAMES if name in recorded]
+    if ordered:  # no budget: nothing to write (optuna-dashboard reads a missing list as feasible)
+        trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_LIST_KEY, ordered)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from igcnas.nas.records import TrialKey, TrialStatus
-from igcnas.nas.budget import Budget
+from igcnas.nas.budget import Budget, record_constraints
 from igcnas.search_space.config import NetworkConfig, config_to_dict
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.describe import describe_structure
@@ -46,8 +46,11 @@ class Evaluation:
         return tuple(float(measured[o.name] or 0.0) for o in objectives)
 
 
-def precheck(config: NetworkConfig, budget: Budget) -> Evaluation:
-    """Closed-form costs and budget check; microseconds, no torch."""
+def precheck(config: NetworkConfig, budget: Budget, latency_table: Any = None) -> Evaluation:
+    """Closed-form costs (and, with a latency table, predicted latency) and the budget check; no training.
+
+    Microseconds without a table, about a millisecond with one (the plan's parts looked up).
+    """
     costs = closed_form_costs(config)
     attrs = {
         TrialKey.CONFIG: config_to_dict(config),
@@ -60,30 +63,33 @@ def precheck(config: NetworkConfig, budget: Budget) -> Evaluation:
         TrialKey.CONV_PARAMS: costs.conv_params,
         TrialKey.MACS: costs.macs,
     }
-    constraints = budget.violations(params=costs.params, macs=costs.macs)
+    latency = None
+    if latency_table is not None:
+        latency = round(float(latency_table.predict(config)), 5)
+        attrs.update({TrialKey.LATENCY_MS: latency, TrialKey.LATENCY_SOURCE: "predicted"})
+    constraints = budget.violations(params=costs.params, macs=costs.macs, latency_ms=latency)
     status = "pending"
     reason = ""
     over = [k for k, v in constraints.items() if v > 0]
     if over:
         status = TrialStatus.OVER_BUDGET
-        reason = "over budget before training (closed form): " + ", ".join(
-            f"{k.removeprefix('max_')} {getattr(costs, k.removeprefix('max_')):,} > {getattr(budget, k):,.0f}"
-            for k in over
-        )
+        shown = {"max_params": f"params {costs.params:,}", "max_macs": f"macs {costs.macs:,}",
+                 "max_latency_ms": f"predicted latency {latency} ms"}
+        reason = "over budget before training: " + ", ".join(
+            f"{shown[k]} > {getattr(budget, k):,.{3 if k == 'max_latency_ms' else 0}f}" for k in over)
     return Evaluation(config=config, status=status, attrs=attrs, constraints=constraints, params=costs.params,
-                      macs=costs.macs, reason=reason)
+                      macs=costs.macs, latency_ms=latency, reason=reason)
 
 
-def suggest_and_record(trial: Any, genome: Any, budget: Budget) -> Evaluation:
+def suggest_and_record(trial: Any, genome: Any, budget: Budget, latency_table: Any = None) -> Evaluation:
     """Both backends' first step: a valid config from the trial, its closed-form costs and budget slack
-    recorded on the trial (user attributes and ``trial.set_constraint``)."""
+    recorded on the trial (user attributes and ``budget.record_constraints``)."""
     from igcnas.nas.space import suggest_config
 
-    pre = precheck(suggest_config(trial, genome), budget)
+    pre = precheck(suggest_config(trial, genome), budget, latency_table)
     for key, value in pre.attrs.items():
         trial.set_user_attr(key, value)
-    for key, value in pre.constraints.items():
-        trial.set_constraint(key, value)
+    record_constraints(trial, pre.constraints)
     return pre
 
 
@@ -96,19 +102,29 @@ def evaluate_config(
     measure_latency: bool = False,
     model_seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
+    latency_table: Any = None,
+    latency_fingerprint: Any = None,
 ) -> Evaluation:
-    """Check the budget, build, measure with fvcore (and latency), train; never trains over budget."""
+    """Check the budget, build, measure with fvcore (and latency), train; never trains over budget.
+
+    With ``latency_table`` latency is predicted before training (and checked like MACs); the trained
+    network is then timed again on the table's runtime, threads and batch (``latency_fingerprint``
+    alone does only that: Ray trials, predicted on the driver). Without either, ``measure_latency``
+    times the untrained network before training, on this process's CPU.
+    """
     from igcnas.evaluators.cost import measure_costs
     from igcnas.evaluators.cost import measure_latency as time_model
     from igcnas.evaluators.train import train_model
     from igcnas.models import build_model
 
-    evaluation = precheck(config, budget)
+    evaluation = precheck(config, budget, latency_table)
     if evaluation.status == TrialStatus.OVER_BUDGET:
         return evaluation
+    if latency_fingerprint is None and latency_table is not None:
+        latency_fingerprint = latency_table.fingerprint
     model = build_model(config, seed=model_seed, form=train_settings.model_form)
     shape = (config.in_channels, config.input_size, config.input_size)
-    if measure_latency:
+    if measure_latency and latency_fingerprint is None:
         deployed = model
         if config.structured:
             from igcnas.models.structured import decompose
@@ -142,6 +158,14 @@ def evaluate_config(
                                 projection_gap=result.projection_gap)
     # fvcore counts the trained model (tens to hundreds of ms), so trials stopped early never pay for it;
     # the closed form decided the budget and the rungs, and the two agree exactly (tests check it).
+    if latency_fingerprint is not None:
+        from igcnas.evaluators.latency import measure_network_ms
+
+        # Outside the training loop, at the table's fixed threads and batch: the figure beside the prediction.
+        timed = round(measure_network_ms(config, latency_fingerprint, model=model), 5)
+        evaluation.attrs[TrialKey.LATENCY_MEASURED_MS] = timed
+        evaluation.constraints.update(budget.violations(params=evaluation.params, macs=evaluation.macs,
+                                                        measured_latency_ms=timed))
     measured = measure_costs(model, shape)
     evaluation.attrs.update(fvcore_macs=measured.macs, fvcore_total=measured.fvcore_total,
                             fvcore_params=measured.params)

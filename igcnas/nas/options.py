@@ -131,10 +131,17 @@ class SearchOptions:
     max_params: float | None = option(None, "parameter budget (250k, 1.5M)", group="budget", parse=parse_count)
     max_macs: float | None = option(None, "MAC budget (multiply-accumulates; FLOPs = 2*MACs)", group="budget",
                                     parse=parse_count)
-    max_latency_ms: float | None = option(None, "CPU latency budget at batch 1 (measured)", group="budget",
-                                          parse=parse_count)
-    latency_objective: bool = option(False, "add measured CPU latency as an objective", group="budget",
-                                     kind="store_true")
+    max_latency_ms: float | None = option(
+        None, "latency budget in ms: predicted before training from --latency-table (never trained when over), "
+        "else measured on the untrained network on this CPU at batch 1", group="budget", parse=parse_count)
+    latency_objective: bool = option(False, "add latency (predicted with --latency-table, else measured) as an "
+                                     "objective", group="budget", kind="store_true")
+    latency_table: str | None = option(
+        None, "a latency table of the device and runtime to deploy on (igc-nas latency-table), measured on this "
+        "machine: latency is predicted from it before training and timed again on the trained network",
+        group="budget", metavar="PATH")
+    force_latency_table: bool = option(False, "use a --latency-table measured on another device or runtime",
+                                       group="budget", kind="store_true")
     # search
     n_trials: int = option(40, "trials to train in this run, to the end or stopped early (default 40)",
                            group="search", type=int)
@@ -323,7 +330,7 @@ class SearchOptions:
 
     @property
     def measure_latency(self) -> bool:
-        return self.latency_objective or self.max_latency_ms is not None
+        return self.latency_objective or self.max_latency_ms is not None or self.latency_table is not None
 
     def changed(self) -> list[str]:
         """Names of the options that differ from their defaults."""

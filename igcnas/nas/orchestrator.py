@@ -77,6 +77,7 @@ def prepare(options: SearchOptions) -> Prepared:
                                blocks=options.blocks, max_l=options.max_l, structured=options.structured)
     bounds = space_bounds(spec)
     budget = options.budget
+    latency_table = load_latency_table(options, spec) if options.latency_table else None
     if budget.max_params is not None and bounds.min_params > budget.max_params:
         raise BadInput(f"no configuration meets --max-params {budget.max_params:,.0f}: the smallest network in "
                        f"this space has {bounds.min_params:,} params")
@@ -113,11 +114,63 @@ def prepare(options: SearchOptions) -> Prepared:
                 study.enqueue_trial(params, skip_if_exists=True)
     if recorded is None:
         study.set_user_attr(StudyKey.EVALUATION, evaluation)
+    if options.measure_latency:
+        record_latency_source(study, options, latency_table)
     if options.save_weights and attrs.get(StudyKey.ARTIFACTS) != str(options.artifacts_path.resolve()):
         study.set_user_attr(StudyKey.ARTIFACTS, str(options.artifacts_path.resolve()))
     earlier = frozenset(t.number for t in study.get_trials(deepcopy=False)
                         if t.state != optuna.trial.TrialState.WAITING)
-    return Prepared(options, spec, genome, data, storage, study, reference, earlier)
+    return Prepared(options, spec, genome, data, storage, study, reference, earlier, latency_table)
+
+
+def load_latency_table(options: SearchOptions, spec: SearchSpec) -> Any:
+    """The --latency-table, checked: measured on this device and runtime (unless forced), covering the space.
+
+    Every part of every network of the space that fits the params/MACs budget must be in the table, so
+    that no trial finds a gap after the search has started.
+    """
+    from igcnas.evaluators.latency import Fingerprint, LatencyTable, space_configs
+
+    path = options.latency_table
+    table = LatencyTable.load(path)
+    fp = table.fingerprint
+    here = Fingerprint.here(runtime=fp.runtime, threads=fp.threads, batch=fp.batch, input_size=spec.input_size,
+                            in_channels=spec.in_channels)
+    table.check(here, force=options.force_latency_table, source=f"--latency-table {path}")
+    missing: dict[str, str] = {}
+    for config in space_configs(spec, fits=options.budget.admits):
+        missing.update((k.key, k.label) for k in table.missing(config))
+    if missing:
+        raise BadInput(f"--latency-table {path} lacks {len(missing)} part(s) of this search space (e.g. "
+                       f"{next(iter(missing.values()))}); extend it with igc-nas latency-table --out {path} and "
+                       "this search's space flags (--family, --width, --blocks, --max-l, --structured)")
+    return table
+
+
+def record_latency_source(study: Any, options: SearchOptions, table: Any) -> None:
+    """Record on the study which device and runtime its latency figures belong to (once; never mixed)."""
+    from dataclasses import asdict
+
+    from igcnas.evaluators.latency import cpu_name
+
+    if table is not None:
+        record = {"source": "predicted", "table": str(Path(options.latency_table).resolve()),
+                  "fingerprint": asdict(table.fingerprint), "describe": table.fingerprint.describe(),
+                  "calibration": list(table.calibration)}
+    else:
+        import torch
+
+        record = {"source": "measured", "describe": f"torch {torch.__version__} eager, untrained network before "
+                  f"training, batch 1, {cpu_name()}"}
+    earlier = study.user_attrs.get(StudyKey.LATENCY)
+    if earlier is not None and earlier.get("fingerprint") != record.get("fingerprint"):
+        if not options.force_latency_table:
+            raise BadInput(f"study {options.study_name!r} holds latency figures of {earlier.get('describe')}; "
+                           f"continuing it with {record['describe']} would mix devices or runtimes: use the "
+                           "same --latency-table, another --study, or --force-latency-table")
+        log.warning("study latency figures now mix %s and %s (forced)", earlier.get("describe"), record["describe"])
+    if earlier != record:
+        study.set_user_attr(StudyKey.LATENCY, record)
 
 
 def run_search(options: SearchOptions, *, callbacks: list[TrialCallback] | None = None,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from igcnas.nas.budget import named_constraints
 from igcnas.nas.objectives import LATENCY, OBJECTIVES
 from igcnas.nas.records import TrialKey
 
@@ -95,7 +96,7 @@ def trials_frame(study: Any) -> pd.DataFrame:
 
 def _row(t: Any, n_objectives: int) -> dict[str, Any]:
     attrs = t.user_attrs
-    constraints = dict(t.constraints)
+    constraints = named_constraints(t.constraints)
     values = t.values if t.values is not None else [math.nan] * n_objectives
     row: dict[str, Any] = {
         "number": t.number,

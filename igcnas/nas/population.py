@@ -21,6 +21,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from igcnas.nas.budget import named_constraints
 from igcnas.nas.objectives import ACCURACY, objectives_for
 from igcnas.nas.records import StudyKey, TrialKey, TrialStatus
 from igcnas.search_space.genome import Genome
@@ -128,7 +129,7 @@ def members_of(genome: Genome, finished: Sequence[tuple[FrozenTrial, tuple[float
             params = genome.canonical(t.params)
         except ValueError:
             continue  # genes from another space (a changed spec): not breedable here
-        violation = sum(max(0.0, float(v)) for v in t.constraints.values())
+        violation = sum(max(0.0, v) for v in named_constraints(t.constraints).values())
         out.append(Member(t.number, params, values, violation))
     return out
 

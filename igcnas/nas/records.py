@@ -36,7 +36,9 @@ class TrialKey(StrEnum):
     PARAMS = "params"
     CONV_PARAMS = "conv_params"
     MACS = "macs"
-    LATENCY_MS = "latency_ms"
+    LATENCY_MS = "latency_ms"  # the latency objective: predicted from the latency table when there is one
+    LATENCY_SOURCE = "latency_source"  # "predicted" (latency table, before training) or "measured"
+    LATENCY_MEASURED_MS = "latency_measured_ms"  # the trained network timed again after training (with a table)
     CURVE = "curve"  # validation accuracy after each epoch
     EPOCHS = "epochs"  # epochs trained
     RUNGS = "rungs"  # {epoch: accuracy} at the early-stopping rungs reached
@@ -73,3 +75,5 @@ class StudyKey(StrEnum):
     # How the search read its data and trained (data set, folder, split seed, validation fraction,
     # epochs, batch, lr, ...): what `igc-nas pick` needs to evaluate on the same validation split.
     EVALUATION = "igcnas:evaluation"
+    # The device and runtime the latency figures belong to (the latency table's fingerprint and file).
+    LATENCY = "igcnas:latency"

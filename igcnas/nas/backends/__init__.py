@@ -40,6 +40,7 @@ class Prepared:
     reference: Any  # igcnas.nas.pareto.ReferencePoint
     # Trials that existed before this run, enqueued seeds (WAITING) left out: this run will train those.
     earlier: frozenset[int] = frozenset()
+    latency_table: Any = None  # igcnas.evaluators.latency.LatencyTable (--latency-table), checked for this device
 
     def sampler(self) -> Any:
         """A fresh sampler of the options' kind for this space and budget (each backend makes its own)."""

@@ -33,6 +33,7 @@ def make_objective(prep: Prepared) -> Callable[[Any], tuple[float, ...]]:
     import optuna
 
     from igcnas.nas import population
+    from igcnas.nas.budget import record_constraints
     from igcnas.nas.early_stopping import RungEntry, RungIndex, StoppedAtRung, rung_peers, should_promote
     from igcnas.nas.objective import evaluate_config, suggest_and_record
     from igcnas.nas.study import store_weights
@@ -71,7 +72,7 @@ def make_objective(prep: Prepared) -> Callable[[Any], tuple[float, ...]]:
         if options.total_trials is not None and not _has_slot(trial, options.total_trials):
             trial.set_user_attr(TrialKey.STATUS, TrialStatus.NO_SLOT)
             raise optuna.TrialPruned(f"the study already has (or is running) its {options.total_trials} trials")
-        pre = suggest_and_record(trial, prep.genome, options.budget)
+        pre = suggest_and_record(trial, prep.genome, options.budget, prep.latency_table)
         if pre.status == TrialStatus.OVER_BUDGET:
             trial.set_user_attr(TrialKey.STATUS, TrialStatus.OVER_BUDGET)
             raise optuna.TrialPruned(pre.reason)
@@ -96,7 +97,7 @@ def make_objective(prep: Prepared) -> Callable[[Any], tuple[float, ...]]:
                 trial.set_user_attr(TrialKey.DEVICE, device)
             evaluation = evaluate_config(pre.config, prep.data, train_settings=settings,
                                          budget=options.budget, measure_latency=options.measure_latency,
-                                         model_seed=seed, on_epoch=on_epoch)
+                                         model_seed=seed, on_epoch=on_epoch, latency_table=prep.latency_table)
         except StoppedAtRung as stop:
             trial.set_user_attr(TrialKey.STATUS, TrialStatus.STOPPED_EARLY)
             trial.set_user_attr(TrialKey.STOPPED_AT_EPOCH, stop.epoch)
@@ -113,13 +114,11 @@ def make_objective(prep: Prepared) -> Callable[[Any], tuple[float, ...]]:
             if pre.attrs.get(key) != value:
                 trial.set_user_attr(key, value)
         if evaluation.status == TrialStatus.OVER_BUDGET:  # measured latency over its budget: not trained
-            for key, value in evaluation.constraints.items():
-                if key not in pre.constraints:
-                    trial.set_constraint(key, value)
+            record_constraints(trial, evaluation.constraints)
             trial.set_user_attr(TrialKey.STATUS, TrialStatus.OVER_BUDGET)
             raise optuna.TrialPruned(evaluation.reason)
-        if options.latency_objective and "max_latency_ms" in evaluation.constraints:
-            trial.set_constraint("max_latency_ms", evaluation.constraints["max_latency_ms"])
+        if set(evaluation.constraints) - set(pre.constraints):  # latency known only now (measured)
+            record_constraints(trial, evaluation.constraints)
         if options.save_weights:
             try:
                 artifact = store_weights(trial, options.artifacts_path, model=evaluation.model)

@@ -32,6 +32,7 @@ from igcnas.errors import BadInput
 from igcnas.nas.backends import BackendReport, Prepared, TrialCallback, run_limits
 from igcnas.nas.backends.ray_parts import (WEIGHTS, DefineByRun, DriverLease, check_nodes, driver_identity,
                                            requeue_orphans, trainable)
+from igcnas.nas.budget import record_constraints
 from igcnas.nas.records import TrialKey, TrialStatus
 
 __all__ = ["RayBackend", "BACKEND", "RecordingOptunaSearch", "MultiObjectiveASHA"]
@@ -107,9 +108,7 @@ def _record_result(ot_trial: Any, result: dict, store_weights: Any, artifacts: P
     for key, value in json.loads(result.get("igcnas_attrs") or "{}").items():
         if ot_trial.user_attrs.get(key) != value:
             ot_trial.set_user_attr(key, value)
-    for key, value in json.loads(result.get("igcnas_constraints") or "{}").items():
-        if key not in ot_trial.constraints:
-            ot_trial.set_constraint(key, value)
+    record_constraints(ot_trial, json.loads(result.get("igcnas_constraints") or "{}"))
     ot_trial.set_user_attr(TrialKey.STATUS, result.get("igcnas_status", TrialStatus.COMPLETE))
     if result.get("igcnas_error"):
         ot_trial.set_user_attr(TrialKey.FAIL_REASON, result["igcnas_error"])
@@ -272,7 +271,8 @@ class RayBackend:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
-                searcher = RecordingOptunaSearch(space=DefineByRun(prep.genome, options.budget, run, driver),
+                searcher = RecordingOptunaSearch(space=DefineByRun(prep.genome, options.budget, run, driver,
+                                                                   prep.latency_table),
                                                  artifacts=options.artifacts_path if options.save_weights else None,
                                                  metric=[o.name for o in objectives],
                                                  mode=[o.tune_mode for o in objectives], sampler=sampler,
@@ -334,6 +334,9 @@ def _run_settings(prep: Prepared) -> dict[str, Any]:
         "budget": options.budget.as_dict(),
         "measure_latency": options.measure_latency,
         "latency_objective": options.latency_objective,
+        # Trials are predicted on the driver (the table stays there); workers time the trained network on
+        # the table's runtime, threads and batch.
+        "latency_fingerprint": dataclasses.asdict(prep.latency_table.fingerprint) if prep.latency_table else None,
         "cpus_per_trial": options.cpus_per_trial,
         "fidelity": options.fidelity,
         "trial_timeout": options.trial_timeout,

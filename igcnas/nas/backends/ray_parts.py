@@ -42,8 +42,10 @@ _DATA_CACHE: dict[tuple[Any, ...], Any] = {}
 class DefineByRun:
     """The define-by-run space for OptunaSearch (a class so that Tune can pickle the searcher)."""
 
-    def __init__(self, genome: Any, budget: Any, run: dict[str, Any], driver: dict[str, Any]) -> None:
+    def __init__(self, genome: Any, budget: Any, run: dict[str, Any], driver: dict[str, Any],
+                 latency_table: Any = None) -> None:
         self.genome, self.budget, self.run, self.driver = genome, budget, run, driver
+        self.latency_table = latency_table
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         from igcnas.nas.objective import suggest_and_record
@@ -53,10 +55,10 @@ class DefineByRun:
         # Whose trial it is, and a fresh lease: a later driver re-queues it only once this driver is gone.
         trial.set_user_attr(TrialKey.RAY_DRIVER, self.driver)
         trial.storage.set_trial_system_attr(trial._trial_id, TrialKey.DRIVER_LEASE, time.time())
-        pre = suggest_and_record(trial, self.genome, self.budget)
+        pre = suggest_and_record(trial, self.genome, self.budget, self.latency_table)
         trial.set_user_attr(TrialKey.FIDELITY, self.run["fidelity"])
         return {"igcnas_config": config_to_dict(pre.config), "igcnas_status": pre.status,
-                "igcnas_number": trial.number, "igcnas_run": self.run}
+                "igcnas_number": trial.number, "igcnas_run": self.run, "igcnas_latency_ms": pre.latency_ms}
 
 
 def trainable(config: dict[str, Any]) -> None:
@@ -65,6 +67,7 @@ def trainable(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
+    from igcnas.evaluators.latency import Fingerprint
     from igcnas.evaluators.train import TrainSettings, TrialDiverged, TrialLimitExceeded
     from igcnas.nas.budget import Budget
     from igcnas.nas.objective import evaluate_config
@@ -96,8 +99,12 @@ def trainable(config: dict[str, Any]) -> None:
 
     node = f"{ray.util.get_node_ip_address()} {ray.get_runtime_context().get_node_id()[:12]}"
     try:
+        fingerprint = run.get("latency_fingerprint")
         evaluation = evaluate_config(network, data, train_settings=settings, budget=Budget(**run["budget"]),
-                                     measure_latency=run["measure_latency"], model_seed=seed, on_epoch=on_epoch)
+                                     measure_latency=run["measure_latency"], model_seed=seed, on_epoch=on_epoch,
+                                     latency_fingerprint=Fingerprint(**fingerprint) if fingerprint else None)
+        if config.get("igcnas_latency_ms") is not None:  # predicted on the driver, before training
+            evaluation.latency_ms = float(config["igcnas_latency_ms"])
     except (TrialDiverged, TrialLimitExceeded) as exc:
         # As on the Optuna backend: the trial fails with its reason and the search goes on.
         tune.report({"igcnas_status": TrialStatus.FAILED, "igcnas_error": f"{type(exc).__name__}: {exc}",

@@ -1,0 +1,112 @@
+"""``igc-nas latency-table``: time the parts a search space can produce, once per device and runtime."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from igcnas.errors import BadInput
+
+__all__ = ["register", "DATA_SHAPES"]
+
+# (in_channels, input_size, num_classes) of the built-in data sets: a table is built for their networks
+# without loading the data. Image folders give --input-size and --num-classes.
+DATA_SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "tinyimagenet": (3, 64, 200)}
+
+
+def register(sub: Any) -> None:
+    from igcnas.evaluators.latency import RUNTIMES
+    from igcnas.search_space.spec import DEFAULT_BLOCKS, DEFAULT_FAMILIES, DEFAULT_MAX_L
+
+    p = sub.add_parser(
+        "latency-table", help="time every part of a search space on this device and runtime (predicted latency)",
+        description="Time, once and in isolation, every distinct part (stem, unit of blocks with its skip, head "
+                    "and classifier) the networks of a search space can have, on this machine with one runtime, "
+                    "thread count and batch; then measure a few whole networks to calibrate the sum. A search "
+                    "given the table (igc-nas search --latency-table PATH) predicts each network's latency before "
+                    "training, checks --max-latency-ms against it and can minimise it (--latency-objective). An "
+                    "existing table at --out is extended (parts it has are not timed again), so one table per "
+                    "device and runtime serves many studies. Run it on an otherwise idle machine.")
+    p.add_argument("--out", required=True, metavar="PATH", help="the table file (gzip JSON); extended when it exists")
+    p.add_argument("--runtime", default="torch", help=f"{' or '.join(RUNTIMES)} (default torch: PyTorch eager)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads the runtime may use (default 1)")
+    p.add_argument("--batch", type=int, default=1, help="images per forward pass (default 1)")
+    p.add_argument("--dataset", default="digits", help=f"whose image shape to use: {', '.join(DATA_SHAPES)} "
+                   "(default digits), or give --input-size, --in-channels and --num-classes")
+    p.add_argument("--input-size", type=int, help="image side in pixels (default: the data set's)")
+    p.add_argument("--in-channels", type=int, help="image channels (default: the data set's)")
+    p.add_argument("--num-classes", type=int, help="classes (default: the data set's)")
+    p.add_argument("--family", action="append", help="block family (repeatable; default: all of "
+                   + ", ".join(DEFAULT_FAMILIES) + ")")
+    p.add_argument("--width", type=int, action="append", help="first-stage width (repeatable; default: the "
+                   "search's for the image size)")
+    p.add_argument("--blocks", type=int, nargs="+", default=list(DEFAULT_BLOCKS),
+                   help="blocks per stage (default " + " ".join(map(str, DEFAULT_BLOCKS)) + ")")
+    p.add_argument("--max-l", type=int, default=DEFAULT_MAX_L, help=f"largest L (default {DEFAULT_MAX_L})")
+    p.add_argument("--structured", default="off", metavar="on|off",
+                   help="also time Structured Convolution stages (about 9x the parts; default off)")
+    p.add_argument("--max-params", help="skip parts only networks over this parameter budget use (250k, 1.5M)")
+    p.add_argument("--max-macs", help="skip parts only networks over this MAC budget use")
+    p.add_argument("--calibration", type=int, default=16,
+                   help="whole networks measured to calibrate the sum of parts (default 16; 0: plain sum)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks' draw (default 0)")
+    p.add_argument("--force", action="store_true",
+                   help="extend a table measured on another device or runtime (its figures stay as they are)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(func=cmd_latency_table)
+
+
+def _shape(args: argparse.Namespace) -> tuple[int, int, int]:
+    if args.dataset not in (*DATA_SHAPES, "imagefolder"):
+        raise BadInput(f"--dataset must be one of {', '.join(DATA_SHAPES)}, imagefolder, got {args.dataset!r}")
+    channels, size, classes = DATA_SHAPES.get(args.dataset, (None, None, None))
+    shape = (args.in_channels or channels, args.input_size or size, args.num_classes or classes)
+    for flag, value, low in (("--in-channels", shape[0], 1), ("--input-size", shape[1], 1),
+                             ("--num-classes", shape[2], 2)):
+        if value is None:
+            raise BadInput(f"{flag} is needed with --dataset {args.dataset}")
+        if value < low:
+            raise BadInput(f"{flag} must be an integer >= {low}, got {value}")
+    return shape  # type: ignore[return-value]
+
+
+def cmd_latency_table(args: argparse.Namespace) -> int:
+    from igcnas.cli._common import progress_bar
+    from igcnas.evaluators.latency import LatencyTable, build_table, runtime_timer
+    from igcnas.nas.budget import Budget, parse_count
+    from igcnas.nas.options import on_off
+    from igcnas.search_space.spec import SearchSpec
+
+    channels, size, classes = _shape(args)
+    runtime_timer(args.runtime, threads=args.threads)  # validates runtime and threads, and that it is installed
+    if args.batch < 1:
+        raise BadInput(f"--batch must be an integer >= 1, got {args.batch}")
+    if args.calibration < 0:
+        raise BadInput(f"--calibration must be an integer >= 0, got {args.calibration}")
+    spec = SearchSpec.for_data(in_channels=channels, input_size=size, num_classes=classes,
+                               families=tuple(dict.fromkeys(args.family)) if args.family else None,
+                               widths=tuple(args.width) if args.width else None, blocks=tuple(args.blocks),
+                               max_l=args.max_l, structured=on_off(args.structured, "--structured"))
+    budget = Budget(max_params=parse_count(args.max_params, "--max-params"),
+                    max_macs=parse_count(args.max_macs, "--max-macs"))
+
+    out = Path(args.out)
+    table = LatencyTable.load(out) if out.exists() else None
+    with progress_bar("timing parts") as update:
+        table = build_table(spec, runtime=args.runtime, threads=args.threads, batch=args.batch, table=table,
+                            fits=budget.admits, calibration=args.calibration, seed=args.seed, force=args.force,
+                            progress=update)
+    table.save(out)
+    summary = {"table": str(out), "parts": len(table.entries), "fingerprint": table.fingerprint.describe(),
+               "calibration": table.calibration, "build_seconds": table.build_seconds}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        scale, per_part, offset = table.calibration
+        print(f"{out}: {len(table.entries)} parts timed on {table.fingerprint.describe()} in "
+              f"{table.build_seconds:.0f} s; network = {scale:.3f} x sum of parts + {per_part * 1000:.1f} us per "
+              f"part after the first + {offset * 1000:.1f} us", file=sys.stdout)
+    return 0

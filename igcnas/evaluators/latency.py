@@ -1,0 +1,521 @@
+"""Latency predicted before training: per-device, per-runtime tables of the parts networks are made of.
+
+On a device, MACs mislead: IGC networks are memory- and dispatch-bound, and the runtime changes their
+order (PyTorch eager against ONNX Runtime). Measuring every candidate network would cost more than the
+search; the parts they are built from repeat. A network here is a stem, a chain of units (blocks with
+their skip connection, the granularity at which the plan resolves shapes) and a tail (head 1x1, pooling,
+classifier). Each distinct part -- same family, same resolved shapes, same input size -- is timed once,
+in isolation, at a fixed batch and thread count; a network's latency is predicted as the sum over its
+parts plus a calibration fitted on a few whole networks (``measured ~ scale * sum + per_part * (n - 1) +
+offset``: the per-part term absorbs a runtime's per-call cost, which a whole network pays once).
+
+The table is tied to where it was measured (:class:`Fingerprint`: CPU model, cores, runtime and version,
+threads, batch, input shape): figures from another device or runtime are refused unless forced.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from igcnas.errors import BadInput
+from igcnas.search_space.config import NetworkConfig
+from igcnas.search_space.families import get_family
+from igcnas.search_space.plan import resolve
+
+__all__ = ["RUNTIMES", "Fingerprint", "Part", "PartKey", "LatencyTable", "network_parts", "part_keys", "runtime_timer", "cpu_name",
+           "measure_network_ms", "TABLE_FORMAT"]
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "onnxruntime")
+TABLE_FORMAT = 1  # bumped when the keys or the timing method change (old tables are then refused)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fingerprint:
+    """Where and how a table's figures were measured; two tables compare only when these are equal."""
+
+    cpu: str
+    cores: int
+    runtime: str
+    runtime_version: str
+    threads: int
+    batch: int
+    input_size: int
+    in_channels: int
+
+    @classmethod
+    def here(cls, *, runtime: str, threads: int, batch: int, input_size: int, in_channels: int) -> Fingerprint:
+        return cls(cpu=cpu_name(), cores=os.cpu_count() or 1, runtime=runtime,
+                   runtime_version=runtime_timer(runtime, threads=threads).version, threads=threads, batch=batch,
+                   input_size=input_size, in_channels=in_channels)
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        """``field: mine != theirs`` for each field that differs."""
+        return [f"{name} {value!r} != {getattr(other, name)!r}" for name, value in asdict(self).items()
+                if getattr(other, name) != value]
+
+    def describe(self) -> str:
+        return (f"{self.runtime} {self.runtime_version}, {self.threads} thread(s), batch {self.batch}, "
+                f"{self.in_channels}x{self.input_size}x{self.input_size} input, {self.cpu} ({self.cores} cores)")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One separately timed piece of a network: its key, a label for people, its module and input shape."""
+
+    key: str
+    label: str
+    module: nn.Module
+    input_shape: tuple[int, ...]  # (C, H, W), without the batch
+
+
+class _Tail(nn.Module):
+    """Head 1x1 (if any), global pooling and classifier, as the network runs them."""
+
+    def __init__(self, head: nn.Module, pool: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.head, self.pool, self.classifier = head, pool, classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.head(x)), 1))
+
+
+def _key(*fields: Any) -> str:
+    return hashlib.sha1(repr(fields).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class PartKey:
+    """What decides a part's speed (not its weights): its key, a label for people and its input shape."""
+
+    key: str
+    label: str
+    input_shape: tuple[int, ...]  # (C, H, W), without the batch
+
+
+def part_keys(config: NetworkConfig) -> list[PartKey]:
+    """The parts of ``config`` in forward order, from its resolved plan alone (no torch modules built).
+
+    Cheap (the plan's resolution): predictions run before every trial.
+    """
+    plan = resolve(config)
+    activation = get_family(config.family).activation
+    size = config.input_size
+    keys = [PartKey(_key("stem", activation, plan.stem), f"stem {plan.stem.c_in}->{plan.stem.c_out} @{size}",
+                    (config.in_channels, size, size))]
+    for i, stage_plan in enumerate(plan.stages):
+        for j, unit_plan in enumerate(stage_plan):
+            first = unit_plan.blocks[0]
+            size_in = first.convs[0].size_in
+            keys.append(PartKey(_key("unit", config.family, unit_plan),
+                                f"{config.family} s{i}u{j} {first.c_in}->{unit_plan.blocks[-1].c_out} @{size_in}",
+                                (first.c_in, size_in, size_in)))
+    c_final = plan.stages[-1][-1].blocks[-1].c_out
+    keys.append(PartKey(_key("tail", activation, plan.head, c_final, plan.final_size, config.num_classes),
+                        f"tail {c_final}->{config.num_classes} @{plan.final_size}",
+                        (c_final, plan.final_size, plan.final_size)))
+    return keys
+
+
+def network_parts(config: NetworkConfig, model: nn.Module | None = None) -> list[Part]:
+    """:func:`part_keys` with the modules that run them, taken from ``model`` (built, deployed form, if None)."""
+    from igcnas.models import build_model
+
+    if model is None:
+        model = build_model(config, seed=0, form="deployed")
+    modules: list[nn.Module] = [model.stem, *(unit for stage in model.stages for unit in stage),
+                                _Tail(model.head, model.pool, model.classifier)]
+    return [Part(k.key, k.label, module, k.input_shape) for k, module in zip(part_keys(config), modules, strict=True)]
+
+
+def _per_call_ms(call: Callable[[], Any], *, sample_ms: float = 3.0, samples: int = 9, warmup: int = 3) -> float:
+    """Milliseconds per call (fastest of ``samples`` samples), each sample a loop long enough for the clock (``sample_ms``)."""
+    for _ in range(warmup):
+        call()
+    loops = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(loops):
+            call()
+        elapsed = (time.perf_counter() - start) * 1000.0
+        if elapsed >= sample_ms or loops >= 1 << 14:
+            break
+        loops = min(1 << 14, max(loops * 2, int(loops * sample_ms / max(elapsed, 1e-3)) + 1))
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        for _ in range(loops):
+            call()
+        times.append((time.perf_counter() - start) * 1000.0 / loops)
+    # The fastest sample: on a shared machine, other work only ever adds time, so the minimum is the
+    # steadiest estimate of what the part costs on its own (medians moved by 20% under load here).
+    return min(times)
+
+
+class Timer(Protocol):
+    """Times a module at a batch size on one runtime, with a fixed number of threads."""
+
+    name: str
+    version: str
+    threads: int
+
+    def time_ms(self, module: nn.Module, input_shape: tuple[int, ...], batch: int) -> float: ...
+
+
+@dataclass
+class TorchTimer:
+    """PyTorch eager, inference mode, ``threads`` intra-op threads."""
+
+    threads: int = 1
+    name: str = "torch"
+    version: str = field(default_factory=lambda: torch.__version__)
+
+    def time_ms(self, module: nn.Module, input_shape: tuple[int, ...], batch: int) -> float:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        was_training = module.training
+        module.eval()
+        x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.inference_mode():
+                return _per_call_ms(lambda: module(x))
+        finally:
+            module.train(was_training)
+            torch.set_num_threads(previous)
+
+
+def onnx_bytes(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    """``module`` (eval mode) as an ONNX model with a dynamic batch, serialised in memory.
+
+    Uses the TorchScript-based exporter: a part exports in about 0.2 s against 0.6-1 s with the dynamo
+    exporter on this machine kind, which decides whether a table takes minutes or a quarter of an hour;
+    both give the same operators (convolutions, BatchNormalization, Reshape/Transpose, Add, Relu) here.
+    """
+    was_training = module.training
+    module.eval()
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (torch.zeros(1, *input_shape),), buffer, dynamo=False, input_names=["images"],
+                              output_names=["out"], dynamic_axes={"images": {0: "batch"}, "out": {0: "batch"}},
+                              opset_version=17)
+    finally:
+        module.train(was_training)
+    return buffer.getvalue()
+
+
+@dataclass
+class OrtTimer:
+    """ONNX Runtime on the CPU: ``threads`` intra-op threads, sequential, all graph optimisations."""
+
+    threads: int = 1
+    name: str = "onnxruntime"
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise BadInput("--runtime onnxruntime needs ONNX Runtime: pip install 'igcnas[onnx]'") from None
+        self.version = onnxruntime.__version__
+
+    def session(self, model: bytes) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    def time_ms(self, module: nn.Module, input_shape: tuple[int, ...], batch: int) -> float:
+        session = self.session(onnx_bytes(module, input_shape))
+        feed = {"images": np.random.default_rng(0).standard_normal((batch, *input_shape), dtype=np.float32)}
+        return _per_call_ms(lambda: session.run(None, feed))
+
+
+def runtime_timer(runtime: str, *, threads: int) -> Timer:
+    if runtime not in RUNTIMES:
+        raise BadInput(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise BadInput(f"--threads must be an integer >= 1, got {threads!r}")
+    return TorchTimer(threads=threads) if runtime == "torch" else OrtTimer(threads=threads)
+
+
+def measure_network_ms(config: NetworkConfig, fingerprint: Fingerprint, model: nn.Module | None = None) -> float:
+    """A whole network's latency on the fingerprint's runtime, threads and batch (deployed form)."""
+    from igcnas.models import build_model
+
+    from igcnas.evaluators.cost import as_designed
+
+    if model is None:
+        model = build_model(config, seed=0, form="deployed")
+    timer = runtime_timer(fingerprint.runtime, threads=fingerprint.threads)
+    with as_designed(model):  # as the table's parts run (and as deployed), not the training fast path
+        return timer.time_ms(model, (config.in_channels, config.input_size, config.input_size), fingerprint.batch)
+
+
+@dataclass
+class LatencyTable:
+    """Part latencies (ms) of one device and runtime, and the calibration that turns their sum into a network's.
+
+    ``calibration`` is ``(scale, per_part, offset)``: predicted = scale * sum + per_part * (parts - 1) + offset.
+    """
+
+    fingerprint: Fingerprint
+    entries: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    calibration: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    calibration_networks: list[dict[str, Any]] = field(default_factory=list)
+    build_seconds: float = 0.0
+
+    # ---- prediction -----------------------------------------------------------------------------------
+    def missing(self, config: NetworkConfig) -> list[PartKey]:
+        return [p for p in part_keys(config) if p.key not in self.entries]
+
+    def parts_sum(self, config: NetworkConfig) -> tuple[float, int]:
+        """Sum of the part latencies of ``config`` and the number of parts; BadInput when a part is missing."""
+        parts = part_keys(config)
+        missing = [p.label for p in parts if p.key not in self.entries]
+        if missing:
+            raise BadInput(f"the latency table has no entry for {len(missing)} part(s) of this network "
+                           f"(first: {missing[0]}); extend it with igc-nas latency-table on this space")
+        return sum(self.entries[p.key] for p in parts), len(parts)
+
+    def predict(self, config: NetworkConfig) -> float:
+        total, n = self.parts_sum(config)
+        scale, per_part, offset = self.calibration
+        return scale * total + per_part * (n - 1) + offset
+
+    def covers(self, config: NetworkConfig) -> bool:
+        return not self.missing(config)
+
+    # ---- building --------------------------------------------------------------------------------------
+    def add(self, configs: Iterable[NetworkConfig], *, progress: Callable[[int, int], None] | None = None) -> int:
+        """Time every part of ``configs`` not yet in the table; returns how many were timed."""
+        timer = runtime_timer(self.fingerprint.runtime, threads=self.fingerprint.threads)
+        todo: dict[str, Part] = {}
+        for config in configs:
+            self._check_shape(config)
+            if all(k.key in self.entries or k.key in todo for k in part_keys(config)):
+                continue
+            for part in network_parts(config):
+                if part.key not in self.entries and part.key not in todo:
+                    todo[part.key] = part
+        for done, part in enumerate(todo.values(), 1):
+            self.entries[part.key] = round(timer.time_ms(part.module, part.input_shape, self.fingerprint.batch), 5)
+            self.labels[part.key] = part.label
+            if progress is not None:
+                progress(done, len(todo))
+        return len(todo)
+
+    def calibrate(self, configs: list[NetworkConfig]) -> None:
+        """Fit the calibration on whole networks measured here (least squares; identity when too few)."""
+        from igcnas.search_space.enumerate import arch_id
+
+        rows = []
+        for config in configs:
+            total, n = self.parts_sum(config)
+            measured = measure_network_ms(config, self.fingerprint)
+            rows.append({"arch": arch_id(config), "parts_ms": total, "parts": n, "measured_ms": measured})
+        self.calibration_networks = rows
+        self.calibration = choose_calibration(rows)
+
+    def _check_shape(self, config: NetworkConfig) -> None:
+        fp = self.fingerprint
+        if (config.in_channels, config.input_size) != (fp.in_channels, fp.input_size):
+            raise BadInput(f"the latency table is for {fp.in_channels}x{fp.input_size}x{fp.input_size} inputs, "
+                           f"the network takes {config.in_channels}x{config.input_size}x{config.input_size}")
+
+    # ---- checking and files ------------------------------------------------------------------------------
+    def check(self, here: Fingerprint, *, force: bool = False, source: str = "the latency table") -> None:
+        """BadInput (one line) when ``here`` is not where the table was measured, unless ``force``."""
+        differences = self.fingerprint.differences(here)
+        if differences and not force:
+            raise BadInput(f"{source} was measured elsewhere ({'; '.join(differences)}); build one on this "
+                           f"device and runtime (igc-nas latency-table) or pass --force-latency-table")
+        if differences:
+            log.warning("using %s measured elsewhere (forced): %s", source, "; ".join(differences))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        data = {"format": TABLE_FORMAT, "fingerprint": asdict(self.fingerprint), "calibration": self.calibration,
+                "calibration_networks": self.calibration_networks, "build_seconds": self.build_seconds,
+                "entries": self.entries, "labels": self.labels}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        with gzip.open(temporary, "wt", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=0, sort_keys=True)
+        temporary.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        path = Path(path)
+        if not path.is_file():
+            raise BadInput(f"latency table {str(path)!r} does not exist")
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadInput(f"latency table {str(path)!r} cannot be read: {exc}") from None
+        if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+            raise BadInput(f"latency table {str(path)!r} is not a format-{TABLE_FORMAT} igc-nas latency table")
+        return cls(fingerprint=Fingerprint(**data["fingerprint"]), entries=dict(data["entries"]),
+                   labels=dict(data.get("labels", {})), calibration=tuple(data["calibration"]),  # type: ignore[arg-type]
+                   calibration_networks=list(data.get("calibration_networks", [])),
+                   build_seconds=float(data.get("build_seconds", 0.0)))
+
+    def with_fingerprint(self, fingerprint: Fingerprint) -> LatencyTable:
+        return replace(self, fingerprint=fingerprint)
+
+
+# The calibrations tried, simplest first: which columns of (sum of parts, parts - 1, 1) are fitted.
+_CALIBRATIONS = {"sum": (), "offset": (2,), "per_part": (1, 2), "full": (0, 1, 2)}
+
+
+def _fit(rows: list[dict[str, Any]], columns: tuple[int, ...]) -> tuple[float, float, float]:
+    coef = [1.0, 0.0, 0.0]
+    if not columns:
+        return tuple(coef)  # type: ignore[return-value]
+    design = np.array([[r["parts_ms"], r["parts"] - 1, 1.0] for r in rows])
+    target = np.array([r["measured_ms"] for r in rows])
+    fixed = design[:, [c for c in range(3) if c not in columns]] @ np.array([coef[c] for c in range(3)
+                                                                                  if c not in columns])
+    weights = 1.0 / target  # relative errors matter: the acceptance is a share within +-10%
+    solved, *_ = np.linalg.lstsq(design[:, columns] * weights[:, None], (target - fixed) * weights, rcond=None)
+    for c, value in zip(columns, solved):
+        coef[c] = float(value)
+    return tuple(coef)  # type: ignore[return-value]
+
+
+def _predict(coef: tuple[float, float, float], row: dict[str, Any]) -> float:
+    return coef[0] * row["parts_ms"] + coef[1] * (row["parts"] - 1) + coef[2]
+
+
+def choose_calibration(rows: list[dict[str, Any]]) -> tuple[float, float, float]:
+    """The calibration with the smallest leave-one-out relative error on ``rows`` (plain sum when few).
+
+    More fitted terms are only kept when they predict networks left out of the fit better: with few or
+    similar calibration networks a three-term fit can match them and miss everything else.
+    """
+    best, best_error = (1.0, 0.0, 0.0), float("inf")
+    for name, columns in _CALIBRATIONS.items():
+        if len(rows) < len(columns) + 3:
+            continue
+        errors = []
+        for i, row in enumerate(rows):
+            coef = _fit(rows[:i] + rows[i + 1:], columns)
+            errors.append(abs(_predict(coef, row) / row["measured_ms"] - 1.0))
+        error = float(np.mean(errors)) if errors else 0.0
+        log.info("calibration %s: leave-one-out mean relative error %.3f", name, error)
+        if error < best_error - 1e-9:
+            best, best_error = _fit(rows, columns), error
+    return best
+
+
+def space_configs(spec: Any, *, fits: Callable[[NetworkConfig], bool] | None = None) -> list[NetworkConfig]:
+    """The networks whose parts a table for ``spec`` needs (:meth:`DesignSpace.covering`)."""
+    from igcnas.search_space.enumerate import DesignSpace
+    from igcnas.search_space.spec import CHANNEL_REDUCTIONS, STRUCTURED_KERNELS, structure_fields
+
+    structures: tuple[dict[str, int], ...] = ({},)
+    if spec.structured:
+        structures = tuple(structure_fields(k, r) for k in range(len(STRUCTURED_KERNELS))
+                           for r in range(len(CHANNEL_REDUCTIONS)))
+    return list(DesignSpace(spec).covering(fits=fits, structures=structures))
+
+
+def sample_configs(spec: Any, n: int, *, seed: int, fits: Callable[[NetworkConfig], bool] | None = None,
+                   exclude: Iterable[NetworkConfig] = ()) -> list[NetworkConfig]:
+    """``n`` distinct networks of ``spec`` spread over every (family, width) cell in turn, random otherwise.
+
+    The search's own genome draws them (structured stages included when the space has them); networks
+    in ``exclude`` (compared by architecture) are never returned, so figures checked on these are
+    figures on networks the table has not seen whole.
+    """
+    import random
+
+    from igcnas.search_space.enumerate import arch_id
+    from igcnas.search_space.genome import genome_for
+
+    genome = genome_for(spec)
+    rng = random.Random(seed)
+    seen = {arch_id(c) for c in exclude}
+    cells = [(f, w) for f in spec.families for w, index in zip(spec.widths, range(len(spec.widths)))
+             if index in genome.valid_widths[f]]
+    rng.shuffle(cells)
+    out: list[NetworkConfig] = []
+    turn, misses = 0, 0
+    while len(out) < n and cells:
+        family, width = cells[turn % len(cells)]
+        config = genome.decode(genome.random_params(rng))  # the genome's own draw, kept when it hits the cell
+        ident = arch_id(config)
+        if ((config.family, config.stages[0].width) != (family, width) or ident in seen
+                or (fits is not None and not fits(config))):
+            misses += 1
+            if misses > 3000:  # this cell has nothing new (dense and Xception have two networks a width)
+                cells.remove((family, width))
+                misses = 0
+            continue
+        seen.add(ident)
+        out.append(config)
+        turn, misses = turn + 1, 0
+    if len(out) < n:
+        raise BadInput(f"only {len(out)} distinct networks of this space fit (asked for {n})")
+    return out
+
+
+def build_table(spec: Any, *, runtime: str, threads: int = 1, batch: int = 1, table: LatencyTable | None = None,
+                fits: Callable[[NetworkConfig], bool] | None = None, calibration: int = 16, seed: int = 0,
+                force: bool = False, progress: Callable[[int, int], None] | None = None) -> LatencyTable:
+    """Time every part ``spec`` (within ``fits``) can produce that ``table`` lacks, then calibrate.
+
+    A table measured on this device and runtime is extended (reusable across studies and spaces);
+    one measured elsewhere is refused unless ``force``.
+    """
+    start = time.perf_counter()
+    here = Fingerprint.here(runtime=runtime, threads=threads, batch=batch, input_size=spec.input_size,
+                            in_channels=spec.in_channels)
+    if table is None:
+        table = LatencyTable(fingerprint=here)
+    else:
+        table.check(here, force=force)
+    configs = space_configs(spec, fits=fits)
+    calibrating = sample_configs(spec, calibration, seed=seed, fits=fits, exclude=configs) if calibration else []
+    log.info("latency table: %d networks cover the space; timing the parts not yet in the table", len(configs))
+    table.add([*configs, *calibrating], progress=progress)
+    table.calibrate(calibrating)
+    table.build_seconds = round(table.build_seconds + time.perf_counter() - start, 1)
+    return table

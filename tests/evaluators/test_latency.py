@@ -1,0 +1,181 @@
+"""Latency tables: parts that add up to the network, a space covered, fingerprints refused, searches predicted.
+
+No assertion here is about how fast anything runs (that is bench/latency_prediction.py's job): the tests
+check that the parts are the network, that the table holds what the space needs, that predictions follow
+the table, and that budgets and fingerprints are enforced.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+
+import optuna
+import pytest
+import torch
+
+from igcnas.cli import main
+from igcnas.errors import BadInput
+from igcnas.evaluators.latency import (Fingerprint, LatencyTable, build_table, choose_calibration, network_parts,
+                                       part_keys, sample_configs, space_configs)
+from igcnas.models import build_model
+from igcnas.nas.options import SearchOptions
+from igcnas.nas.orchestrator import run_search
+from igcnas.search_space.enumerate import DesignSpace
+from igcnas.search_space.families import FAMILIES
+from igcnas.search_space.genome import genome_for
+from igcnas.search_space.spec import SearchSpec
+
+DIGITS = dict(in_channels=1, input_size=8, num_classes=10)
+SMALL = SearchSpec.for_data(**DIGITS, families=("igcv3", "xception", "igcv2"), widths=(8,), blocks=(1,))
+
+
+@pytest.fixture(scope="module")
+def small_table(tmp_path_factory):
+    """A torch table of the small space (a few seconds), saved to a file."""
+    table = build_table(SMALL, runtime="torch", threads=1, batch=1, calibration=5, seed=0)
+    path = tmp_path_factory.mktemp("latency") / "table.json.gz"
+    table.save(path)
+    return path
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_parts_run_in_sequence_are_the_network(family):
+    spec = SearchSpec.for_data(**DIGITS, families=(family,), structured=True)
+    genome = genome_for(spec)
+    rng = random.Random(3)
+    for _ in range(3):
+        config = genome.decode(genome.random_params(rng))
+        model = build_model(config, seed=1, form="deployed").eval()
+        parts = network_parts(config, model)
+        assert [p.key for p in parts] == [k.key for k in part_keys(config)]
+        x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            out = x
+            for part in parts:
+                assert tuple(out.shape[1:]) == part.input_shape
+                out = part.module(out)
+            assert torch.allclose(out, model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_the_covering_networks_hold_every_part_of_the_space(structured):
+    spec = SearchSpec.for_data(**DIGITS, structured=structured, widths=(8, 16) if structured else None)
+    covered = {k.key for c in space_configs(spec) for k in part_keys(c)}
+    genome = genome_for(spec)
+    rng = random.Random(0)
+    samples = [genome.decode(genome.random_params(rng)) for _ in range(150)]
+    if not structured:
+        samples += DesignSpace(spec).sample(150, seed=1)
+    missing = [k.label for c in samples for k in part_keys(c) if k.key not in covered]
+    assert not missing
+
+
+def test_covering_with_a_budget_drops_only_parts_no_fitting_network_uses():
+    spec = SearchSpec.for_data(**DIGITS, families=("igcv2",), widths=(16, 32))
+    limit = 20_000
+
+    def fits(config):
+        from igcnas.search_space.costs import closed_form_costs
+
+        return closed_form_costs(config).params <= limit
+
+    all_networks, within = space_configs(spec), space_configs(spec, fits=fits)
+    assert 0 < len(within) < len(all_networks)
+    covered = {k.key for c in within for k in part_keys(c)}
+    fitting = [c for c in DesignSpace(spec).sample(300, seed=2) if fits(c)]
+    assert fitting and all(k.key in covered for c in fitting for k in part_keys(c))
+
+
+def test_table_predicts_from_its_entries_and_round_trips(small_table):
+    table = LatencyTable.load(small_table)
+    assert table.entries and all(v > 0 for v in table.entries.values())
+    assert len(table.calibration_networks) == 5
+    config = sample_configs(SMALL, 1, seed=9)[0]
+    total, n = table.parts_sum(config)
+    scale, per_part, offset = table.calibration
+    assert table.predict(config) == pytest.approx(scale * total + per_part * (n - 1) + offset)
+    # Doubling every entry moves the prediction by exactly the scaled sum.
+    doubled = LatencyTable(fingerprint=table.fingerprint, entries={k: 2 * v for k, v in table.entries.items()},
+                           calibration=table.calibration)
+    assert doubled.predict(config) - table.predict(config) == pytest.approx(scale * total)
+    outside = SearchSpec.for_data(**DIGITS, families=("deep_roots",), widths=(48,), blocks=(2,))
+    with pytest.raises(BadInput, match="no entry for"):
+        table.predict(space_configs(outside)[0])
+
+
+def test_calibration_keeps_extra_terms_only_when_they_predict_left_out_networks_better():
+    # Networks whose latency is exactly the parts' sum plus 20 us per part: the per-part fit wins.
+    rows = [{"parts_ms": s, "parts": n, "measured_ms": s + 0.02 * (n - 1)}
+            for s, n in [(0.3, 5), (0.5, 8), (0.7, 11), (0.4, 9), (0.9, 14), (0.6, 6)]]
+    scale, per_part, offset = choose_calibration(rows)
+    assert per_part == pytest.approx(0.02, abs=1e-6) and offset == pytest.approx(0.0, abs=1e-6)
+    assert choose_calibration(rows[:2]) == (1.0, 0.0, 0.0)  # too few networks: the plain sum
+
+
+def test_a_table_from_another_device_or_runtime_is_refused_unless_forced(small_table, tmp_path, capsys):
+    data = json.loads(gzip.open(small_table, "rt").read())
+    data["fingerprint"]["cpu"] = "Some Other CPU 9000"
+    other = tmp_path / "other.json.gz"
+    with gzip.open(other, "wt") as handle:
+        json.dump(data, handle)
+    here = Fingerprint.here(runtime="torch", threads=1, batch=1, input_size=8, in_channels=1)
+    with pytest.raises(BadInput, match="cpu 'Some Other CPU 9000' != "):
+        LatencyTable.load(other).check(here)
+    LatencyTable.load(other).check(here, force=True)  # forced: a warning, no error
+    argv = ["search", "--output-dir", str(tmp_path / "runs"), "--family", "igcv3", "--width", "8", "--blocks", "1",
+            "--n-trials", "1", "--epochs", "1", "--max-batches-per-epoch", "1", "--latency-table", str(other)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "measured elsewhere" in err and "--force-latency-table" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("study.db"))
+    assert main([*argv, "--force-latency-table"]) == 0
+
+
+def test_a_table_that_lacks_parts_of_the_space_is_refused_before_the_study(small_table, tmp_path, capsys):
+    argv = ["search", "--output-dir", str(tmp_path), "--family", "igcv1", "--width", "16", "--n-trials", "1",
+            "--latency-table", str(small_table)]
+    assert main(argv) == 2
+    assert "lacks" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("study.db"))
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--runtime", "tensorflow"], "--runtime must be one of torch, onnxruntime"),
+    (["--threads", "0"], "--threads must be an integer >= 1"),
+    (["--dataset", "imagefolder"], "--in-channels is needed"),
+    (["--structured", "maybe"], "--structured must be one of on, off"),
+])
+def test_latency_table_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, expected):
+    assert main(["latency-table", "--out", str(tmp_path / "t.json.gz"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+    assert not (tmp_path / "t.json.gz").exists()
+
+
+def test_search_never_trains_a_network_predicted_over_the_latency_budget(small_table, tmp_path):
+    table = LatencyTable.load(small_table)
+    predictions = sorted(table.predict(c) for c in space_configs(SMALL))
+    limit = predictions[len(predictions) // 2]  # about half the space is over
+    options = SearchOptions(output_dir=str(tmp_path), study="lat", families=SMALL.families, widths=SMALL.widths,
+                            blocks=SMALL.blocks, n_trials=4, epochs=1, max_batches_per_epoch=2, sampler="random",
+                            latency_table=str(small_table), max_latency_ms=limit, latency_objective=True)
+    outcome = run_search(options)
+    study = outcome.study
+    assert study.metric_names[-1] == "latency_ms"
+    assert study.user_attrs["igcnas:latency"]["fingerprint"]["runtime"] == "torch"
+    trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    over = [t for t in study.trials if t.user_attrs.get("status") == "over_budget"]
+    assert len(trained) == 4 and over
+    for t in study.trials:
+        from igcnas.search_space.config import config_from_dict
+
+        predicted = table.predict(config_from_dict(t.user_attrs["config"]))
+        assert t.user_attrs["latency_ms"] == pytest.approx(predicted, abs=1e-4)
+        assert t.user_attrs["latency_source"] == "predicted"
+        if t in trained:
+            assert predicted <= limit and t.values[-1] == pytest.approx(predicted, abs=1e-4)
+            assert t.user_attrs["latency_measured_ms"] > 0  # timed again after training
+        else:
+            assert predicted > limit and "curve" not in t.user_attrs and "latency_measured_ms" not in t.user_attrs
