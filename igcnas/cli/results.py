@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -12,6 +13,7 @@ from igcnas.errors import BadInput
 from igcnas.evaluators.settings import DEVICE_CHOICES
 
 STORAGE_HELP = "the study's storage (database URL, journal:///PATH or grpc://HOST:PORT)"
+ONNX_CHOICES = {"auto": None, "on": True, "off": False}  # --onnx -> export_model(onnx=...)
 
 __all__ = ["register"]
 
@@ -42,13 +44,19 @@ def register(sub: Any) -> None:
                        description="Choose the most accurate feasible trial on the Pareto front within the "
                                    "budget (human units: 250k, 1.5M), optionally retrain it with the search's "
                                    "settings, and export config.json, model.pt (state dict), model.pt2 (exported "
-                                   "program) and report.md with its accuracy on the search's validation split and "
-                                   "on the untouched test split. Load it with igcnas.models.load(DIR).")
+                                   "program), model.onnx (checked against PyTorch in ONNX Runtime; needs the "
+                                   "[onnx] extra) and report.md with its accuracy on the search's validation split "
+                                   "and on the untouched test split. Load it with igcnas.models.load(DIR).")
     p.add_argument("--storage", required=True, help=STORAGE_HELP)
     p.add_argument("--study", help="study name (default: the storage's only study)")
     p.add_argument("--max-params", help="parameter budget")
     p.add_argument("--max-macs", help="MAC budget (multiply-accumulates; FLOPs = 2*MACs)")
-    p.add_argument("--max-latency-ms", help="CPU latency budget (needs latency measured during the search)")
+    p.add_argument("--max-latency-ms", help="latency budget in ms: predicted by --latency-table for its device and "
+                   "runtime, else the latency the search recorded")
+    p.add_argument("--latency-table", metavar="PATH", help="pick by this latency table's device and runtime "
+                   "(igc-nas latency-table on the target machine); the pick is timed again there")
+    p.add_argument("--force-latency-table", action="store_true",
+                   help="use a --latency-table measured on another device or runtime")
     p.add_argument("--retrain", action="store_true",
                    help="retrain the pick from scratch with the search's training settings before export")
     p.add_argument("--retrain-epochs", type=int, help="retrain for E epochs instead (implies --retrain)")
@@ -57,6 +65,9 @@ def register(sub: Any) -> None:
     p.add_argument("--data-dir", help="data folder, when it moved since the search (default: the search's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the retraining (the data split is the search's)")
     p.add_argument("--device", default="auto", help=f"where --retrain trains: {DEVICE_CHOICES} (default auto)")
+    p.add_argument("--onnx", choices=ONNX_CHOICES, default="auto",
+                   help="also write model.onnx and check it against PyTorch with ONNX Runtime: auto (default) when "
+                        "onnx and onnxruntime are installed, on (an error when they are not), off")
     p.set_defaults(func=cmd_pick)
 
 
@@ -113,9 +124,23 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _latency_table(args: argparse.Namespace, study: Any) -> Any:
+    """The --latency-table, checked against this machine for the study's image shape."""
+    from igcnas.evaluators.latency import Fingerprint, LatencyTable
+    from igcnas.nas.records import StudyKey
+
+    table = LatencyTable.load(args.latency_table)
+    fp, spec = table.fingerprint, study.user_attrs.get(StudyKey.SEARCH_SPEC) or {}
+    here = Fingerprint.here(runtime=fp.runtime, threads=fp.threads, batch=fp.batch,
+                            input_size=int(spec.get("input_size", fp.input_size)),
+                            in_channels=int(spec.get("in_channels", fp.in_channels)))
+    table.check(here, force=args.force_latency_table, source=f"--latency-table {args.latency_table}")
+    return table
+
+
 def cmd_pick(args: argparse.Namespace) -> int:
     from igcnas.nas.pareto import pareto_front, trials_frame
-    from igcnas.nas.pick import NothingFits, choose, export_model
+    from igcnas.nas.pick import NothingFits, choose, export_model, latency_check, with_predicted_latency
     from igcnas.nas.budget import Budget, parse_count
     from igcnas.nas.study import open_existing_study
 
@@ -130,23 +155,38 @@ def cmd_pick(args: argparse.Namespace) -> int:
         resolve_device(args.device)
     _, study = open_existing_study(args.storage, args.study)
     df = trials_frame(study)
+    table = _latency_table(args, study) if args.latency_table else None
+    if table is not None:
+        df = with_predicted_latency(df, table)
     try:
         row = choose(df, budget)
     except NothingFits as exc:
         if budget.max_latency_ms is not None and df["latency_ms"].isna().all():
-            raise BadInput("no trial of this study has a measured latency; search with --max-latency-ms or "
-                           "--latency-objective to pick by latency") from None
+            raise BadInput("no trial of this study has a latency; give --latency-table, or search with "
+                           "--max-latency-ms or --latency-objective to pick by latency") from None
         raise BadInput(str(exc)) from None
     print(f"picked trial {int(row['number'])}: val acc {row['val_accuracy']:.4f}, params {int(row['params']):,}, "
           f"MACs {int(row['macs']):,} (FLOPs = 2*MACs = {2 * int(row['macs']):,}) - {row['structure']}")
+    notes: list[str] = []
+    if table is not None:
+        from igcnas.search_space.config import config_from_dict
+
+        _, notes = latency_check(config_from_dict(json.loads(row["config"])), table, float(row["latency_ms"]))
+        print(notes[0].removeprefix("- "))
     if not args.export:
         return 0
     result = export_model(study=study, trial_row=row, directory=args.export, front=pareto_front(df), budget=budget,
                           artifacts_dir=args.artifacts, retrain=args.retrain, retrain_epochs=args.retrain_epochs,
-                          data_dir=args.data_dir, seed=args.seed, device=args.device)
+                          data_dir=args.data_dir, seed=args.seed, device=args.device,
+                          onnx=ONNX_CHOICES[args.onnx], report_notes=tuple(notes))
     test = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
     print(f"exported to {result.directory}: val acc {result.val_accuracy:.4f} (the search's validation split, "
           f"{len(result.val_index)} images), test acc {test}")
     for label, path in result.files.items():
         print(f"  {label}: {path}")
+    check = result.onnx_check
+    if check is not None:
+        print(f"ONNX Runtime {check.ort_version}: max |difference| of logits {check.max_abs_diff:.2e}, top-1 "
+              f"agreement {check.top1_agreement:.4f} on {check.batch} validation images"
+              + ("" if check.passed else " - DOES NOT MATCH PyTorch (see report.md)"))
     return 0

@@ -3,6 +3,11 @@
 The payload is JSON-ready and is the single input of the figures
 (:mod:`.figures`) and of the page's own script (budget controls, table,
 selection), so the live page and the static report show the same thing.
+
+When the study has latency figures the payload also says where MACs mislead:
+the front over (accuracy, MACs) against the front over (accuracy, latency), and
+the trials on one but not the other (``latency_view``), with the device and
+runtime those figures belong to (``latency``).
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from igcnas.nas.pareto import ReferencePoint, hypervolume_history, pareto_mask, trials_frame
-from igcnas.nas.records import StudyKey
+from igcnas.nas.records import StudyKey, TrialKey
 
-__all__ = ["collect", "stage_details", "zoo_references"]
+__all__ = ["collect", "stage_details", "zoo_references", "latency_view"]
 
 MAX_HISTORY_POINTS = 400
 
@@ -103,31 +108,89 @@ def _history(df: pd.DataFrame, reference: ReferencePoint | None) -> dict[str, li
     return out
 
 
+def _front_over(df: pd.DataFrame, cost: str) -> np.ndarray:
+    """Mask of the (accuracy, ``cost``) front, by the same rule as every other front (complete, feasible).
+
+    :func:`~igcnas.nas.pareto.pareto_mask` ranks accuracy, params and MACs; with ``cost`` in both
+    cost columns that is exactly the two-objective front, since (a, c, c) dominates (a', c', c') just
+    when (a, c) dominates (a', c'). So no second notion of dominance is written here.
+    """
+    frame = pd.DataFrame({"state": df["state"], "feasible": df["feasible"], "val_accuracy": df["val_accuracy"],
+                          "params": df[cost], "macs": df[cost]})
+    return pareto_mask(frame)
+
+
+def latency_view(df: pd.DataFrame) -> dict[str, list[int]] | None:
+    """The (accuracy, MACs) and (accuracy, latency) fronts and where they disagree; None without latency.
+
+    Both fronts are taken over the same trials (those with a latency figure), so a trial is in
+    ``macs_only`` only because MACs call it efficient and latency does not, never because the two
+    fronts looked at different trials. ``macs_only`` is where MACs mislead a pick; ``latency_only``
+    is what MACs alone would have passed over.
+    """
+    if not len(df) or not df["latency_ms"].notna().any():
+        return None
+    timed = df[df["latency_ms"].notna()]
+    numbers = timed["number"].to_numpy()
+    by_macs = {int(n) for n in numbers[_front_over(timed, "macs")]}
+    by_latency = {int(n) for n in numbers[_front_over(timed, "latency_ms")]}
+    return {"front": sorted(by_latency), "macs_front": sorted(by_macs),
+            "macs_only": sorted(by_macs - by_latency), "latency_only": sorted(by_latency - by_macs)}
+
+
+def _latency_record(attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """Source and device/runtime words of the study's latency figures (what a latency budget is about)."""
+    record = attrs.get(StudyKey.LATENCY)
+    if not isinstance(record, dict):
+        return None
+    return {"source": record.get("source"), "describe": record.get("describe")}
+
+
 def collect(study: Any) -> dict[str, Any]:
     """The dashboard payload for ``study`` (an empty study gives an empty, valid payload)."""
     df = trials_frame(study)
     attrs = study.user_attrs
     reference = ReferencePoint.from_dict(attrs[StudyKey.REFERENCE_POINT]) if StudyKey.REFERENCE_POINT in attrs else None
     mask = pareto_mask(df) if len(df) else np.zeros(0, dtype=bool)
+    # With a latency budget the pick is taken on the front that also counts latency (as igc-nas pick does).
+    mask_latency = pareto_mask(df, with_latency=True) if len(df) else np.zeros(0, dtype=bool)
     spec = attrs.get(StudyKey.SEARCH_SPEC) or {}
     shape = None
     if spec:
         shape = {k: int(spec[k]) for k in ("in_channels", "input_size", "num_classes") if k in spec}
         if len(shape) != 3:
             shape = None
+    latency = _latency_record(attrs)
+    view = latency_view(df)
+    on_latency_front = set(view["front"]) if view else set()
+    # The trials frame has no columns for the latency's source or its timing after training: read the
+    # trials' own attributes, and only when there is latency to show (a second pass over the trials).
+    timing: dict[int, dict[str, Any]] = {}
+    if view is not None:
+        timing = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False)}
+    default_source = latency["source"] if latency else "measured"
     trials = []
-    for row, on_front in zip(df.itertuples(index=False), mask):
+    for row, on_front, on_front_latency in zip(df.itertuples(index=False), mask, mask_latency):
         config = json.loads(row.config) if on_front and isinstance(row.config, str) else None
+        number = int(row.number)
+        latency_ms = _num(row.latency_ms)
+        user = timing.get(number, {})
         entry = {
-            "number": int(row.number),
+            "number": number,
             "state": row.state,
             "status": row.status,
             "val_accuracy": _num(row.val_accuracy),
             "params": _num(row.params),
             "macs": _num(row.macs),
-            "latency_ms": _num(row.latency_ms),
+            "latency_ms": latency_ms,
+            "latency_measured_ms": _num(user.get(TrialKey.LATENCY_MEASURED_MS)),
+            # Searches without a table time the network before training and do not write the source.
+            "latency_source": (user.get(TrialKey.LATENCY_SOURCE) or default_source) if latency_ms is not None
+            else None,
             "feasible": bool(row.feasible),
             "front": bool(on_front),
+            "front_latency": number in on_latency_front,
+            "front_with_latency": bool(on_front_latency),
             "family": row.family,
             "structure": row.structure or "",
             "curve": json.loads(row.curve) if isinstance(row.curve, str) else [],
@@ -148,5 +211,8 @@ def collect(study: Any) -> dict[str, Any]:
         "front": front_numbers,
         "history": _history(df, reference),
         "zoo": zoo_references(shape, df),
-        "latency_measured": any(t["latency_ms"] is not None for t in trials),
+        # Whether any trial has a latency figure, predicted or measured (the name predates prediction).
+        "latency_measured": view is not None,
+        "latency": latency,
+        "latency_view": view,
     }

@@ -30,11 +30,11 @@
     };
   }
 
-  // The pick rule of igcnas.nas.pick.choose: front, within budget, most accurate; ties -> fewer MACs,
-  // fewer params, lower trial number.
+  // The pick rule of igcnas.nas.pick.choose: front (counting latency when a latency budget is given),
+  // within budget, most accurate; ties -> fewer MACs, fewer params, lower trial number.
   function choose(b) {
     const inside = IGC.payload.trials.filter(function (t) {
-      if (!t.front) return false;
+      if (!(b.max_latency_ms !== null ? t.front_with_latency : t.front)) return false;
       if (b.max_params !== null && t.params > b.max_params) return false;
       if (b.max_macs !== null && t.macs > b.max_macs) return false;
       if (b.max_latency_ms !== null && (t.latency_ms === null || t.latency_ms > b.max_latency_ms)) return false;
@@ -52,19 +52,34 @@
     return -1;
   }
 
+  // The pick's hover row as the figure itself built it (with latency it holds the latency line too).
+  function customFor(fig, t) {
+    const data = el(fig).data || [];
+    for (let i = 0; i < data.length; i++) {
+      if (data[i].meta === "pick" || !data[i].customdata) continue;
+      const row = data[i].customdata.find(function (c) { return c[0] === t.number; });
+      if (row) return row;
+    }
+    return [t.number, t.structure, t.val_accuracy, t.params, t.macs];
+  }
+
+  function ms(v) { return v === null || v === undefined ? "-" : v.toFixed(3); }
+
   function applyBudget() {
     if (!IGC.payload) return;
     const b = budget();
     const res = choose(b);
     IGC.pick = res.pick ? res.pick.number : null;
     const t = res.pick;
-    [["pareto-params", "params", b.max_params], ["pareto-macs", "macs", b.max_macs]].forEach(function (spec) {
+    const specs = [["pareto-params", "params", b.max_params], ["pareto-macs", "macs", b.max_macs]];
+    if (IGC.figures["pareto-latency"]) specs.push(["pareto-latency", "latency_ms", b.max_latency_ms]);
+    specs.forEach(function (spec) {
       const fig = spec[0], key = spec[1], limit = spec[2];
       const idx = traceIndex(fig, "pick");
       if (idx >= 0) {
         Plotly.restyle(el(fig), {
           x: [t ? [t[key]] : []], y: [t ? [t.val_accuracy] : []],
-          customdata: [t ? [[t.number, t.structure, t.val_accuracy, t.params, t.macs]] : []],
+          customdata: [t ? [customFor(fig, t)] : []],
         }, [idx]);
       }
       const base = (IGC.baseShapes[fig] || []).slice();
@@ -78,7 +93,8 @@
     });
     el("pick").textContent = t
       ? "Best within budget: trial " + t.number + " — val acc " + t.val_accuracy.toFixed(4) + ", params " +
-        fmt(t.params) + ", MACs " + fmt(t.macs) + " — " + t.structure + " (" + res.inside + " front trials fit)"
+        fmt(t.params) + ", MACs " + fmt(t.macs) + (t.latency_ms === null ? "" : ", latency " + ms(t.latency_ms) +
+        " ms") + " — " + t.structure + " (" + res.inside + " front trials fit)"
       : (IGC.payload.front.length ? "No trial on the front fits this budget." : "No completed trials yet.");
     el("pick").dataset.trial = t ? String(t.number) : "";
     renderTable();
@@ -96,7 +112,8 @@
       const cls = (t.number === IGC.pick ? "pick " : "") + (t.number === IGC.selected ? "sel" : "");
       return "<tr class='" + cls + "' data-trial='" + t.number + "'><td>" + t.number + "</td><td>" +
         t.val_accuracy.toFixed(4) + "</td><td>" + fmt(t.params) + "</td><td>" + fmt(t.macs) + "</td><td>" +
-        (t.latency_ms === null ? "-" : t.latency_ms.toFixed(2)) + "</td><td>" + t.structure + "</td></tr>";
+        (t.latency_ms === null ? "-" : t.latency_ms.toFixed(2)) + "</td><td>" +
+        (IGC.hasMeasured ? ms(t.latency_measured_ms) + "</td><td>" : "") + t.structure + "</td></tr>";
     }).join("");
     if (body !== lastTableHtml) {  // rebuild only on change, so a click in progress is not lost
       el("front-table").querySelector("tbody").innerHTML = body;
@@ -169,7 +186,17 @@
     el("summary").textContent = "Study " + p.study + (p.dataset ? " on " + p.dataset : "") + ": " + p.n_trials +
       " trials, " + p.n_complete + " complete, " + p.front.length + " on the Pareto front." +
       (p.n_complete ? "" : " No completed trials yet: the plots fill in as the search runs.");
+    // Latency belongs to one device and runtime: the budget says which, and the accuracy-latency plot
+    // (beside the MACs one) appears only when the study has latency figures.
     el("latency-control").style.display = p.latency_measured ? "" : "none";
+    const lat = p.latency || {};
+    el("latency-label").textContent = "max " + (lat.source === "predicted" ? "predicted " : "") + "latency (ms)" +
+      (lat.describe ? " on " + lat.describe : (p.latency_measured ? " (device and runtime not recorded)" : ""));
+    el("plots").classList.toggle("with-latency", !!data.figures["pareto-latency"]);
+    if (!data.figures["pareto-latency"] && el("pareto-latency").data) Plotly.purge(el("pareto-latency"));
+    IGC.hasMeasured = p.trials.some(function (t) { return t.latency_measured_ms !== null &&
+                                                          t.latency_measured_ms !== undefined; });
+    el("measured-col").style.display = IGC.hasMeasured ? "" : "none";
     IGC.timings = {};
     IGC.baseShapes = {};
     Object.keys(data.figures).forEach(function (key) {

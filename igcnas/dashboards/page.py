@@ -23,6 +23,13 @@ TEMPLATE = """<!DOCTYPE html>
 body {{ font-family: system-ui, sans-serif; margin: 16px; color: #222; }}
 h1 {{ font-size: 20px; margin: 0 0 4px; }}
 .grid {{ display: grid; grid-template-columns: 1fr 1fr; gap: 8px; }}
+/* Without latency the two rows of old: params | MACs, 3-D | details. With latency figures the
+   accuracy-latency plot goes beside the MACs one, where the two fronts can be compared. */
+.plots {{ row-gap: 0; grid-template-areas: "params macs" "p3d details"; }}
+.plots.with-latency {{ row-gap: 8px; grid-template-areas: "macs latency" "params p3d" "details details"; }}
+#pareto-params {{ grid-area: params; }} #pareto-macs {{ grid-area: macs; }} #pareto-3d {{ grid-area: p3d; }}
+#details {{ grid-area: details; }} #pareto-latency {{ grid-area: latency; display: none; }}
+.plots.with-latency #pareto-latency {{ display: block; }}
 .controls {{ display: flex; gap: 18px; align-items: center; flex-wrap: wrap; margin: 8px 0;
              padding: 8px; background: #f5f5f5; border-radius: 6px; }}
 .controls input {{ width: 90px; }}
@@ -44,13 +51,14 @@ tbody tr {{ cursor: pointer; }}
   <b>Budget</b> (human units: 250k, 1.5M)
   <label>max params <input id="max-params" placeholder="any"></label>
   <label>max MACs <input id="max-macs" placeholder="any"></label>
-  <label id="latency-control">max latency (ms) <input id="max-latency" placeholder="any"></label>
+  <label id="latency-control"><span id="latency-label">max latency (ms)</span>
+    <input id="max-latency" placeholder="any"></label>
   <span class="note">The shaded region is over budget; the star is the most accurate trial on the front within it
   (the model <code>igc-nas pick</code> exports). MACs are multiply-accumulates; FLOPs = 2 x MACs.</span>
 </div>
 <div id="pick" data-trial=""></div>
-<div class="grid"><div id="pareto-params"></div><div id="pareto-macs"></div></div>
-<div class="grid"><div id="pareto-3d"></div><div>
+<div id="plots" class="grid plots"><div id="pareto-params"></div><div id="pareto-macs"></div>
+<div id="pareto-latency"></div><div id="pareto-3d"></div><div id="details">
   <h3 id="details-title">Select a trial (table row or point)</h3>
   <div id="curve"></div><div id="conditions"></div>
 </div></div>
@@ -58,6 +66,7 @@ tbody tr {{ cursor: pointer; }}
 <h3>Pareto front</h3>
 <table id="front-table"><thead><tr><th data-key="number">trial</th><th data-key="val_accuracy">val acc</th>
 <th data-key="params">params</th><th data-key="macs">MACs</th><th data-key="latency_ms">latency ms</th>
+<th data-key="latency_measured_ms" id="measured-col" style="display:none">measured ms</th>
 <th data-key="structure">architecture (family, blocks | C:L K1 K per stage)</th></tr></thead><tbody></tbody></table>
 <div class="grid"><div id="hv-history"></div><div id="acc-history"></div></div>
 {data}

@@ -133,6 +133,7 @@ def evaluate_config(
         latency = time_model(deployed, shape, batch_sizes=(1,), repeats=5, warmup=1)
         evaluation.latency_ms = latency.ms_by_batch[1]
         evaluation.attrs[TrialKey.LATENCY_MS] = evaluation.latency_ms
+        evaluation.attrs[TrialKey.LATENCY_SOURCE] = "measured"
         evaluation.attrs["latency_threads"] = latency.threads
         # A deployment figure: the untrained network on this process's CPU at a fixed thread count, before
         # training touches any accelerator (never the training device's speed).

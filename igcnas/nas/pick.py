@@ -2,8 +2,8 @@
 
 Rule (shared with the dashboard's highlight, see ``dashboards/page.js``): among
 the complete, feasible trials on the Pareto front whose params, MACs (and
-latency, when a latency budget is given and was measured) are within the
-budget, take the most accurate; ties go to fewer MACs, then fewer params,
+latency, when a latency budget is given) are within the budget, take the
+most accurate (the front then counts latency too); ties go to fewer MACs, then fewer params,
 then the lower trial number. The most accurate trial within a budget is
 always on the front, so restricting to the front loses nothing.
 """
@@ -15,7 +15,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -24,8 +24,11 @@ from igcnas.nas.records import StudyKey, TrialKey
 from igcnas.nas.budget import Budget
 from igcnas.errors import BadInput
 
+if TYPE_CHECKING:
+    from igcnas.models.onnx_export import OnnxCheck
+
 __all__ = ["NothingFits", "choose", "nearest_over_budget", "export_model", "PickResult", "search_evaluation",
-           "load_search_data"]
+           "load_search_data", "with_predicted_latency", "latency_check"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,9 @@ def nearest_over_budget(front: pd.DataFrame, budget: Budget, n: int = 5) -> pd.D
 
 def choose(df: pd.DataFrame, budget: Budget) -> pd.Series:
     """The trial to pick from a trials frame (see the module docstring for the rule)."""
-    front = df[pareto_mask(df)]
+    # The front over every budgeted objective: with a latency budget the most accurate trial within it may be
+    # dominated in (accuracy, params, MACs) by a slower one, so latency must count in the front too.
+    front = df[pareto_mask(df, with_latency=budget.max_latency_ms is not None)]
     if front.empty:
         raise NothingFits("the study has no complete feasible trials yet", front)
     inside = front[_within(front, budget)]
@@ -87,6 +92,38 @@ def choose(df: pd.DataFrame, budget: Budget) -> pd.Series:
     return ordered.iloc[0]
 
 
+def with_predicted_latency(df: pd.DataFrame, table: Any) -> pd.DataFrame:
+    """``df`` with ``latency_ms`` predicted by ``table`` (its device and runtime) for every trial.
+
+    Picking for a device re-predicts every trial from that device's table, whatever the search recorded
+    (a study searched with one table can be picked for another device). A trial the table cannot predict
+    (a part it lacks) gets no latency and so never fits a latency budget.
+    """
+    from igcnas.search_space.config import config_from_dict
+
+    def predict(text: Any) -> float:
+        data = json.loads(text) if isinstance(text, str) else None
+        if not data:
+            return math.nan
+        try:
+            return float(table.predict(config_from_dict(data)))
+        except BadInput:
+            return math.nan
+
+    out = df.copy()
+    out["latency_ms"] = [predict(text) for text in out["config"]]
+    return out
+
+
+def latency_check(config: Any, table: Any, predicted: float) -> tuple[float, list[str]]:
+    """Time the picked network again on the table's runtime, threads and batch; (ms, report lines)."""
+    from igcnas.evaluators.latency import measure_network_ms
+
+    measured = measure_network_ms(config, table.fingerprint)
+    return measured, [f"- latency on {table.fingerprint.describe()}: predicted {predicted:.4f} ms (latency table), "
+                      f"measured {measured:.4f} ms ({measured / predicted - 1:+.1%}) at pick time"]
+
+
 @dataclass
 class PickResult:
     trial_number: int
@@ -98,6 +135,11 @@ class PickResult:
     retrained_epochs: int | None
     files: dict[str, Path]
     val_index: tuple[int, ...] = ()  # the validation images it was scored on (the search's split)
+    onnx_check: OnnxCheck | None = None  # model.onnx against PyTorch in ONNX Runtime, when it was written
+
+
+# Validation images that model.onnx is checked on: one batch, enough to see a wrong export.
+ONNX_CHECK_IMAGES = 256
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -142,14 +184,19 @@ def export_model(
     data_dir: str | None = None,
     seed: int = 0,
     device: str = "auto",
+    onnx: bool | None = None,
+    report_notes: tuple[str, ...] = (),
 ) -> PickResult:
-    """Write ``config.json``, ``model.pt`` (state dict), ``model.pt2`` (exported program) and ``report.md``.
+    """Write ``config.json``, ``model.pt`` (state dict), ``model.pt2`` (exported program), ``model.onnx``, report.
 
     Weights come from the trial's stored artifact, or from retraining (``retrain``) with the search's
     training settings (``retrain_epochs`` overrides the epochs; ``seed`` seeds the retraining). The
     model is scored on the search's validation split and on the untouched test split. Everything is
     written to a temporary folder first and moved into place at the end, so an error leaves nothing
-    half-written.
+    half-written. ``model.onnx`` is written when the ``[onnx]`` extra is installed (``onnx`` None),
+    always (True: an error when it is not installed) or never (False); it is checked against PyTorch
+    in ONNX Runtime on validation images, and a mismatch is a warning and a line in the report (the
+    other files do not depend on it).
     """
     import shutil
     import tempfile
@@ -158,6 +205,7 @@ def export_model(
 
     from igcnas.evaluators.train import TrainSettings, evaluate_split, train_model
     from igcnas.models import build_model
+    from igcnas.models.onnx_export import check_onnx, export_onnx, onnx_available, report_lines, require_onnx
     from igcnas.nas.study import load_weights
     from igcnas.search_space.config import config_from_dict, config_to_dict
 
@@ -171,6 +219,9 @@ def export_model(
         raise BadInput(f"export directory {str(target)!r} exists and is not empty")
     if retrain_epochs is not None and retrain_epochs < 1:
         raise BadInput(f"--retrain-epochs must be >= 1, got {retrain_epochs}")
+    if onnx:
+        require_onnx()  # before the data is read or anything trained
+    write_onnx = onnx_available() if onnx is None else onnx
     data = load_search_data(record, data_dir=data_dir)
     # Exports (and stored weights) are the deployed network: for structured stages the sum-pool +
     # small-kernel modules that decomposition produces, so that igcnas.models.load rebuilds it.
@@ -210,6 +261,15 @@ def export_model(
         example = torch.zeros(2, config.in_channels, config.input_size, config.input_size)
         exported = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
         torch.export.save(exported, str(files["exported_program"]))
+        check = None
+        if write_onnx:
+            files["onnx"] = export_onnx(model, staging / "model.onnx", tuple(example.shape[1:]))
+            images = next(data.eval_batches("val", ONNX_CHECK_IMAGES, device="cpu"))[0]
+            check = check_onnx(model, files["onnx"], images)
+            if not check.passed:
+                log.warning("model.onnx does not match PyTorch: max |difference| of logits %.2e, top-1 agreement "
+                            "%.4f (a defect of the ONNX export; the other files are unaffected)",
+                            check.max_abs_diff, check.top1_agreement)
         rank = front.sort_values("val_accuracy", ascending=False).reset_index(drop=True)
         position = int(rank.index[rank["number"] == number][0]) + 1 if number in set(rank["number"]) else None
         lines = [
@@ -231,8 +291,13 @@ def export_model(
             f"- validation split: the search's (seed {record['split_seed']}, fraction {record['val_fraction']}, "
             f"{len(data.val_index)} images)",
             f"- budget: {json.dumps({k: v for k, v in budget.as_dict().items() if v is not None})}",
+            *report_notes,
             f"- position on the Pareto front: {position} of {len(rank)} by accuracy" if position else
             "- position on the Pareto front: not on the front",
+            *(report_lines(check) if check is not None else
+              [f"- ONNX: not written ({'turned off' if onnx is False else 'onnx/onnxruntime not installed'})"]),
+            *([f"- input: float32 (N, C, H, W) pixels x {data.scale:g}, minus mean {_floats(data.mean)}, divided "
+               f"by std {_floats(data.std)} (per channel)"] if data.mean is not None and data.std is not None else []),
             "",
             "## Pareto front",
             "",
@@ -254,4 +319,8 @@ def export_model(
         raise
     files = {k: target / v.name for k, v in files.items()}
     return PickResult(number, target, val_accuracy, test_accuracy, int(trial_row["params"]),
-                      int(trial_row["macs"]), retrained, files, data.val_index)
+                      int(trial_row["macs"]), retrained, files, data.val_index, check)
+
+
+def _floats(values: Any) -> str:
+    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"

@@ -117,7 +117,44 @@ def test_static_report_opens_offline_and_shows_the_same_front(browser, synthetic
     page.wait_for_selector("body[data-rendered]", timeout=30000)
     assert front_numbers(page, "pareto-params") == expected_front
     assert all(r.startswith("file:") or r.startswith("data:") for r in requests)
+    # No latency in this study: no latency plot, budget or column (the page as it was before latency).
+    assert not page.is_visible("#pareto-latency") and not page.is_visible("#latency-control")
+    assert not page.is_visible("#measured-col")
     context.close()
+
+
+def test_latency_view_beside_macs_and_budget_names_the_runtime(browser, tmp_path, artifacts_dir):
+    from tests.dashboards.test_latency_view import DESCRIBE, make_latency_study
+
+    url = f"sqlite:///{tmp_path / 'lat.db'}"
+    study = make_latency_study(url)
+    report = tmp_path / "lat.html"
+    assert main(["dashboard", "--storage", url, "--study", "lat", "--html", str(report)]) == 0
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(report.as_uri())
+    page.wait_for_selector("body[data-rendered]", timeout=30000)
+    view = page.evaluate("window.igcnas.payload.latency_view")
+    assert front_numbers(page, "pareto-latency") == view["front"]
+    macs, latency = page.locator("#pareto-macs").bounding_box(), page.locator("#pareto-latency").bounding_box()
+    assert abs(macs["y"] - latency["y"]) < 1 and latency["x"] >= macs["x"] + macs["width"]  # same row, beside
+    assert DESCRIBE in page.text_content("#pareto-latency .gtitle")
+    assert "latency (ms) on torch 2.13.0+cpu, 1 thread(s), batch 1" in page.text_content("#latency-label")
+    assert page.is_visible("#latency-control") and page.is_visible("#measured-col")
+    rings = "(id) => document.getElementById(id).data.filter(t => t.meta === 'macs-only').length"
+    assert page.evaluate(rings, "pareto-latency") == 1 and page.evaluate(rings, "pareto-macs") == 1
+    # A latency budget: the star in every plot is igc-nas pick's choice, and the latency plot is shaded.
+    page.fill("#max-latency", "0.7")
+    page.dispatch_event("#max-latency", "change")
+    expected = int(choose(trials_frame(study), Budget(max_latency_ms=0.7))["number"])
+    assert page.get_attribute("#pick", "data-trial") == str(expected)
+    star = "(id) => document.getElementById(id).data.find(t => t.meta === 'pick').customdata[0][0]"
+    assert page.evaluate(star, "pareto-latency") == expected == page.evaluate(star, "pareto-macs")
+    shaded = "(id) => (document.getElementById(id).layout.shapes || []).filter(s => s.name === 'over-budget').length"
+    assert page.evaluate(shaded, "pareto-latency") == 1
+    page.screenshot(path=str(artifacts_dir / "dashboard_latency.png"), full_page=True)
+    assert errors == []
 
 
 def test_live_page_refreshes_while_the_study_grows(browser, live_server, synthetic_study):

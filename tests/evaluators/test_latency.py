@@ -154,14 +154,24 @@ def test_latency_table_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, e
     assert not (tmp_path / "t.json.gz").exists()
 
 
-def test_search_never_trains_a_network_predicted_over_the_latency_budget(small_table, tmp_path):
+@pytest.fixture(scope="module")
+def latency_study(small_table, tmp_path_factory):
+    """A search of the small space with the table and a latency budget most of the space is over."""
     table = LatencyTable.load(small_table)
-    predictions = sorted(table.predict(c) for c in space_configs(SMALL))
-    limit = predictions[len(predictions) // 2]  # about half the space is over
-    options = SearchOptions(output_dir=str(tmp_path), study="lat", families=SMALL.families, widths=SMALL.widths,
+    predictions = sorted(table.predict(c) for c in sample_configs(SMALL, 40, seed=0))  # as the search draws
+    limit = predictions[int(0.3 * len(predictions))]  # most draws are over it, and some are not
+    out = tmp_path_factory.mktemp("search")
+    options = SearchOptions(output_dir=str(out), study="lat", families=SMALL.families, widths=SMALL.widths,
                             blocks=SMALL.blocks, n_trials=4, epochs=1, max_batches_per_epoch=2, sampler="random",
-                            latency_table=str(small_table), max_latency_ms=limit, latency_objective=True)
-    outcome = run_search(options)
+                            latency_table=str(small_table), max_latency_ms=limit, latency_objective=True,
+                            seed_balanced=False)  # random draws from the start, so some are over the budget
+    return run_search(options), table, limit
+
+
+def test_search_never_trains_a_network_predicted_over_the_latency_budget(latency_study):
+    from igcnas.search_space.config import config_from_dict
+
+    outcome, table, limit = latency_study
     study = outcome.study
     assert study.metric_names[-1] == "latency_ms"
     assert study.user_attrs["igcnas:latency"]["fingerprint"]["runtime"] == "torch"
@@ -169,13 +179,33 @@ def test_search_never_trains_a_network_predicted_over_the_latency_budget(small_t
     over = [t for t in study.trials if t.user_attrs.get("status") == "over_budget"]
     assert len(trained) == 4 and over
     for t in study.trials:
-        from igcnas.search_space.config import config_from_dict
-
         predicted = table.predict(config_from_dict(t.user_attrs["config"]))
         assert t.user_attrs["latency_ms"] == pytest.approx(predicted, abs=1e-4)
         assert t.user_attrs["latency_source"] == "predicted"
         if t in trained:
             assert predicted <= limit and t.values[-1] == pytest.approx(predicted, abs=1e-4)
             assert t.user_attrs["latency_measured_ms"] > 0  # timed again after training
+            measured_constraint = t.user_attrs["latency_measured_ms"] / limit - 1
+            assert t.constraints["max_latency_ms_measured"] == pytest.approx(measured_constraint, abs=1e-6)
         else:
             assert predicted > limit and "curve" not in t.user_attrs and "latency_measured_ms" not in t.user_attrs
+            assert t.state == optuna.trial.TrialState.PRUNED
+
+
+def test_pick_by_a_latency_table_re_predicts_and_times_the_pick_again(latency_study, small_table, tmp_path,
+                                                                       capsys):
+    outcome, table, limit = latency_study
+    storage = f"sqlite:///{outcome.run_dir / 'study.db'}"
+    argv = ["pick", "--storage", storage, "--study", "lat", "--max-latency-ms", str(limit * 10),
+            "--latency-table", str(small_table), "--export", str(tmp_path / "out"), "--onnx", "off"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "predicted" in out and "measured" in out and table.fingerprint.runtime in out
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "latency on torch" in report and "predicted" in report
+    # A budget no network meets by the table: refused with the nearest trials, nothing exported.
+    argv[argv.index("--max-latency-ms") + 1] = str(min(table.entries.values()) / 10)
+    argv[argv.index("--export") + 1] = str(tmp_path / "none")
+    assert main(argv) == 2
+    assert "no trial on the front fits the budget" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

@@ -86,7 +86,7 @@ def test_nothing_fits_lists_the_nearest_and_exits_2(searched, tmp_path, capsys):
 @pytest.mark.parametrize("argv, expected", [
     (["--max-params", "-1"], "--max-params must be"),
     (["--max-macs", "ten"], "--max-macs must be"),
-    (["--max-latency-ms", "5"], "no trial of this study has a measured latency"),
+    (["--max-latency-ms", "5"], "no trial of this study has a latency"),
     (["--retrain-epochs", "0"], "--retrain-epochs must be >= 1"),
 ])
 def test_pick_bad_input(searched, capsys, argv, expected):
