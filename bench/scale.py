@@ -20,10 +20,17 @@ the same user attributes a trained one has. Accuracies are a fixed function of t
     PostgreSQL), 1-second trials (every trial sleeps the full second, stopped early or not, so rates
     compare): trials per second in a common window (each trial counted by the share of it inside the
     window) and ``scaling_efficiency`` = rate / (workers x the 1-worker rate).
-(c) The same search on a loopback Ray cluster: not measured here (see docs/scaling.md).
+(c) The same search on a loopback Ray cluster (a head and a worker node on 127.0.0.1, ``ray start``
+    processes of this benchmark): ``igc-nas search --backend ray`` with the same synthetic trials (the
+    project's Ray trainable, its evaluation replaced by the same sleep in the Ray workers), SQLite study,
+    1, 2 and 4 concurrent trials (``--max-concurrent``); trials per second between the first and the
+    last completion, ``scaling_efficiency`` against the 1-trial rate and against the ideal (concurrency
+    / trial seconds), and Ray's per-trial overhead (a trial's time as the study records it, start to
+    completion, minus its sleep). Early stopping is off here (Tune's scheduler stops trials its own way).
 
     python bench/scale.py [--quick] [--json PATH] [--sizes 0,1000,10000] [--workers 1,2,4,8,16,32]
-        [--storages sqlite,postgresql,journal,grpc] [--trial-seconds 1] [--window 8] [--only size|workers]
+        [--storages sqlite,postgresql,journal,grpc] [--trial-seconds 1] [--window 8]
+        [--ray-concurrency 1,2,4] [--only size|workers|ray]
 
 ``--quick`` is a smoke run (< 1 minute on an idle machine). Ratios measured side by side in one run are
 the figures to read; absolute times depend on the machine and its load.
@@ -86,12 +93,13 @@ class SyntheticTraining:
             self.slept += time.perf_counter() - start
 
     def __call__(self, config: Any, data: Any, *, train_settings: Any, budget: Any, measure_latency: bool = False,
-                 model_seed: int = 0, on_epoch: Any = None) -> Any:
+                 model_seed: int = 0, on_epoch: Any = None, latency_table: Any = None,
+                 latency_fingerprint: Any = None) -> Any:
         from igcnas.nas.early_stopping import StoppedAtRung
         from igcnas.nas.objective import precheck
         from igcnas.nas.records import TrialKey, TrialStatus
 
-        evaluation = precheck(config, budget)
+        evaluation = precheck(config, budget, latency_table)
         if evaluation.status == TrialStatus.OVER_BUDGET:
             return evaluation
         epochs = train_settings.epochs
@@ -661,11 +669,16 @@ def main() -> int:
     parser.add_argument("--storages", help="sqlite,postgresql,journal,grpc (default all; --quick: sqlite,postgresql)")
     parser.add_argument("--trial-seconds", type=float, default=1.0, help="sleep per synthetic trial in (b)")
     parser.add_argument("--window", type=float, help="seconds of each worker-count measurement (default 8)")
-    parser.add_argument("--only", choices=("all", "size", "workers"), default="all")
+    parser.add_argument("--ray-concurrency", help="concurrent Ray trials, comma-separated (default 1,2,4)")
+    parser.add_argument("--ray-trials-per-slot", type=int, help="trials per concurrent slot in (c) (default 6)")
+    parser.add_argument("--only", choices=("all", "size", "workers", "ray"), default="all")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--ray-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return _child(args)
+    if args.ray_child:
+        return _ray_child(args)
     sizes = [int(s) for s in (args.sizes or ("0,200" if args.quick else "0,1000,10000")).split(",")]
     trials = args.trials or (3 if args.quick else 20)
     counts = [int(s) for s in (args.workers or ("1,2" if args.quick else "1,2,4,8,16,32")).split(",")]
@@ -700,7 +713,14 @@ def main() -> int:
             result["worker_goals"] = worker_goals(rows)
             for line in result["worker_goals"]["lines"]:
                 print(line)
-        result["ray"] = {"skipped": "a loopback Ray cluster is not measured by this benchmark (docs/scaling.md)"}
+        if args.only in ("all", "ray"):
+            concurrency = [int(c) for c in (args.ray_concurrency or ("1,2" if args.quick else "1,2,4")).split(",")]
+            print(f"\n(c) the same search on a loopback Ray cluster ({args.trial_seconds:g} s synthetic trials, "
+                  "SQLite, no early stopping)", flush=True)
+            result["ray"] = measure_ray(work, concurrency, trial_seconds=args.trial_seconds,
+                                        trials_per_slot=args.ray_trials_per_slot or (2 if args.quick else 6))
+            if "skipped" in result["ray"]:
+                print(f"ray: skipped ({result['ray']['skipped']})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -729,6 +749,97 @@ def size_ratios(rows: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
             out[f"full_scan_over_incremental_{size}"] = round(ratio, 2)
             out["lines"].append(f"at {size:,} trials: full scan / incremental per-trial overhead {ratio:.2f}x")
     return out
+
+
+# -- (c) the loopback Ray cluster ----------------------------------------------------------------------
+
+def synthetic_trainable_for(seconds: float) -> Any:
+    """The project's Ray trainable with its evaluation replaced by :class:`SyntheticTraining`, in the Ray worker.
+
+    Defined here (``__main__`` of a ``--ray-child`` process), so cloudpickle ships it to the workers by
+    value, with :class:`SyntheticTraining`: no file of this benchmark needs to be importable there.
+    """
+    def synthetic_trainable(config: dict[str, Any]) -> None:
+        import igcnas.nas.objective as objective
+        from igcnas.nas.backends import ray_parts
+
+        objective.evaluate_config = SyntheticTraining(seconds, constant=True)  # type: ignore[assignment]
+        ray_parts.trainable(config)
+
+    return synthetic_trainable
+
+
+def _ray_child(args: argparse.Namespace) -> int:
+    """``--ray-child PATH``: one synthetic Ray search (the driver), as PATH (JSON) describes it."""
+    import igcnas.nas.backends.ray_backend as ray_backend
+    from igcnas.nas.orchestrator import run_search
+
+    spec = json.loads(Path(args.ray_child).read_text())
+    stand_in_for_training(SyntheticTraining(spec["trial_seconds"], constant=True))
+    ray_backend.trainable = synthetic_trainable_for(spec["trial_seconds"])  # type: ignore[assignment]
+    options = search_options(spec["url"], spec["study_name"], spec["output_dir"], backend="ray",
+                             address=spec["address"], n_trials=spec["n_trials"], max_concurrent=spec["concurrency"],
+                             early_stopping=False)
+    began = time.time()
+    run_search(options)
+    Path(spec["out"]).write_text(json.dumps({"wall_s": time.time() - began}))
+    return 0
+
+
+def measure_ray(work: Path, concurrency: list[int], *, trial_seconds: float, trials_per_slot: int
+                ) -> dict[str, Any]:
+    """(c): one loopback cluster (head and a worker node, ``max(concurrency) / 2`` logical CPUs each)."""
+    import optuna
+
+    try:
+        from tests.nas.conftest import LOOPBACK_ENV, LoopbackCluster
+    except ImportError as exc:
+        return {"skipped": f"the loopback cluster helper (tests/nas/conftest.py) cannot be imported: {exc}"}
+    cpus = max(1, -(-max(concurrency) // 2))
+    cluster = LoopbackCluster(work / "ray")
+    (work / "ray").mkdir()
+    rows: list[dict[str, Any]] = []
+    try:
+        cluster.start_head(f"--num-cpus={cpus}")
+        cluster.add_worker(f"--num-cpus={cpus}")
+        base = None
+        for c in concurrency:
+            name = f"ray-{c}"
+            folder = work / name
+            folder.mkdir()
+            url = f"sqlite:///{folder / 'study.db'}"
+            spec = {"url": url, "study_name": name, "output_dir": str(folder), "address": cluster.address,
+                    "trial_seconds": trial_seconds, "n_trials": trials_per_slot * c + c, "concurrency": c,
+                    "out": str(folder / "out.json")}
+            (folder / "spec.json").write_text(json.dumps(spec))
+            subprocess.run([sys.executable, __file__, "--ray-child", str(folder / "spec.json")], check=True,
+                           env={**os.environ, **LOOPBACK_ENV}, stdout=subprocess.DEVNULL)
+            trials = [t for t in optuna.load_study(study_name=name, storage=url).trials
+                      if t.state == optuna.trial.TrialState.COMPLETE]
+            ends = sorted(t.datetime_complete.timestamp() for t in trials)
+            # Rate between the c-th completion (every slot has finished a trial) and the last one.
+            span = ends[-1] - ends[c - 1] if len(ends) > c else math.nan
+            rate = (len(ends) - c) / span if span and span > 0 else math.nan
+            if c == concurrency[0] == 1:
+                base = rate
+            overhead = [1000 * ((t.datetime_complete - t.datetime_start).total_seconds() - trial_seconds)
+                        for t in trials]
+            row = {"concurrency": c, "trials": len(trials), "trials_per_s": round(rate, 3),
+                   "ideal_trials_per_s": round(c / trial_seconds, 3),
+                   "efficiency_vs_ideal": round(rate / (c / trial_seconds), 3),
+                   "scaling_efficiency": round(rate / (c * base), 3) if base else None,
+                   "per_trial_overhead_ms": round(_median(overhead), 1),
+                   "wall_s": round(json.loads(Path(spec["out"]).read_text())["wall_s"], 1),
+                   "load_average_after": round(os.getloadavg()[0], 1)}
+            rows.append(row)
+            print(f"ray     {c:>3} concurrent  {row['trials_per_s']:>7.3f} trials/s  ideal {row['ideal_trials_per_s']:>6.3f}  "
+                  f"efficiency vs ideal {row['efficiency_vs_ideal']:.2f}  vs 1 trial "
+                  f"{row['scaling_efficiency'] if row['scaling_efficiency'] is not None else float('nan'):.2f}  "
+                  f"overhead {row['per_trial_overhead_ms']:.0f} ms/trial  ({len(trials)} trials, {row['wall_s']:.0f} s)",
+                  flush=True)
+    finally:
+        cluster.stop()
+    return {"nodes": 2, "cpus_per_node": cpus, "rows": rows}
 
 
 def worker_goals(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -50,8 +50,9 @@ def register(sub: Any) -> None:
                    help="also time Structured Convolution stages (about 9x the parts; default off)")
     p.add_argument("--max-params", help="skip parts only networks over this parameter budget use (250k, 1.5M)")
     p.add_argument("--max-macs", help="skip parts only networks over this MAC budget use")
-    p.add_argument("--calibration", type=int, default=16,
-                   help="whole networks measured to calibrate the sum of parts (default 16; 0: plain sum)")
+    p.add_argument("--calibration", type=int,
+                   help="whole networks measured to calibrate the sum of parts (default: one per family and "
+                        "width of the space; 0: the plain sum)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks' draw (default 0)")
     p.add_argument("--force", action="store_true",
                    help="extend a table measured on another device or runtime (its figures stay as they are)")
@@ -84,7 +85,7 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     runtime_timer(args.runtime, threads=args.threads)  # validates runtime and threads, and that it is installed
     if args.batch < 1:
         raise BadInput(f"--batch must be an integer >= 1, got {args.batch}")
-    if args.calibration < 0:
+    if args.calibration is not None and args.calibration < 0:
         raise BadInput(f"--calibration must be an integer >= 0, got {args.calibration}")
     spec = SearchSpec.for_data(in_channels=channels, input_size=size, num_classes=classes,
                                families=tuple(dict.fromkeys(args.family)) if args.family else None,
@@ -101,12 +102,14 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
                             progress=update)
     table.save(out)
     summary = {"table": str(out), "parts": len(table.entries), "fingerprint": table.fingerprint.describe(),
-               "calibration": table.calibration, "build_seconds": table.build_seconds}
+               "calibration": table.calibration.as_dict(), "build_seconds": table.build_seconds}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        scale, per_part, offset = table.calibration
+        c = table.calibration
+        families = "".join(f", {f} {v * 1000:+.1f} us" for f, v in sorted(c.per_part_by_family.items()))
         print(f"{out}: {len(table.entries)} parts timed on {table.fingerprint.describe()} in "
-              f"{table.build_seconds:.0f} s; network = {scale:.3f} x sum of parts + {per_part * 1000:.1f} us per "
-              f"part after the first + {offset * 1000:.1f} us", file=sys.stdout)
+              f"{table.build_seconds:.0f} s; calibration {c.name!r} from {len(table.calibration_networks)} whole "
+              f"networks: {c.scale:.3f} x sum of parts + {c.per_part * 1000:.1f} us per part after the first"
+              f"{families} + {c.offset * 1000:.1f} us")
     return 0

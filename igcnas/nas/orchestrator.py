@@ -156,7 +156,7 @@ def record_latency_source(study: Any, options: SearchOptions, table: Any) -> Non
     if table is not None:
         record = {"source": "predicted", "table": str(Path(options.latency_table).resolve()),
                   "fingerprint": asdict(table.fingerprint), "describe": table.fingerprint.describe(),
-                  "calibration": list(table.calibration)}
+                  "calibration": table.calibration.as_dict()}
     else:
         import torch
 

@@ -91,15 +91,20 @@ def test_covering_with_a_budget_drops_only_parts_no_fitting_network_uses():
 def test_table_predicts_from_its_entries_and_round_trips(small_table):
     table = LatencyTable.load(small_table)
     assert table.entries and all(v > 0 for v in table.entries.values())
-    assert len(table.calibration_networks) == 5
+    assert len(table.calibration_networks) == 5 and all("boundary_kilo_elements" in r for r in
+                                                         table.calibration_networks)
     config = sample_configs(SMALL, 1, seed=9)[0]
     total, n = table.parts_sum(config)
-    scale, per_part, offset = table.calibration
-    assert table.predict(config) == pytest.approx(scale * total + per_part * (n - 1) + offset)
+    c = table.calibration
+    per_part = c.per_part + c.per_part_by_family.get(config.family, 0.0)
+    boundary = sum(k.input_shape[0] * k.input_shape[1] * k.input_shape[2] for k in part_keys(config)[1:]) / 1000
+    assert table.predict(config) == pytest.approx(c.scale * total + per_part * (n - 1) + c.offset
+                                                  + c.per_kilo_element * boundary)
     # Doubling every entry moves the prediction by exactly the scaled sum.
     doubled = LatencyTable(fingerprint=table.fingerprint, entries={k: 2 * v for k, v in table.entries.items()},
                            calibration=table.calibration)
-    assert doubled.predict(config) - table.predict(config) == pytest.approx(scale * total)
+    assert doubled.predict(config) - table.predict(config) == pytest.approx(c.scale * total)
+    assert LatencyTable.load(table.save(small_table.with_name("again.json.gz"))).calibration == c
     outside = SearchSpec.for_data(**DIGITS, families=("deep_roots",), widths=(48,), blocks=(2,))
     with pytest.raises(BadInput, match="no entry for"):
         table.predict(space_configs(outside)[0])
@@ -107,11 +112,20 @@ def test_table_predicts_from_its_entries_and_round_trips(small_table):
 
 def test_calibration_keeps_extra_terms_only_when_they_predict_left_out_networks_better():
     # Networks whose latency is exactly the parts' sum plus 20 us per part: the per-part fit wins.
-    rows = [{"parts_ms": s, "parts": n, "measured_ms": s + 0.02 * (n - 1)}
-            for s, n in [(0.3, 5), (0.5, 8), (0.7, 11), (0.4, 9), (0.9, 14), (0.6, 6)]]
-    scale, per_part, offset = choose_calibration(rows)
-    assert per_part == pytest.approx(0.02, abs=1e-6) and offset == pytest.approx(0.0, abs=1e-6)
-    assert choose_calibration(rows[:2]) == (1.0, 0.0, 0.0)  # too few networks: the plain sum
+    sizes = [(0.3, 5), (0.5, 8), (0.7, 11), (0.4, 9), (0.9, 14), (0.6, 6)]
+    rows = [{"family": "igcv2", "parts_ms": s, "parts": n, "boundary_kilo_elements": n * s,
+             "measured_ms": s + 0.02 * (n - 1)} for s, n in sizes]
+    fit = choose_calibration(rows)
+    assert fit.name in ("per_part", "per_family") and fit.offset == pytest.approx(0.0, abs=1e-6)
+    new = {"family": "igcv2", "parts_ms": 1.0, "parts": 11, "boundary_kilo_elements": 3.0}
+    assert fit.apply(new) == pytest.approx(1.0 + 0.2, abs=1e-6)
+    assert choose_calibration(rows[:2]).name == "sum"  # too few networks: the plain sum
+    # One family pays 30 us per part more than the other: a term per family predicts both.
+    rows = [{"family": f, "parts_ms": s, "parts": n, "boundary_kilo_elements": n * s,
+             "measured_ms": s + (0.03 if f == "igcv3" else 0.0) * (n - 1)} for f in ("igcv3", "igcv2") for s, n in sizes]
+    fit = choose_calibration(rows)
+    assert fit.name in ("per_family", "per_family_scaled") and fit.scale == pytest.approx(1.0, abs=1e-6)
+    assert fit.per_part_by_family["igcv3"] - fit.per_part_by_family["igcv2"] == pytest.approx(0.03, abs=1e-6)
 
 
 def test_a_table_from_another_device_or_runtime_is_refused_unless_forced(small_table, tmp_path, capsys):
