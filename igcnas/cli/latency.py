@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,8 @@ def register(sub: Any) -> None:
     p.add_argument("--max-params", help="skip parts only networks over this parameter budget use (250k, 1.5M)")
     p.add_argument("--max-macs", help="skip parts only networks over this MAC budget use")
     p.add_argument("--calibration", type=int,
-                   help="whole networks measured to calibrate the sum of parts (default: one per family and "
-                        "width of the space; 0: the plain sum)")
+                   help="whole networks measured to calibrate the sum of parts (default: two per family and "
+                        "width of the space, or all it has; 0: the plain sum)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks' draw (default 0)")
     p.add_argument("--force", action="store_true",
                    help="extend a table measured on another device or runtime (its figures stay as they are)")
@@ -95,6 +95,11 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
                     max_macs=parse_count(args.max_macs, "--max-macs"))
 
     out = Path(args.out)
+    if out.is_dir():
+        raise BadInput(f"--out {args.out!r} is a folder; give a file path (e.g. {args.out.rstrip('/')}/table.json.gz)")
+    parent = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise BadInput(f"--out {args.out!r} cannot be written ({parent} is not a writable folder)")
     table = LatencyTable.load(out) if out.exists() else None
     with progress_bar("timing parts") as update:
         table = build_table(spec, runtime=args.runtime, threads=args.threads, batch=args.batch, table=table,

@@ -126,15 +126,15 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _latency_table(args: argparse.Namespace, study: Any) -> Any:
     """The --latency-table, checked against this machine for the study's image shape."""
-    from igcnas.evaluators.latency import Fingerprint, LatencyTable
+    from igcnas.evaluators.latency import LatencyTable
     from igcnas.nas.records import StudyKey
 
     table = LatencyTable.load(args.latency_table)
-    fp, spec = table.fingerprint, study.user_attrs.get(StudyKey.SEARCH_SPEC) or {}
-    here = Fingerprint.here(runtime=fp.runtime, threads=fp.threads, batch=fp.batch,
-                            input_size=int(spec.get("input_size", fp.input_size)),
-                            in_channels=int(spec.get("in_channels", fp.in_channels)))
-    table.check(here, force=args.force_latency_table, source=f"--latency-table {args.latency_table}")
+    spec = study.user_attrs.get(StudyKey.SEARCH_SPEC) or {}
+    fp = table.fingerprint
+    table.check_here(input_size=int(spec.get("input_size", fp.input_size)),
+                     in_channels=int(spec.get("in_channels", fp.in_channels)), force=args.force_latency_table,
+                     source=f"--latency-table {args.latency_table}")
     return table
 
 
@@ -147,6 +147,8 @@ def cmd_pick(args: argparse.Namespace) -> int:
     budget = Budget(max_params=parse_count(args.max_params, "--max-params"),
                     max_macs=parse_count(args.max_macs, "--max-macs"),
                     max_latency_ms=parse_count(args.max_latency_ms, "--max-latency-ms"))
+    if args.force_latency_table and not args.latency_table:
+        raise BadInput("--force-latency-table needs --latency-table PATH")
     if args.retrain_epochs is not None and args.retrain_epochs < 1:
         raise BadInput(f"--retrain-epochs must be >= 1, got {args.retrain_epochs}")
     if args.retrain or args.retrain_epochs is not None:
@@ -175,7 +177,8 @@ def cmd_pick(args: argparse.Namespace) -> int:
         print(notes[0].removeprefix("- "))
     if not args.export:
         return 0
-    result = export_model(study=study, trial_row=row, directory=args.export, front=pareto_front(df), budget=budget,
+    front = pareto_front(df, with_latency=budget.max_latency_ms is not None)  # the front the pick was taken on
+    result = export_model(study=study, trial_row=row, directory=args.export, front=front, budget=budget,
                           artifacts_dir=args.artifacts, retrain=args.retrain, retrain_epochs=args.retrain_epochs,
                           data_dir=args.data_dir, seed=args.seed, device=args.device,
                           onnx=ONNX_CHOICES[args.onnx], report_notes=tuple(notes))

@@ -322,7 +322,10 @@ class LatencyTable:
         return {"family": config.family, "parts_ms": total, "parts": n, "boundary_kilo_elements": boundary}
 
     def predict(self, config: NetworkConfig) -> float:
-        return self.calibration.apply(self.features(config))
+        features = self.features(config)
+        # A fitted line can go below zero far outside the networks it was fitted on; a network never costs
+        # less than a small share of its parts measured alone.
+        return max(self.calibration.apply(features), 0.25 * features["parts_ms"])
 
     def covers(self, config: NetworkConfig) -> bool:
         return not self.missing(config)
@@ -360,8 +363,13 @@ class LatencyTable:
         measured = measure_networks_ms(configs, self.fingerprint)
         rows = [{"arch": arch_id(config), **self.features(config), "measured_ms": ms}
                 for config, ms in zip(configs, measured)]
-        self.calibration_networks = rows
-        self.calibration = choose_calibration(rows)
+        if not rows:  # nothing new to fit on: an extended table keeps its calibration
+            return
+        # An extended table fits on its earlier networks too (their measurements stand), so that a table
+        # serving several spaces keeps predicting the families of the first ones.
+        new = {r["arch"] for r in rows}
+        self.calibration_networks = [r for r in self.calibration_networks if r["arch"] not in new] + rows
+        self.calibration = choose_calibration(self.calibration_networks)
 
     def _check_shape(self, config: NetworkConfig) -> None:
         fp = self.fingerprint
@@ -371,24 +379,45 @@ class LatencyTable:
 
     # ---- checking and files ------------------------------------------------------------------------------
     def check(self, here: Fingerprint, *, force: bool = False, source: str = "the latency table") -> None:
-        """BadInput (one line) when ``here`` is not where the table was measured, unless ``force``."""
-        differences = self.fingerprint.differences(here)
+        """BadInput (one line) when ``here`` is not where the table was measured, unless ``force``.
+
+        The input shape is never forced: a table of another image size has no entry for any network here.
+        """
+        fp = self.fingerprint
+        if (fp.in_channels, fp.input_size) != (here.in_channels, here.input_size):
+            raise BadInput(f"{source} is for {fp.in_channels}x{fp.input_size}x{fp.input_size} images, these networks "
+                           f"take {here.in_channels}x{here.input_size}x{here.input_size}: build a table for them "
+                           "with igc-nas latency-table --input-size/--in-channels")
+        differences = fp.differences(here)
         if differences and not force:
             raise BadInput(f"{source} was measured elsewhere ({'; '.join(differences)}); build one on this "
                            f"device and runtime (igc-nas latency-table) or pass --force-latency-table")
         if differences:
             log.warning("using %s measured elsewhere (forced): %s", source, "; ".join(differences))
 
+    def check_here(self, *, input_size: int, in_channels: int, force: bool = False,
+                   source: str = "the latency table") -> Fingerprint:
+        """:meth:`check` against this machine, for networks of this input shape; returns where we are."""
+        fp = self.fingerprint
+        here = Fingerprint.here(runtime=fp.runtime, threads=fp.threads, batch=fp.batch, input_size=input_size,
+                                in_channels=in_channels)
+        self.check(here, force=force, source=source)
+        return here
+
     def save(self, path: str | Path) -> Path:
+        """Write the table (gzip JSON) through a temporary file: a failed write leaves the old one whole."""
         path = Path(path)
-        data = {"format": TABLE_FORMAT, "fingerprint": asdict(self.fingerprint), "calibration": self.calibration.as_dict(),
-                "calibration_networks": self.calibration_networks, "build_seconds": self.build_seconds,
-                "entries": self.entries, "labels": self.labels}
+        data = {"format": TABLE_FORMAT, "fingerprint": asdict(self.fingerprint),
+                "calibration": self.calibration.as_dict(), "calibration_networks": self.calibration_networks,
+                "build_seconds": self.build_seconds, "entries": self.entries, "labels": self.labels}
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
-        with gzip.open(temporary, "wt", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=0, sort_keys=True)
-        temporary.replace(path)
+        try:
+            with gzip.open(temporary, "wt", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=0, sort_keys=True)
+            temporary.replace(path)
+        finally:
+            temporary.unlink(missing_ok=True)
         return path
 
     @classmethod
@@ -403,6 +432,13 @@ class LatencyTable:
             raise BadInput(f"latency table {str(path)!r} cannot be read: {exc}") from None
         if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
             raise BadInput(f"latency table {str(path)!r} is not a format-{TABLE_FORMAT} igc-nas latency table")
+        try:
+            return cls._from_data(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BadInput(f"latency table {str(path)!r} is damaged ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_data(cls, data: dict[str, Any]) -> LatencyTable:
         return cls(fingerprint=Fingerprint(**data["fingerprint"]), entries=dict(data["entries"]),
                    labels=dict(data.get("labels", {})), calibration=Calibration(**data["calibration"]),
                    calibration_networks=list(data.get("calibration_networks", [])),
@@ -510,6 +546,14 @@ def space_configs(spec: Any, *, fits: Callable[[NetworkConfig], bool] | None = N
     return list(DesignSpace(spec).covering(fits=fits, structures=structures))
 
 
+class TooFew(BadInput):
+    """Fewer distinct networks than asked for; ``found`` holds the ones there are."""
+
+    def __init__(self, message: str, found: list[NetworkConfig]) -> None:
+        super().__init__(message)
+        self.found = found
+
+
 def sample_configs(spec: Any, n: int, *, seed: int, fits: Callable[[NetworkConfig], bool] | None = None,
                    exclude: Iterable[NetworkConfig] = ()) -> list[NetworkConfig]:
     """``n`` distinct networks of ``spec`` spread over every (family, width) cell in turn, random otherwise.
@@ -546,7 +590,7 @@ def sample_configs(spec: Any, n: int, *, seed: int, fits: Callable[[NetworkConfi
         out.append(config)
         turn, misses = turn + 1, 0
     if len(out) < n:
-        raise BadInput(f"only {len(out)} distinct networks of this space fit (asked for {n})")
+        raise TooFew(f"only {len(out)} distinct networks of this space fit (asked for {n})", out)
     return out
 
 
@@ -578,10 +622,17 @@ def build_table(spec: Any, *, runtime: str, threads: int = 1, batch: int = 1, ta
     else:
         table.check(here, force=force)
     configs = space_configs(spec, fits=fits)
-    if calibration is None:
+    default = calibration is None
+    if default:
         calibration = calibration_size(spec)
-    calibrating = (sample_configs(spec, calibration, seed=seed, fits=fits, exclude=calibration_exclude)
-                   if calibration else [])
+    try:
+        calibrating = (sample_configs(spec, calibration, seed=seed, fits=fits, exclude=calibration_exclude)
+                       if calibration else [])
+    except TooFew as few:
+        if not default:
+            raise BadInput(f"--calibration {calibration}: {few}") from None
+        calibrating = few.found  # a small space: every network it has
+
     log.info("latency table: %d networks cover the space; timing the parts not yet in the table", len(configs))
     table.add([*configs, *calibrating], progress=progress)
     table.calibrate(calibrating)

@@ -28,7 +28,8 @@ class Objective:
 ACCURACY = Objective("val_accuracy", "maximize", "fraction of validation images")
 PARAMS = Objective("params", "minimize", "trainable parameters")
 MACS = Objective("macs", "minimize", "multiply-accumulates per image (FLOPs = 2 x MACs)")
-LATENCY = Objective("latency_ms", "minimize", "ms per image at batch 1 on this machine's CPU")
+LATENCY = Objective("latency_ms", "minimize", "ms per forward pass: predicted from the latency table (its device, "
+                    "runtime, threads and batch), else measured at batch 1 on this machine's CPU")
 OBJECTIVES: tuple[Objective, ...] = (ACCURACY, PARAMS, MACS)
 
 

@@ -265,6 +265,8 @@ class SearchOptions:
             value = getattr(self, name)
             if (value is not None or name == "lr") and not (isinstance(value, (int, float)) and value > 0):
                 raise BadInput(f"{flag_of(name)} must be > 0, got {value!r}")
+        if self.force_latency_table and self.latency_table is None:
+            raise BadInput("--force-latency-table needs --latency-table PATH")
         if not 0.0 < self.val_fraction < 1.0:
             raise BadInput(f"--val-fraction must be between 0 and 1, got {self.val_fraction!r}")
         if self.study is not None and not self.study.strip():

@@ -129,14 +129,12 @@ def load_latency_table(options: SearchOptions, spec: SearchSpec) -> Any:
     Every part of every network of the space that fits the params/MACs budget must be in the table, so
     that no trial finds a gap after the search has started.
     """
-    from igcnas.evaluators.latency import Fingerprint, LatencyTable, space_configs
+    from igcnas.evaluators.latency import LatencyTable, space_configs
 
     path = options.latency_table
     table = LatencyTable.load(path)
-    fp = table.fingerprint
-    here = Fingerprint.here(runtime=fp.runtime, threads=fp.threads, batch=fp.batch, input_size=spec.input_size,
-                            in_channels=spec.in_channels)
-    table.check(here, force=options.force_latency_table, source=f"--latency-table {path}")
+    table.check_here(input_size=spec.input_size, in_channels=spec.in_channels, force=options.force_latency_table,
+                     source=f"--latency-table {path}")
     missing: dict[str, str] = {}
     for config in space_configs(spec, fits=options.budget.admits):
         missing.update((k.key, k.label) for k in table.missing(config))

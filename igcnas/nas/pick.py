@@ -112,16 +112,24 @@ def with_predicted_latency(df: pd.DataFrame, table: Any) -> pd.DataFrame:
 
     out = df.copy()
     out["latency_ms"] = [predict(text) for text in out["config"]]
+    # Feasibility is re-judged without the search's latency constraints (another device's, or a measurement
+    # on the search's machine): the budget's latency is checked against the new predictions instead.
+    out["feasible"] = [all(v <= 0 for k, v in json.loads(text or "{}").items() if not k.startswith("max_latency"))
+                       for text in out["constraints"]]
     return out
 
 
 def latency_check(config: Any, table: Any, predicted: float) -> tuple[float, list[str]]:
     """Time the picked network again on the table's runtime, threads and batch; (ms, report lines)."""
-    from igcnas.evaluators.latency import measure_network_ms
+    from igcnas.evaluators.latency import Fingerprint, measure_network_ms
 
-    measured = measure_network_ms(config, table.fingerprint)
-    return measured, [f"- latency on {table.fingerprint.describe()}: predicted {predicted:.4f} ms (latency table), "
-                      f"measured {measured:.4f} ms ({measured / predicted - 1:+.1%}) at pick time"]
+    fp = table.fingerprint
+    here = Fingerprint.here(runtime=fp.runtime, threads=fp.threads, batch=fp.batch, input_size=fp.input_size,
+                            in_channels=fp.in_channels)
+    measured = measure_network_ms(config, fp)
+    where = fp.describe() if here == fp else f"{here.describe()} (the table is of {fp.describe()}: forced)"
+    return measured, [f"- latency: predicted {predicted:.4f} ms by the latency table of {fp.describe()}; "
+                      f"measured {measured:.4f} ms ({measured / predicted - 1:+.1%}) at pick time on {where}"]
 
 
 @dataclass

@@ -224,14 +224,20 @@ class DesignSpace:
                 return self.spec.build(family, width, blocks, choices)
 
             first = [options[0] for options in per_stage]
-            cheapest = [min(options, key=lambda o, i=i: cost(build(i, o, first)))
-                        for i, options in enumerate(per_stage)]
+            # The cheapest choice elsewhere by MACs and by params (a budget may bound either): a choice is
+            # skipped only when it fits with neither.
+            bases = [[min(options, key=lambda o, i=i: cost(build(i, o, first))[dim])
+                      for i, options in enumerate(per_stage)] for dim in (0, 1)]
             for i, options in enumerate(per_stage):
                 for option in options:
                     for structure in structures:
-                        config = build(i, {**option, **structure}, cheapest)
-                        if fits is None or fits(config):
-                            yield config
+                        built = [build(i, {**option, **structure}, base) for base in bases]
+                        if built[1] == built[0]:
+                            built.pop()
+                        for config in built:
+                            if fits is None or fits(config):
+                                yield config
+                                break
 
 
 def _canonical(config: NetworkConfig) -> dict[str, Any]:

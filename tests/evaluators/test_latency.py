@@ -216,10 +216,59 @@ def test_pick_by_a_latency_table_re_predicts_and_times_the_pick_again(latency_st
     out = capsys.readouterr().out
     assert "predicted" in out and "measured" in out and table.fingerprint.runtime in out
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "latency on torch" in report and "predicted" in report
+    assert "latency: predicted" in report and "by the latency table of torch" in report
     # A budget no network meets by the table: refused with the nearest trials, nothing exported.
     argv[argv.index("--max-latency-ms") + 1] = str(min(table.entries.values()) / 10)
     argv[argv.index("--export") + 1] = str(tmp_path / "none")
     assert main(argv) == 2
     assert "no trial on the front fits the budget" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_a_table_built_for_a_budget_serves_a_search_with_that_budget(tmp_path):
+    """Parts only over-budget networks use are not in such a table: those networks are pruned, not failed."""
+    spec = SearchSpec.for_data(**DIGITS, families=("igcv2",), widths=(8, 16), blocks=(1,))
+    limit = 2600  # about half the networks (1,282 to 4,250 params)
+
+    def fits(config):
+        from igcnas.search_space.costs import closed_form_costs
+
+        return closed_form_costs(config).params <= limit
+
+    table = build_table(spec, runtime="torch", calibration=0, fits=fits)
+    assert any(not table.covers(c) for c in space_configs(spec))  # it really lacks the larger networks' parts
+    path = table.save(tmp_path / "t.json.gz")
+    options = SearchOptions(output_dir=str(tmp_path), study="b", families=spec.families, widths=spec.widths,
+                            blocks=spec.blocks, n_trials=2, epochs=1, max_batches_per_epoch=1, sampler="random",
+                            seed_balanced=False, max_params=limit, latency_table=str(path))
+    study = run_search(options).study
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    over = [t for t in study.trials if t.user_attrs.get("status") == "over_budget"]
+    assert over and all("latency_ms" not in t.user_attrs for t in over)
+
+
+def test_extending_a_table_keeps_its_calibration_networks(small_table, tmp_path):
+    table = LatencyTable.load(small_table)
+    before = {r["arch"] for r in table.calibration_networks}
+    more = SearchSpec.for_data(**DIGITS, families=("igcv3",), widths=(16,), blocks=(1,))
+    extended = build_table(more, runtime="torch", table=table, calibration=3, seed=1)
+    assert before < {r["arch"] for r in extended.calibration_networks}
+    assert len(extended.entries) > len(LatencyTable.load(small_table).entries)
+    unchanged = build_table(more, runtime="torch", table=extended, calibration=0)
+    assert unchanged.calibration == extended.calibration  # nothing new measured: the fit stays
+
+
+def test_damaged_tables_and_misplaced_flags_are_bad_input(small_table, tmp_path, capsys):
+    damaged = tmp_path / "damaged.json.gz"
+    with gzip.open(damaged, "wt") as handle:
+        json.dump({"format": 1, "fingerprint": {"cpu": "x"}, "entries": {}}, handle)
+    base = ["search", "--output-dir", str(tmp_path / "runs"), "--family", "igcv3", "--width", "8", "--n-trials", "1"]
+    cases = [([*base, "--latency-table", str(damaged)], "is damaged"),
+             ([*base, "--force-latency-table"], "--force-latency-table needs --latency-table"),
+             (["latency-table", "--out", str(tmp_path)], "is a folder"),
+             (["latency-table", "--out", str(small_table), "--dataset", "cifar10"], "is for 1x8x8 images")]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, (argv, err)
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("study.db"))
