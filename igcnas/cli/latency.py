@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
     p.add_argument("--max-macs", help="skip parts only networks over this MAC budget use")
     p.add_argument("--calibration", type=int,
                    help="whole networks measured to calibrate the sum of parts (default: two per family and "
-                        "width of the space, or all it has; 0: the plain sum)")
+                        "width of the space, at least 16, or all it has; 0: the plain sum)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks' draw (default 0)")
     p.add_argument("--force", action="store_true",
                    help="extend a table measured on another device or runtime (its figures stay as they are)")

@@ -109,6 +109,18 @@ def search_cmd(storage: str, study: str, out, *extra: str) -> list[str]:
             "--output-dir", str(out), *QUICK, *extra]
 
 
+def wait_for_running_trial(storage: str, study: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Return once ``study`` has a RUNNING trial, or ``proc`` ended (nothing left to do), or ``timeout``."""
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            if load(storage, study).get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                return
+        except KeyError:  # the study is not created yet
+            pass
+        time.sleep(0.2)
+
+
 def complete_trials(storage: str, study: str) -> dict[int, tuple]:
     s = load(storage, study)
     return {t.number: tuple(t.values) for t in s.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
@@ -124,7 +136,10 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(storage_url, tmp_pa
     kills, seen = 0, {}
     for _ in range(3):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(4.0, 9.0))  # import + setup takes ~3 s: kills land in training or writes
+        # Kill at a random moment once this run has a trial going (training or writing): a fixed delay
+        # from the start missed every run on an idle machine, where all six trials finish in seconds.
+        wait_for_running_trial(storage, study, proc)
+        time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
