@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from igcnas.nas.pareto import ReferencePoint, hypervolume_history, pareto_mask, trials_frame
-from igcnas.nas.records import StudyKey, TrialKey
+from igcnas.nas.records import StudyKey
 
 __all__ = ["collect", "stage_details", "zoo_references", "latency_view"]
 
@@ -163,18 +163,12 @@ def collect(study: Any) -> dict[str, Any]:
     latency = _latency_record(attrs)
     view = latency_view(df)
     on_latency_front = set(view["front"]) if view else set()
-    # The trials frame has no columns for the latency's source or its timing after training: read the
-    # trials' own attributes, and only when there is latency to show (a second pass over the trials).
-    timing: dict[int, dict[str, Any]] = {}
-    if view is not None:
-        timing = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False)}
     default_source = latency["source"] if latency else "measured"
     trials = []
     for row, on_front, on_front_latency in zip(df.itertuples(index=False), mask, mask_latency):
         config = json.loads(row.config) if on_front and isinstance(row.config, str) else None
         number = int(row.number)
         latency_ms = _num(row.latency_ms)
-        user = timing.get(number, {})
         entry = {
             "number": number,
             "state": row.state,
@@ -183,10 +177,9 @@ def collect(study: Any) -> dict[str, Any]:
             "params": _num(row.params),
             "macs": _num(row.macs),
             "latency_ms": latency_ms,
-            "latency_measured_ms": _num(user.get(TrialKey.LATENCY_MEASURED_MS)),
-            # Searches without a table time the network before training and do not write the source.
-            "latency_source": (user.get(TrialKey.LATENCY_SOURCE) or default_source) if latency_ms is not None
-            else None,
+            "latency_measured_ms": _num(row.latency_measured_ms),
+            # Searches without a table time the network before training and did not write the source.
+            "latency_source": (row.latency_source or default_source) if latency_ms is not None else None,
             "feasible": bool(row.feasible),
             "front": bool(on_front),
             "front_latency": number in on_latency_front,

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
+import tempfile
 import json
 import logging
 import math
 import os
 import statistics
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
@@ -35,7 +34,7 @@ import torch
 from torch import nn
 
 from igcnas.errors import BadInput
-from igcnas.models.onnx_export import cpu_name, ort_session
+from igcnas.models.onnx_export import cpu_name, export_onnx, ort_session
 from igcnas.search_space.config import NetworkConfig
 from igcnas.search_space.families import get_family
 from igcnas.search_space.plan import resolve
@@ -80,25 +79,16 @@ class Fingerprint:
                 f"{self.in_channels}x{self.input_size}x{self.input_size} input, {self.cpu} ({self.cores} cores)")
 
 
-@dataclass(frozen=True)
-class Part:
-    """One separately timed piece of a network: its key, a label for people, its module and input shape."""
-
-    key: str
-    label: str
-    module: nn.Module
-    input_shape: tuple[int, ...]  # (C, H, W), without the batch
-
-
 class _Tail(nn.Module):
-    """Head 1x1 (if any), global pooling and classifier, as the network runs them."""
+    """The network's head 1x1 (if any), pooling and classifier, as one module of its own (for timing alone)."""
 
-    def __init__(self, head: nn.Module, pool: nn.Module, classifier: nn.Module) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.head, self.pool, self.classifier = head, pool, classifier
+        self.head, self.pool, self.classifier = model.head, model.pool, model.classifier
+        self._classify = type(model).classify
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.head(x)), 1))
+        return self._classify(self, x)
 
 
 def _key(*fields: Any) -> str:
@@ -112,6 +102,13 @@ class PartKey:
     key: str
     label: str
     input_shape: tuple[int, ...]  # (C, H, W), without the batch
+
+
+@dataclass(frozen=True)
+class Part(PartKey):
+    """A :class:`PartKey` with the module that runs it (taken from a built network)."""
+
+    module: nn.Module
 
 
 def part_keys(config: NetworkConfig) -> list[PartKey]:
@@ -145,8 +142,8 @@ def network_parts(config: NetworkConfig, model: nn.Module | None = None) -> list
     if model is None:
         model = build_model(config, seed=0, form="deployed")
     modules: list[nn.Module] = [model.stem, *(unit for stage in model.stages for unit in stage),
-                                _Tail(model.head, model.pool, model.classifier)]
-    return [Part(k.key, k.label, module, k.input_shape) for k, module in zip(part_keys(config), modules, strict=True)]
+                                _Tail(model)]
+    return [Part(k.key, k.label, k.input_shape, module) for k, module in zip(part_keys(config), modules, strict=True)]
 
 
 def _per_call_ms(call: Callable[[], Any], *, sample_ms: float = 3.0, samples: int = 9, warmup: int = 3) -> float:
@@ -206,7 +203,7 @@ class TorchTimer:
 
 
 def onnx_bytes(module: nn.Module, input_shape: tuple[int, ...], batch: int) -> bytes:
-    """``module`` (eval mode) as an ONNX model for batches of ``batch``, serialised in memory.
+    """``module`` (eval mode) as an ONNX model for batches of ``batch`` (:func:`export_onnx`), as bytes.
 
     The TorchScript-based exporter at a fixed batch: a part exports in about 0.2 s against 0.6-1 s with
     the dynamo exporter (1,400 parts: minutes instead of a quarter of an hour), and with the batch fixed
@@ -215,17 +212,10 @@ def onnx_bytes(module: nn.Module, input_shape: tuple[int, ...], batch: int) -> b
     family at batch 1: within 4% of each other, where the TorchScript export with a dynamic batch was up
     to 70% slower on the shuffle families).
     """
-    was_training = module.training
-    module.eval()
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (torch.zeros(batch, *input_shape),), buffer, dynamo=False,
-                              input_names=["images"], output_names=["out"], opset_version=17)
-    finally:
-        module.train(was_training)
-    return buffer.getvalue()
+    with tempfile.TemporaryDirectory(prefix="igcnas-part-") as folder:
+        path = export_onnx(module, Path(folder) / "part.onnx", input_shape, opset=17, exporter="torchscript",
+                           batch=batch, output_name="out")
+        return path.read_bytes()
 
 
 @dataclass
@@ -306,9 +296,9 @@ class LatencyTable:
     def missing(self, config: NetworkConfig) -> list[PartKey]:
         return [p for p in part_keys(config) if p.key not in self.entries]
 
-    def parts_sum(self, config: NetworkConfig) -> tuple[float, int]:
+    def parts_sum(self, config: NetworkConfig, keys: list[PartKey] | None = None) -> tuple[float, int]:
         """Sum of the part latencies of ``config`` and the number of parts; BadInput when a part is missing."""
-        parts = part_keys(config)
+        parts = part_keys(config) if keys is None else keys
         missing = [p.label for p in parts if p.key not in self.entries]
         if missing:
             raise BadInput(f"the latency table has no entry for {len(missing)} part(s) of this network "
@@ -317,8 +307,9 @@ class LatencyTable:
 
     def features(self, config: NetworkConfig) -> dict[str, Any]:
         """What the calibration reads: the parts' sum and count, the family, the data at part boundaries."""
-        total, n = self.parts_sum(config)
-        boundary = sum(math.prod(k.input_shape) for k in part_keys(config)[1:]) / 1000.0
+        keys = part_keys(config)  # the plan resolved once per prediction (it runs before every trial)
+        total, n = self.parts_sum(config, keys)
+        boundary = sum(math.prod(k.input_shape) for k in keys[1:]) / 1000.0
         return {"family": config.family, "parts_ms": total, "parts": n, "boundary_kilo_elements": boundary}
 
     def predict(self, config: NetworkConfig) -> float:
@@ -443,9 +434,6 @@ class LatencyTable:
                    labels=dict(data.get("labels", {})), calibration=Calibration(**data["calibration"]),
                    calibration_networks=list(data.get("calibration_networks", [])),
                    build_seconds=float(data.get("build_seconds", 0.0)))
-
-    def with_fingerprint(self, fingerprint: Fingerprint) -> LatencyTable:
-        return replace(self, fingerprint=fingerprint)
 
 
 @dataclass(frozen=True)

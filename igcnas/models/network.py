@@ -112,9 +112,12 @@ class IGCNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
 
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The tail: head 1x1 (if any), global pooling, classifier (latency tables time it on its own)."""
+        return self.classifier(torch.flatten(self.pool(self.head(x)), 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.forward_features(x))
-        return self.classifier(torch.flatten(x, 1))
+        return self.classify(self.stages(self.stem(x)))
 
 
 def build_model(config: NetworkConfig, *, seed: int | None = 0, form: str = "train") -> IGCNet:

@@ -19,6 +19,7 @@ where seconds per file matter more than the shuffles' overhead.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
 import logging
@@ -67,8 +68,10 @@ def require_onnx() -> None:
 
 def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int, int], *, opset: int | None = None,
                 exporter: Literal["dynamo", "torchscript"] = "dynamo", input_name: str = "images",
-                output_name: str = "logits") -> Path:
-    """Export ``model`` (run in eval mode) for inputs ``(batch, *input_shape)`` with a dynamic batch.
+                output_name: str = "logits", batch: int | None = None) -> Path:
+    """Export ``model`` (run in eval mode) for inputs ``(batch, *input_shape)``, the batch dynamic unless given.
+
+    A fixed ``batch`` lets ONNX Runtime fold every shape computation (latency tables time parts that way).
 
     The file is self-contained (weights inside, no external data file). Works for any module with
     one 4-D input and one output, so single units can be exported for latency tables too; name
@@ -84,9 +87,11 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
                        "failed conversion and keeps 18); use exporter='torchscript' for older opsets")
     if len(input_shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in input_shape):
         raise BadInput(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise BadInput(f"batch must be a positive integer or None (dynamic), got {batch!r}")
     path = Path(path)
-    # Batch 2, not 1: a size-1 dimension would be specialised to a constant by torch.export.
-    example = torch.zeros(2, *input_shape, device=_device_of(model))
+    # Batch 2, not 1, when dynamic: a size-1 dimension would be specialised to a constant by torch.export.
+    example = torch.zeros(batch or 2, *input_shape, device=_device_of(model))
     names: dict[str, Any] = {"input_names": [input_name], "output_names": [output_name], "opset_version": opset}
     was_training = model.training
     model.eval()
@@ -102,11 +107,12 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
             if exporter == "dynamo":
+                dynamic = {} if batch else {"dynamic_shapes": ({0: torch.export.Dim("batch")},)}
                 torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, verbose=False,
-                                  dynamic_shapes=({0: torch.export.Dim("batch")},), **names)
+                                  **dynamic, **names)
             else:
-                torch.onnx.export(model, (example,), str(path), dynamo=False,
-                                  dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}}, **names)
+                dynamic = {} if batch else {"dynamic_axes": {input_name: {0: "batch"}, output_name: {0: "batch"}}}
+                torch.onnx.export(model, (example,), str(path), dynamo=False, **dynamic, **names)
     finally:
         noisy.setLevel(noisy_level)
         model.train(was_training)
@@ -142,6 +148,7 @@ def ort_session(path: str | Path | bytes, *, threads: int = 1) -> Any:
     return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo``; elsewhere what ``platform`` knows), for latency reports."""
     try:

@@ -13,8 +13,8 @@ from typing import Any
 
 from igcnas.errors import BadInput
 
-__all__ = ["CONSTRAINT_NAMES", "CONSTRAINTS_LIST_KEY", "Budget", "named_constraints", "parse_count",
-           "record_constraints"]
+__all__ = ["CONSTRAINT_NAMES", "CONSTRAINTS_LIST_KEY", "LATENCY_CONSTRAINTS", "Budget", "is_feasible",
+           "named_constraints", "parse_count", "record_constraints"]
 
 # The one order of the constraints: Budget.violations yields them in it, and the list form that
 # optuna-dashboard reads (``record_constraints``) is written in it. Latency is last because it is the
@@ -79,6 +79,15 @@ class Budget:
 
         costs = closed_form_costs(config)
         return all(v <= 0 for v in self.violations(params=costs.params, macs=costs.macs).values())
+
+
+# The constraints that belong to a device and runtime: a pick for another device judges latency anew.
+LATENCY_CONSTRAINTS: tuple[str, ...] = ("max_latency_ms", "max_latency_ms_measured")
+
+
+def is_feasible(constraints: Mapping[str, float], *, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether every named constraint (Optuna's convention: <= 0) holds, those in ``ignore`` left out."""
+    return all(v <= 0.0 for k, v in constraints.items() if k not in ignore)
 
 
 def named_constraints(constraints: Mapping[str, float]) -> dict[str, float]:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from igcnas.nas.budget import named_constraints
+from igcnas.nas.budget import is_feasible, named_constraints
 from igcnas.nas.objectives import LATENCY, OBJECTIVES
 from igcnas.nas.records import TrialKey
 
@@ -60,7 +60,8 @@ def _loads(value: Any) -> Any:
     return value
 
 
-_COLUMNS = ["number", "state", "val_accuracy", "params", "macs", "latency_ms", "family", "width", "arch_id",
+_COLUMNS = ["number", "state", "val_accuracy", "params", "macs", "latency_ms", "latency_source", "latency_measured_ms",
+            "family", "width", "arch_id",
             "structure", "epochs", "curve", "config", "feasible", "constraints", "status", "fail_reason",
             "datetime_start", "datetime_complete", "duration_s"]
 
@@ -105,6 +106,8 @@ def _row(t: Any, n_objectives: int) -> dict[str, Any]:
         "params": values[1] if len(values) > 1 else attrs.get(TrialKey.PARAMS, math.nan),
         "macs": values[2] if len(values) > 2 else attrs.get(TrialKey.MACS, math.nan),
         "latency_ms": values[3] if len(values) > 3 else attrs.get(TrialKey.LATENCY_MS, math.nan),
+        "latency_source": attrs.get(TrialKey.LATENCY_SOURCE),
+        "latency_measured_ms": attrs.get(TrialKey.LATENCY_MEASURED_MS, math.nan),
         "family": attrs.get(TrialKey.FAMILY),
         "width": attrs.get(TrialKey.WIDTH),
         "arch_id": attrs.get(TrialKey.ARCH_ID),
@@ -112,7 +115,7 @@ def _row(t: Any, n_objectives: int) -> dict[str, Any]:
         "epochs": attrs.get(TrialKey.EPOCHS),
         "curve": json.dumps(_loads(attrs.get(TrialKey.CURVE, []))),
         "config": json.dumps(_loads(attrs.get(TrialKey.CONFIG))),
-        "feasible": all(v <= 0.0 for v in constraints.values()),
+        "feasible": is_feasible(constraints),
         "constraints": json.dumps(constraints),
         "status": attrs.get(TrialKey.STATUS, t.state.name.lower()),
         "fail_reason": t.system_attrs.get(TrialKey.FAIL_REASON) or attrs.get(TrialKey.FAIL_REASON) or (

@@ -21,7 +21,7 @@ import pandas as pd
 
 from igcnas.nas.pareto import pareto_mask
 from igcnas.nas.records import StudyKey, TrialKey
-from igcnas.nas.budget import Budget
+from igcnas.nas.budget import LATENCY_CONSTRAINTS, Budget, is_feasible
 from igcnas.errors import BadInput
 
 if TYPE_CHECKING:
@@ -114,8 +114,7 @@ def with_predicted_latency(df: pd.DataFrame, table: Any) -> pd.DataFrame:
     out["latency_ms"] = [predict(text) for text in out["config"]]
     # Feasibility is re-judged without the search's latency constraints (another device's, or a measurement
     # on the search's machine): the budget's latency is checked against the new predictions instead.
-    out["feasible"] = [all(v <= 0 for k, v in json.loads(text or "{}").items() if not k.startswith("max_latency"))
-                       for text in out["constraints"]]
+    out["feasible"] = [is_feasible(json.loads(text or "{}"), ignore=LATENCY_CONSTRAINTS) for text in out["constraints"]]
     return out
 
 
