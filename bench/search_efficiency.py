@@ -216,16 +216,17 @@ def run_ray_asha(ds: str, seed: int, budget: float, out: Path, t0: float) -> lis
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    import optuna
+    from igcnas.nas.samplers import make_sampler
 
     spec, _ = _spec_and_data(ds, seed)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'bench'}"}})
     run = {"ds": ds, "seed": seed, "epochs": EPOCHS[ds]}
+    # igc-nas's NSGA-II (Optuna's, made picklable): Tune pickles the searcher with its sampler, and Optuna's
+    # own NSGAIISampler holds a thread lock since 5.1 ("cannot pickle '_thread.lock' object").
     searcher = OptunaSearch(space=_RaySpace(spec, run), metric=["val_accuracy", "params", "macs"],
-                            mode=["max", "min", "min"], sampler=optuna.samplers.NSGAIISampler(seed=seed,
-                                                                                              population_size=16))
+                            mode=["max", "min", "min"], sampler=make_sampler("nsga2", seed))
     scheduler = ASHAScheduler(metric="val_accuracy", mode="max", time_attr="epoch", max_t=EPOCHS[ds],
                               grace_period=1, reduction_factor=3)
     tuner = tune.Tuner(_ray_trainable, tune_config=tune.TuneConfig(

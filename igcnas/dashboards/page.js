@@ -31,7 +31,8 @@
   }
 
   // The pick rule of igcnas.nas.pick.choose: front (counting latency when a latency budget is given),
-  // within budget, most accurate; ties -> fewer MACs, fewer params, lower trial number.
+  // within budget, most accurate; ties -> fewer MACs, fewer params, lower trial number. "Within" is
+  // igcnas.nas.budget.violation: inclusive (a cost equal to its bound fits), on the unrounded figure.
   function choose(b) {
     const inside = IGC.payload.trials.filter(function (t) {
       if (!(b.max_latency_ms !== null ? t.front_with_latency : t.front)) return false;

@@ -14,7 +14,7 @@ from typing import Any
 from igcnas.errors import BadInput
 
 __all__ = ["CONSTRAINT_NAMES", "CONSTRAINTS_LIST_KEY", "LATENCY_CONSTRAINTS", "Budget", "is_feasible",
-           "named_constraints", "parse_count", "record_constraints"]
+           "named_constraints", "parse_count", "record_constraints", "violation"]
 
 # The one order of the constraints: Budget.violations yields them in it, and the list form that
 # optuna-dashboard reads (``record_constraints``) is written in it. Latency is last because it is the
@@ -47,6 +47,18 @@ def parse_count(text: str | int | float | None, what: str) -> float | None:
     return value
 
 
+def violation(cost: float, bound: float) -> float:
+    """How far ``cost`` is over ``bound``, relative to the bound: the one rule of "within the budget".
+
+    Optuna's convention: ``<= 0`` is within, so the bound itself is within (inclusive, for params, MACs and
+    latency alike). The figure compared is the cost as measured or predicted, never a rounded copy (round
+    only for display: a prediction rounded up to 5 decimals was once judged over a bound equal to itself).
+    Written as a difference first: a float difference is zero exactly when the two are equal and has the
+    sign of the comparison, so ``violation(c, b) <= 0`` is ``c <= b`` for every pair of floats.
+    """
+    return (cost - bound) / bound
+
+
 @dataclass(frozen=True, kw_only=True)
 class Budget:
     """Upper bounds; ``None`` means unbounded. MACs are multiply-accumulates (FLOPs = 2 x MACs)."""
@@ -67,8 +79,22 @@ class Budget:
         costs = {"max_params": params, "max_macs": macs, "max_latency_ms": latency_ms,
                  "max_latency_ms_measured": measured_latency_ms}
         bounds = self.as_dict()
-        return {name: costs[name] / bounds[_BOUND_OF[name]] - 1.0 for name in CONSTRAINT_NAMES
+        return {name: violation(costs[name], bounds[_BOUND_OF[name]]) for name in CONSTRAINT_NAMES
                 if bounds[_BOUND_OF[name]] is not None and costs[name] is not None}
+
+    def fits(self, *, params: float, macs: float, latency_ms: float | None = None) -> bool:
+        """Whether the costs are within every bound (``violation`` <= 0); what ``pick`` and the dashboard ask.
+
+        Unlike :meth:`violations`, which leaves out a cost that was not measured, a latency budget is met
+        only by a known latency: a trial without one cannot be shown to fit.
+        """
+        if self.max_latency_ms is not None and (latency_ms is None or latency_ms != latency_ms):  # None or NaN
+            return False
+        return is_feasible(self.violations(params=params, macs=macs, latency_ms=latency_ms))
+
+    def without_latency(self) -> Budget:
+        """The same params and MACs bounds, no latency bound: what closed-form costs alone can decide."""
+        return Budget(max_params=self.max_params, max_macs=self.max_macs)
 
     def as_dict(self) -> dict[str, float | None]:
         return {name: getattr(self, name) for name in ("max_params", "max_macs", "max_latency_ms")}
@@ -78,7 +104,7 @@ class Budget:
         from igcnas.search_space.costs import closed_form_costs
 
         costs = closed_form_costs(config)
-        return all(v <= 0 for v in self.violations(params=costs.params, macs=costs.macs).values())
+        return self.without_latency().fits(params=costs.params, macs=costs.macs)
 
 
 # The constraints that belong to a device and runtime: a pick for another device judges latency anew.

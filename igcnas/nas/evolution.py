@@ -46,6 +46,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial
 
 from igcnas.errors import BadInput
+from igcnas.nas.budget import Budget
 from igcnas.nas import population
 from igcnas.nas.population import Member, StudyView, finished_trials, members_of, tried_architectures
 from igcnas.nas.selection import constrained_ranks, hypervolume_gains
@@ -309,8 +310,7 @@ class EvolutionarySampler(BaseSampler):
         if self.budget_params is None and self.budget_macs is None:
             return True
         params, macs = self.genome.costs(point)
-        return ((self.budget_params is None or params <= self.budget_params)
-                and (self.budget_macs is None or macs <= self.budget_macs))
+        return Budget(max_params=self.budget_params, max_macs=self.budget_macs).fits(params=params, macs=macs)
 
     def _random_child(self, tried: Container[str], *, reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """A random valid network, new and within budget when one is found in ``max_tries`` draws.

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from igcnas.nas.records import TrialKey, TrialStatus
-from igcnas.nas.budget import Budget, record_constraints
+from igcnas.nas.budget import Budget, is_feasible, record_constraints
 from igcnas.search_space.config import NetworkConfig, config_to_dict
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.describe import describe_structure
@@ -66,20 +66,21 @@ def precheck(config: NetworkConfig, budget: Budget, latency_table: Any = None) -
     latency = None
     # Predicted only for networks within the params/MACs budget: a table built for that budget
     # (igc-nas latency-table --max-params/--max-macs) has no entries for parts only larger networks use.
-    if latency_table is not None and not any(v > 0 for v in budget.violations(params=costs.params,
-                                                                              macs=costs.macs).values()):
-        latency = round(float(latency_table.predict(config)), 5)
+    if latency_table is not None and budget.without_latency().fits(params=costs.params, macs=costs.macs):
+        # Recorded and judged unrounded: the budget, pick and the dashboard all compare this same figure.
+        latency = float(latency_table.predict(config))
         attrs.update({TrialKey.LATENCY_MS: latency, TrialKey.LATENCY_SOURCE: "predicted"})
     constraints = budget.violations(params=costs.params, macs=costs.macs, latency_ms=latency)
     status = "pending"
     reason = ""
-    over = [k for k, v in constraints.items() if v > 0]
+    over = [k for k, v in constraints.items() if not is_feasible({k: v})]
     if over:
         status = TrialStatus.OVER_BUDGET
         shown = {"max_params": f"params {costs.params:,}", "max_macs": f"macs {costs.macs:,}",
-                 "max_latency_ms": f"predicted latency {latency} ms"}
-        reason = "over budget before training: " + ", ".join(
-            f"{shown[k]} > {getattr(budget, k):,.{3 if k == 'max_latency_ms' else 0}f}" for k in over)
+                 "max_latency_ms": f"predicted latency {latency!r} ms"}
+        bound = {k: f"{v!r} ms" if k == "max_latency_ms" else f"{v:,.0f}" for k, v in budget.as_dict().items()
+                 if v is not None}
+        reason = "over budget before training: " + ", ".join(f"{shown[k]} > {bound[k]}" for k in over)
     return Evaluation(config=config, status=status, attrs=attrs, constraints=constraints, params=costs.params,
                       macs=costs.macs, latency_ms=latency, reason=reason)
 
@@ -99,7 +100,7 @@ def _time_trained(config: NetworkConfig, model: Any, fingerprint: Any, budget: B
 
     deployed = build_model(config, seed=None, form="deployed")
     deployed.load_state_dict(model.state_dict())
-    timed = round(measure_network_ms(config, fingerprint, model=deployed), 5)
+    timed = float(measure_network_ms(config, fingerprint, model=deployed))  # unrounded: the budget judges it
     here = Fingerprint.here(runtime=fingerprint.runtime, threads=fingerprint.threads, batch=fingerprint.batch,
                             input_size=fingerprint.input_size, in_channels=fingerprint.in_channels)
     evaluation.attrs[TrialKey.LATENCY_MEASURED_MS] = timed
@@ -169,10 +170,10 @@ def evaluate_config(
         evaluation.attrs[TrialKey.LATENCY_DEVICE] = "cpu"
         evaluation.constraints = budget.violations(params=evaluation.params, macs=evaluation.macs,
                                                    latency_ms=evaluation.latency_ms)
-        if evaluation.constraints.get("max_latency_ms", 0.0) > 0:
+        if not is_feasible(evaluation.constraints):
             evaluation.status = TrialStatus.OVER_BUDGET
-            evaluation.reason = (f"over budget before training: latency {evaluation.latency_ms:.2f} ms > "
-                                 f"{budget.max_latency_ms} ms")
+            evaluation.reason = (f"over budget before training: latency {evaluation.latency_ms!r} ms > "
+                                 f"{budget.max_latency_ms!r} ms")
             return evaluation
     start = time.perf_counter()
     result = train_model(model, data, train_settings, on_epoch=on_epoch)

@@ -42,26 +42,19 @@ class NothingFits(ValueError):
 
 
 def _within(df: pd.DataFrame, budget: Budget) -> pd.Series:
-    ok = pd.Series(True, index=df.index)
-    if budget.max_params is not None:
-        ok &= df["params"] <= budget.max_params
-    if budget.max_macs is not None:
-        ok &= df["macs"] <= budget.max_macs
-    if budget.max_latency_ms is not None:
-        ok &= df["latency_ms"].notna() & (df["latency_ms"] <= budget.max_latency_ms)
-    return ok
+    """Which rows fit the budget, by :meth:`Budget.fits` (the search's own rule: inclusive, unrounded)."""
+    latency = df["latency_ms"] if "latency_ms" in df else pd.Series(math.nan, index=df.index)
+    return pd.Series([budget.fits(params=p, macs=m, latency_ms=None if pd.isna(lat) else float(lat))
+                      for p, m, lat in zip(df["params"], df["macs"], latency)], index=df.index, dtype=bool)
 
 
 def _excess(row: pd.Series, budget: Budget) -> float:
-    """Largest relative overshoot of the budget (0 when within)."""
-    parts = [0.0]
-    if budget.max_params is not None:
-        parts.append(row["params"] / budget.max_params - 1.0)
-    if budget.max_macs is not None:
-        parts.append(row["macs"] / budget.max_macs - 1.0)
-    if budget.max_latency_ms is not None:
-        latency = row["latency_ms"]
-        parts.append(math.inf if pd.isna(latency) else latency / budget.max_latency_ms - 1.0)
+    """Largest relative overshoot of the budget (0 when within); an unknown latency is infinitely over."""
+    latency = row.get("latency_ms")
+    known = None if latency is None or pd.isna(latency) else float(latency)
+    parts = [0.0, *budget.violations(params=row["params"], macs=row["macs"], latency_ms=known).values()]
+    if budget.max_latency_ms is not None and known is None:
+        parts.append(math.inf)
     return max(parts)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from igcnas.cli import main
 from igcnas.nas.pareto import pareto_mask, trials_frame
-from igcnas.nas.pick import choose
+from igcnas.nas.pick import NothingFits, choose
 from igcnas.nas.budget import Budget
 
 CHROMIUM = "/usr/bin/chromium"
@@ -212,3 +212,35 @@ def test_binding_elsewhere_is_announced(tmp_path, synthetic_study):
         proc.terminate()
         proc.communicate(timeout=30)
     assert any("warning: serving on 0.0.0.0" in line for line in seen), seen
+
+
+def test_the_page_admits_a_trial_exactly_on_every_budget_as_pick_does(browser, tmp_path):
+    """Budgets typed as one trial's own params, MACs and latency: the page's pick is igc-nas pick's (inclusive)."""
+    from tests.dashboards.test_latency_view import make_latency_study
+
+    url = f"sqlite:///{tmp_path / 'edge.db'}"
+    study = make_latency_study(url)
+    df = trials_frame(study)
+    front = df[pareto_mask(df, with_latency=True)].sort_values("val_accuracy", ascending=False)
+    report = tmp_path / "edge.html"
+    assert main(["dashboard", "--storage", url, "--study", "lat", "--html", str(report)]) == 0
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(report.as_uri())
+    page.wait_for_selector("body[data-rendered]", timeout=30000)
+    for row in front.head(3).itertuples():  # the most accurate front trials: each one is the pick on its own figures
+        budget = Budget(max_params=float(row.params), max_macs=float(row.macs), max_latency_ms=float(row.latency_ms))
+        assert int(choose(df, budget)["number"]) == row.number
+        page.fill("#max-params", str(int(row.params)))
+        page.fill("#max-macs", str(int(row.macs)))
+        page.fill("#max-latency", repr(float(row.latency_ms)))
+        page.dispatch_event("#max-latency", "change")
+        assert page.get_attribute("#pick", "data-trial") == str(row.number)
+        # One MAC less: that trial is over, and the page agrees with pick on what comes next (or on nothing).
+        page.fill("#max-macs", str(int(row.macs) - 1))
+        page.dispatch_event("#max-macs", "change")
+        tighter = Budget(max_params=budget.max_params, max_macs=budget.max_macs - 1, max_latency_ms=budget.max_latency_ms)
+        try:
+            expected = str(int(choose(df, tighter)["number"]))
+        except NothingFits:
+            expected = ""
+        assert expected != str(row.number) and page.get_attribute("#pick", "data-trial") == expected
