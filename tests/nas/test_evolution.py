@@ -330,3 +330,31 @@ def test_make_sampler_defaults_to_evolution_and_keeps_the_plain_samplers():
     assert isinstance(make_sampler("random", 0), optuna.samplers.RandomSampler)
     with pytest.raises(ValueError, match="sampler must be one of evolution"):
         make_sampler("annealing", 0)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_survives_the_pickling_ray_tune_does_and_keeps_sampling(name, tmp_path):
+    """Tune pickles OptunaSearch with its sampler (Optuna 5.1's NSGA-II holds a thread lock that does not pickle).
+
+    Pickled after a few trials, written to a file and loaded in a fresh interpreter, each sampler must go on
+    proposing networks of the same study: the copy has working locks of its own.
+    """
+    import subprocess
+    import sys
+
+    import ray.cloudpickle
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    sampler = make_sampler(name, 0, spec=SPEC, n_trials=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(study_name="p", storage=storage, sampler=sampler, directions=["minimize"] * 2)
+        study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=3)
+    (tmp_path / "sampler.pkl").write_bytes(ray.cloudpickle.dumps(sampler))
+    code = (f"import pickle, optuna; s = pickle.load(open({str(tmp_path / 'sampler.pkl')!r}, 'rb'));"
+            f"st = optuna.load_study(study_name='p', storage={storage!r}, sampler=s);"
+            "st.optimize(lambda t: (t.suggest_float('x', 0, 1), t.suggest_float('y', 0, 1)), n_trials=3);"
+            "print(type(s).__name__, len(st.trials))")
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [type(sampler).__name__, "6"]
