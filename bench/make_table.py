@@ -7,7 +7,10 @@ so a killed run resumes where it stopped; shards (``--shard i/n``) split the net
 that append to the same file. Once every network has a row, the compressed table is written sorted by
 arch_id, its sha256 printed, and ``bench/tables/README.md`` records how it was made.
 
-    python bench/make_table.py [--limit N] [--seeds 0 1] [--shard 0/1] [--finalize]
+``--out-dir`` puts the partial file, the table and its README in another folder (a smoke test runs there, so
+that it never touches the committed table or a generation in progress).
+
+    python bench/make_table.py [--limit N] [--seeds 0 1] [--shard 0/1] [--finalize] [--out-dir DIR]
 """
 
 from __future__ import annotations
@@ -42,10 +45,15 @@ def _append(path: Path, row: Row) -> None:
         os.close(fd)
 
 
-def _done_ids(seeds: tuple[int, ...]) -> set[str]:
-    if not PARTIAL_PATH.exists():
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (the usual case), else as given."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _done_ids(partial: Path, seeds: tuple[int, ...]) -> set[str]:
+    if not partial.exists():
         return set()
-    return {r.arch_id for r in read_rows(PARTIAL_PATH) if all(s in r.curves for s in seeds)}
+    return {r.arch_id for r in read_rows(partial) if all(s in r.curves for s in seeds)}
 
 
 def train_row(config, data, seeds: tuple[int, ...]) -> Row:
@@ -72,23 +80,25 @@ def train_row(config, data, seeds: tuple[int, ...]) -> Row:
                macs=int(costs.macs), curves=curves, seconds=seconds)
 
 
-def finalize(seeds: tuple[int, ...], total: int, started: float | None) -> bool:
+def finalize(seeds: tuple[int, ...], total: int, started: float | None, out_dir: Path = TABLES_DIR) -> bool:
     """Write the compressed table and its README once every network has a row; False while some are missing."""
-    rows = {r.arch_id: r for r in read_rows(PARTIAL_PATH) if all(s in r.curves for s in seeds)}
+    partial, table = out_dir / PARTIAL_PATH.name, out_dir / TABLE_PATH.name
+    rows = {r.arch_id: r for r in read_rows(partial) if all(s in r.curves for s in seeds)}
     if len(rows) < total:
-        print(f"{len(rows)}/{total} networks in {PARTIAL_PATH.name}; the table is written when all are done")
+        print(f"{len(rows)}/{total} networks in {partial.name}; the table is written when all are done")
         return False
-    digest = write_table(list(rows.values()), TABLE_PATH)
-    size = TABLE_PATH.stat().st_size
+    digest = write_table(list(rows.values()), table)
+    size = table.stat().st_size
     hours = sum(sum(r.seconds.values()) for r in rows.values()) / 3600
-    write_readme(len(rows), digest, size, hours, seeds)
-    print(f"wrote {TABLE_PATH.relative_to(ROOT)}: {len(rows)} rows, {size / 1e6:.2f} MB, sha256 {digest}")
+    write_readme(len(rows), digest, size, hours, seeds, out_dir)
+    print(f"wrote {_shown(table)}: {len(rows)} rows, {size / 1e6:.2f} MB, sha256 {digest}")
     if started is not None:
         print(f"this run took {(time.time() - started) / 60:.1f} min")
     return True
 
 
-def write_readme(n_rows: int, digest: str, size: int, train_hours: float, seeds: tuple[int, ...]) -> None:
+def write_readme(n_rows: int, digest: str, size: int, train_hours: float, seeds: tuple[int, ...],
+                 out_dir: Path = TABLES_DIR) -> None:
     import torch
 
     today = datetime.date.today().isoformat()
@@ -126,7 +136,7 @@ the search's fidelity, so that samplers and early-stopping rules can be compared
 
 Verify: `sha256sum bench/tables/igc_digits.jsonl.gz`.
 """
-    (TABLES_DIR / "README.md").write_text(text)
+    (out_dir / "README.md").write_text(text)
 
 
 def main() -> int:
@@ -135,6 +145,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(TRAIN_SEEDS))
     parser.add_argument("--shard", default="0/1", help="i/n: this process trains networks whose index %% n == i")
     parser.add_argument("--finalize", action="store_true", help="only write the table from the partial file")
+    parser.add_argument("--out-dir", type=Path, default=TABLES_DIR,
+                        help="folder of the partial file, the table and its README (default bench/tables)")
     args = parser.parse_args()
     seeds = tuple(args.seeds)
     shard, n_shards = (int(x) for x in args.shard.split("/"))
@@ -145,9 +157,11 @@ def main() -> int:
 
     space = DesignSpace(TABLE_SPEC)
     total = space.count()
-    TABLES_DIR.mkdir(parents=True, exist_ok=True)
+    out_dir: Path = args.out_dir.resolve()
+    partial = out_dir / PARTIAL_PATH.name
+    out_dir.mkdir(parents=True, exist_ok=True)
     if args.finalize:
-        return 0 if finalize(seeds, total, None) else 1
+        return 0 if finalize(seeds, total, None, out_dir) else 1
 
     import torch
 
@@ -155,7 +169,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     data = load_dataset(DATASET, seed=SPLIT_SEED, val_fraction=VAL_FRACTION)
-    done = _done_ids(seeds)
+    done = _done_ids(partial, seeds)
     todo = [c for i, c in enumerate(space) if i % n_shards == shard and arch_id(c) not in done]
     if args.limit is not None:
         todo = todo[:args.limit]
@@ -164,13 +178,13 @@ def main() -> int:
     started = time.time()
     for i, config in enumerate(todo, start=1):
         row = train_row(config, data, seeds)
-        _append(PARTIAL_PATH, row)
+        _append(partial, row)
         elapsed = time.time() - started
         eta = elapsed / i * (len(todo) - i)
         finals = " ".join(f"{row.curves[s][-1]:.3f}" for s in seeds)
         print(f"[{i}/{len(todo)}] {row.arch_id} {row.family:<10} w{row.width} acc {finals} "
               f"{sum(row.seconds.values()):.1f}s  elapsed {elapsed / 60:.1f} min, eta {eta / 60:.1f} min", flush=True)
-    finalize(seeds, total, started)
+    finalize(seeds, total, started, out_dir)
     return 0
 
 

@@ -233,6 +233,10 @@ def run_ray_asha(ds: str, seed: int, budget: float, out: Path, t0: float) -> lis
         search_alg=searcher, scheduler=scheduler, num_samples=-1, time_budget_s=max(budget - (time.time() - t0), 1)),
         run_config=tune.RunConfig(storage_path=str(out / "ray"), verbose=0))
     results = tuner.fit()
+    if results.errors and not any(r.metrics for r in results if r.error is None):
+        # Tune records a failing trainable's error per trial and returns normally: without this, an arm whose
+        # every trial crashed would report "0 trials" as if the budget were simply too short.
+        raise RuntimeError(f"every ray_asha trial failed; first error: {results.errors[0]!r}")
     points = []
     for result in results:
         m = result.metrics or {}

@@ -1,0 +1,234 @@
+"""Smoke runs of every benchmark in bench/: each entry point end to end, every arm, on tiny sizes.
+
+A benchmark is run by hand, rarely, and often by someone other than its author; an arm broken by a change
+elsewhere (an import, a signature, a sampler that no longer pickles) would otherwise be found only by the
+next person's hour-long run. Each test runs the script as its users do (its own process, from the
+repository root, ``--json`` into ``tmp_path``) on sizes small enough for CI, and checks real outcomes,
+not only the exit code: every arm is in the figures and produced something (trials, points, rates).
+The figures themselves mean nothing at these sizes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+CHROMIUM = "/usr/bin/chromium"
+PG_URL = os.environ.get("IGCNAS_TEST_POSTGRES", "postgresql+psycopg2://igcnas:igcnas@127.0.0.1:5432/igcnas")
+# search_efficiency: Ray spends ~10 s of its run's wall-clock budget starting (ray.init, worker processes)
+# and its first trial reports after ~14 s on the 2-core machine, so it gets a budget of its own; at the
+# 8 s the other methods need, it ends with no trial at all.
+SEARCH_RUNS = {"without_ray": (("random", "nsga2_plain", "igcnas", "igcnas_random"), 8.0),
+               "ray_asha": (("ray_asha",), 24.0)}
+
+
+def run_bench(script: str, *args: str | Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python bench/<script> args`` from the repository root; fails the test with the output's tail on a
+    non-zero exit or after ``timeout`` seconds.
+
+    The benchmark runs in a session of its own, so that on a timeout (or the test's own timeout) its whole
+    process group goes (worker processes, Ray, a browser), not only the script.
+    """
+    cmd = [sys.executable, str(BENCH / script), *map(str, args)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{script} ran past {timeout:g} s\n--- stdout ---\n{out[-3000:]}\n--- stderr ---\n{err[-5000:]}")
+    finally:
+        if proc.poll() is None:  # the test itself timed out (pytest-timeout) while waiting
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, (f"{' '.join(cmd[1:])} exited {proc.returncode}\n--- stdout ---\n{out[-3000:]}\n"
+                                  f"--- stderr ---\n{err[-5000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    assert path.exists(), f"the benchmark wrote no {path.name}"
+    return json.loads(path.read_text())
+
+
+# ------------------------------------------------------------------------------------------- benchmarks
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_dashboard_render(tmp_path):
+    out = tmp_path / "dashboard.json"
+    run_bench("dashboard_render.py", "--trials", "50", "--repeats", "1", "--json", out, timeout=150)
+    result = read_json(out)
+    assert result["trials"] == 50 and result["front_size"] >= 1
+    for step in ("dashboard_data", "browser_first_render", "browser_draw", "browser_refresh", "browser_budget_change"):
+        assert result[step]["median_s"] > 0, step
+    assert result["report_mb"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_latency_prediction(tmp_path):
+    """``--quick`` (two families at one width, 12 validation networks) on every runtime installed here."""
+    runtimes = ["torch"]
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass  # the onnx extra is not installed: the torch runtime only
+    else:
+        runtimes.append("onnxruntime")
+    out = tmp_path / "latency.json"
+    run_bench("latency_prediction.py", "--quick", "--runtimes", ",".join(runtimes), "--json", out, timeout=270)
+    result = read_json(out)
+    assert list(result["runtimes"]) == runtimes
+    for runtime, r in result["runtimes"].items():
+        assert set(r["predictors"]) == {"table", "table_global_calibration", "table_plain_sum", "macs_linear"}, runtime
+        assert r["validation_networks"] == len(r["rows"]) == 12, runtime
+        assert r["parts_timed"] > 0 and all(row["measured_ms"] > 0 and row["table"] > 0 for row in r["rows"]), runtime
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_make_table(tmp_path):
+    """Resume, train and finalize in ``--out-dir``, never in bench/tables.
+
+    The table needs every network of its space before it is written, so the partial file starts as the
+    committed table less one network: the run must train exactly that one (resume), then write the whole
+    table. ``--finalize`` on the committed rows alone must rewrite the committed table byte for byte.
+    """
+    from igc_table import TABLE_PATH, TABLES_DIR, read_rows
+
+    before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in TABLES_DIR.iterdir()}
+    committed = gzip.decompress(TABLE_PATH.read_bytes()).decode("utf-8").splitlines(keepends=True)
+    ids = [json.loads(line)["arch_id"] for line in committed]
+    missing = len(committed) // 2
+    partial = tmp_path / "igc_digits.partial.jsonl"
+    partial.write_text("".join(committed[:missing] + committed[missing + 1:]))
+
+    done = run_bench("make_table.py", "--out-dir", tmp_path, "--limit", "1", timeout=150)
+    assert f"{len(ids) - 1} done, 1 to train" in done.stdout
+    rows = read_rows(partial)
+    assert len(rows) == len(ids) and {r.arch_id for r in rows} == set(ids)
+    retrained = next(r for r in rows if r.arch_id == ids[missing])
+    assert set(retrained.curves) == {0, 1} and all(len(c) == 4 for c in retrained.curves.values())
+    assert [r.arch_id for r in read_rows(tmp_path / TABLE_PATH.name)] == ids  # sorted by arch_id, all of them
+    assert (tmp_path / "README.md").exists()
+
+    partial.write_text("".join(committed))
+    run_bench("make_table.py", "--out-dir", tmp_path, "--finalize", timeout=60)
+    written = hashlib.sha256((tmp_path / TABLE_PATH.name).read_bytes()).hexdigest()
+    assert written == hashlib.sha256(TABLE_PATH.read_bytes()).hexdigest()
+    after = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in TABLES_DIR.iterdir()}
+    assert after == before, "a smoke run touched bench/tables"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_sampler_comparison(tmp_path):
+    """Every arm and every early-stopping schedule, one seed, a budget of 8 networks."""
+    from sampler_comparison import ARMS, SCHEDULES
+
+    out = tmp_path / "samplers.json"
+    run_bench("sampler_comparison.py", "--seeds", "1", "--budget-networks", "8", "--json", out, timeout=150)
+    result = read_json(out)
+    assert set(result["median_hv"]) == set(ARMS)
+    for arm in ARMS:
+        assert result["trials"][arm]["complete"] >= 1, arm
+        assert result["median_hv"][arm]["100%"] > 0, arm
+    assert set(result["schedules"]["median_hv"]) == set(SCHEDULES)
+    assert "difference_evolution_minus_random_at_50%" in result
+    assert len(result["early_stopping"]["epochs"]) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_scale(tmp_path):
+    """(a) two study sizes, (b) 1 and 2 workers on every storage available here, (c) a two-node loopback
+    Ray cluster running 2 trials at once; short trials and windows."""
+    from igcnas.nas.study import database_reachable
+
+    storages = ["sqlite", "journal"] + (["postgresql"] if database_reachable(PG_URL) else [])
+    out = tmp_path / "scale.json"
+    run_bench("scale.py", "--quick", "--sizes", "0,50", "--trials", "2", "--window", "1", "--trial-seconds", "0.3",
+              "--storages", ",".join(storages), "--ray-concurrency", "2", "--ray-trials-per-slot", "1",
+              "--json", out, timeout=210)
+    result = read_json(out)
+    assert {(r["size"], r["mode"]) for r in result["size"]} == {(s, m) for s in (0, 50)
+                                                               for m in ("incremental", "full_scan")}
+    assert all(r["trials"] == 2 and r["per_trial_overhead_ms"] > 0 for r in result["size"])
+    assert result["workers_skipped"] == {}
+    assert {(r["storage"], r["workers"]) for r in result["workers"]} == {(s, w) for s in storages for w in (1, 2)}
+    for row in result["workers"]:
+        assert row["errors"] == [] and row["trials_per_s"] > 0, row
+    assert "skipped" not in result["ray"], result["ray"]
+    [ray_row] = result["ray"]["rows"]
+    assert ray_row["concurrency"] == 2 and ray_row["trials"] >= 3 and ray_row["trials_per_s"] > 0
+
+
+def test_search_efficiency_smoke_covers_every_method():
+    """The two smoke runs below between them run every method the benchmark has."""
+    from search_efficiency import METHODS
+
+    assert sorted(m for methods, _ in SEARCH_RUNS.values() for m in methods) == sorted(METHODS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("run", list(SEARCH_RUNS))
+def test_search_efficiency(tmp_path, run):
+    """digits, one seed; every method must have completed at least one trial (a method whose trials all
+    fail inside Ray still exits 0 with no points, so the exit code alone would not show it)."""
+    methods, budget = SEARCH_RUNS[run]
+    out = tmp_path / "search.json"
+    run_bench("search_efficiency.py", "--budget", str(budget), "--seeds", "0", "--datasets", "digits",
+              "--methods", *methods, "--json", out, "--html", tmp_path / "search.html",
+              timeout=210)
+    result = read_json(out)
+    digits = result["datasets"]["digits"]
+    assert list(digits["methods"]) == list(methods)
+    for method, m in digits["methods"].items():
+        assert m["completed_trials"][0] >= 1, f"{method} completed no trial in {budget:g} s"
+        assert max(m["median"]) > 0, method
+    if run == "without_ray":
+        assert "optimiser_share_median_hv" in result and "time_fraction_to_random_final_hv" in result
+    assert (tmp_path / "search.html").stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_training_throughput(tmp_path):
+    """The two headline networks (``--quick``), every part (trainer vs bare loop, reference vs fast training,
+    inference at batch 1 and 128), one round of one step at batch 8."""
+    from training_throughput import TRAINER_NETWORKS, TRAIN_NETWORKS
+
+    out = tmp_path / "throughput.json"
+    run_bench("training_throughput.py", "--quick", "--repeats", "1", "--rounds", "1", "--steps", "1", "--batch", "8",
+              "--trainer-steps", "2", "--json", out, timeout=210)
+    result = read_json(out)
+    headline = TRAIN_NETWORKS[:2]
+    assert set(result["trainer_vs_bare_loop"]["networks"]) == set(TRAINER_NETWORKS)
+    for name, row in result["trainer_vs_bare_loop"]["networks"].items():
+        assert row["images_per_second"] > 0 and min(row["bare_loop"]) > 0, name
+    assert set(result["train"]) == set(headline)
+    for name, row in result["train"].items():
+        assert row["reference"]["median"] > 0 and row["fast"]["median"] > 0, name
+    assert set(result["infer"]) == set(headline)
+    for name, by_batch in result["infer"].items():
+        assert set(by_batch) == {"1", "128"}, name
+        assert all(b["reference"] > 0 and b["fast"] > 0 for b in by_batch.values()), name
