@@ -1,35 +1,29 @@
-"""Latency prediction: how close a latency table's predictions come to measured latency, per runtime.
+"""Latency prediction: how close a latency table's predictions come to measured latency, run after run.
 
-For each runtime (PyTorch eager, ONNX Runtime) on this machine, one thread, batch 1, the default
-search space of the bundled digits data (8x8 images):
+For each space (``digits``: the default search space of the bundled 8x8 digits; ``cifar32``: a 32x32,
+3-channel space of every family at widths 16 and 32, CIFAR-shaped) and runtime (PyTorch eager, ONNX
+Runtime), at ``--batch`` and ``--threads``, each of ``--runs`` fresh processes started one after another:
 
-1. draw the validation networks (``--n``), spread over every (family, width) cell of the space;
-2. build a latency table from scratch (``igc-nas latency-table``'s code path): every distinct part of the
-   space timed once, then whole calibration networks measured for the fit, never a validation network
-   (``build_table(calibration_exclude=...)``); ``build_seconds`` is its time. The table's covering
-   networks (one per stage choice, whose parts were timed but which were never measured whole) may be
-   among the validation networks -- dense and Xception have only ten networks each, all covering ones,
-   and two per width, so the validation draw takes them all and their predictions are calibrated on
-   the other families only -- and are reported apart (``groups``: ``covering`` and ``not_covering``);
-3. measure each whole network on the runtime (same timer as the parts; the fastest of two measurements
-   made in turns over the list, as the table's parts and calibration networks are) and compare.
+1. draws the validation networks (``--n``, seed 101: the same networks in every run), spread over every
+   (family, width) cell of the space;
+2. builds a latency table from scratch (``igc-nas latency-table``'s code path: every distinct part timed,
+   calibration networks measured and fitted, held-out networks measured twice for the table's own error),
+   never calibrating or assessing with a validation network;
+3. measures every validation network whole with the same timer and compares.
 
-Side by side, on the same networks and measurements (what each part of the predictor contributes):
+Reported per run, space and runtime: ``share_within_10pct`` of the table's predictions (the goal is 0.90),
+the table's own held-out share (``self_reported``, which should agree within 5 points), the chosen
+calibration and its terms, and side by side, on the same measurements, the table's bare sum of parts
+(calibration switched off) and a MACs-only line fitted on the same calibration networks (what a MACs
+budget implicitly assumes). Across runs: how far the same network's measured latency moves from run to
+run (``repeat_spread``, (max - min) / median, median and worst over networks), and the share of networks
+that repeat within +-10% of their median (the machine's own floor: a prediction cannot be more repeatable
+than the measurement it is judged by).
 
-* ``table``: the table's prediction (sum of parts with the chosen calibration);
-* ``table_global_calibration``: the same table, the per-family calibration terms switched off (the best
-  of the calibrations common to all families);
-* ``table_plain_sum``: the same table, calibration switched off (the bare sum of parts);
-* ``macs_linear``: a MACs-only predictor, latency = a * MACs + b fitted on the same calibration networks
-  (what a MACs budget implicitly assumes).
+    python bench/latency_prediction.py [--runs 3] [--spaces digits,cifar32] [--runtimes torch,onnxruntime]
+                                       [--n 80] [--batch 1] [--threads 1] [--json PATH] [--quick]
 
-Reported per runtime: ``share_within_10pct``, ``rmse_ms``, ``mean_abs_rel_error``, Spearman rank
-correlation with the measured latency (and of MACs alone), the worst networks, per-family shares.
-
-    python bench/latency_prediction.py [--json PATH] [--runtimes torch,onnxruntime] [--n 80] [--quick]
-
-Run it on an otherwise idle machine: another process competing for the cores moves measured latencies
-by tens of percent at batch 1.
+Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -38,6 +32,8 @@ import argparse
 import json
 import logging
 import os
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,11 +43,25 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from igcnas.evaluators.latency import (build_table, calibration_size, choose_calibration,  # noqa: E402
-                                       measure_networks_ms, sample_configs, space_configs)
+from igcnas.evaluators.latency import build_table, measure_networks, sample_configs, space_configs  # noqa: E402
+from igcnas.evaluators.latency_fit import Calibration, predict_from_features  # noqa: E402
 from igcnas.search_space.costs import closed_form_costs  # noqa: E402
 from igcnas.search_space.enumerate import arch_id  # noqa: E402
 from igcnas.search_space.spec import SearchSpec  # noqa: E402
+
+PREDICTORS = ("table", "table_plain_sum", "macs_linear")
+
+
+def space(name: str, quick: bool) -> SearchSpec:
+    if quick:
+        size, channels = (8, 1) if name == "digits" else (32, 3)
+        return SearchSpec.for_data(in_channels=channels, input_size=size, num_classes=10, families=("igcv3", "igcv2"),
+                                   widths=(16,), blocks=(1,))
+    if name == "digits":
+        return SearchSpec.for_data(in_channels=1, input_size=8, num_classes=10)
+    if name == "cifar32":
+        return SearchSpec.for_data(in_channels=3, input_size=32, num_classes=10, widths=(16, 32), blocks=(1, 2))
+    raise SystemExit(f"--spaces: unknown space {name!r} (digits, cifar32)")
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -63,126 +73,147 @@ def scores(predicted: list[float], measured: list[float]) -> dict:
     p, m = np.array(predicted), np.array(measured)
     rel = p / m - 1.0
     return {"share_within_10pct": round(float(np.mean(np.abs(rel) <= 0.10)), 4),
-            "rmse_ms": round(float(np.sqrt(np.mean((p - m) ** 2))), 5),
-            "mean_abs_rel_error": round(float(np.mean(np.abs(rel))), 4),
+            "median_abs_rel_error": round(float(np.median(np.abs(rel))), 4),
+            "worst_abs_rel_error": round(float(np.max(np.abs(rel))), 4),
             "spearman": round(spearman(predicted, measured), 4)}
 
 
-def run_runtime(runtime: str, spec: SearchSpec, *, n: int, calibration: int | None, threads: int,
-                table_path: Path | None, progress: bool) -> dict:
-    def show(done: int, total: int) -> None:
-        if progress and (done == total or done % max(1, total // 10) == 0):
-            print(f"  {runtime}: {done}/{total} parts", file=sys.stderr, flush=True)
-
-    # The held-out networks are drawn first and never calibrated with (dense and Xception have two networks
-    # per width: drawn here, they are not in the calibration at all, so their predictions are extrapolated).
+def run_one(runtime: str, spec: SearchSpec, *, n: int, calibration: int | None, batch: int, threads: int) -> dict:
+    """One table built from scratch and judged on the validation networks (in this process)."""
     validation = sample_configs(spec, n, seed=101)
     start = time.perf_counter()
-    table = build_table(spec, runtime=runtime, threads=threads, batch=1, calibration=calibration, seed=0,
-                        progress=show, calibration_exclude=validation)
+    table = build_table(spec, runtime=runtime, threads=threads, batch=batch, calibration=calibration, seed=0,
+                        calibration_exclude=validation)
     build_seconds = time.perf_counter() - start
-    if table_path is not None:
-        table.save(table_path)
-    covering = space_configs(spec)
-    covering_ids = {arch_id(c) for c in covering}
-    # The same draw build_table calibrated with (same seed, same exclusions).
-    cal = sample_configs(spec, calibration if calibration is not None else calibration_size(spec), seed=0,
-                         exclude=validation)
-    if [arch_id(c) for c in cal] != [r["arch"] for r in table.calibration_networks]:
+    timings = measure_networks(validation, table.fingerprint)
+    cal = table.calibration_networks
+    macs_of = {arch_id(c): closed_form_costs(c).macs for c in [*validation, *space_configs(spec)]}
+    cal_configs = sample_configs(spec, len(cal), seed=0, exclude=validation)  # build_table's own draw
+    if [arch_id(c) for c in cal_configs] != [r["arch"] for r in cal]:
         raise RuntimeError("the calibration networks differ from the table's: the draw is not reproducible")
-    # The MACs-only predictor, fitted on the table's own calibration networks.
-    a, b = np.polyfit([closed_form_costs(c).macs for c in cal], [r["measured_ms"] for r in table.calibration_networks], 1)
-    global_fit = choose_calibration(table.calibration_networks,
-                                    names=("sum", "offset", "per_part", "full", "full_boundary"))
-    measured_all = dict(zip((arch_id(c) for c in validation), measure_networks_ms(validation, table.fingerprint)))
+    cal_macs = [closed_form_costs(c).macs for c in cal_configs]
+    a, b = np.polyfit(cal_macs, [r["measured_ms"] for r in cal], 1) if len(cal) >= 2 else (0.0, 0.0)
     rows = []
-    for group, configs in (("validation", validation),):
-        for config in configs:
-            total, parts = table.parts_sum(config)
-            macs = closed_form_costs(config).macs
-            rows.append({"group": group, "covering": arch_id(config) in covering_ids, "family": config.family, "width": config.stages[0].width,
-                         "arch_id": arch_id(config), "parts": parts, "macs": macs,
-                         "measured_ms": measured_all[arch_id(config)],
-                         "table": table.predict(config), "table_plain_sum": total,
-                         "table_global_calibration": global_fit.apply(table.features(config)),
-                         "macs_linear": float(a * macs + b)})
-    out: dict = {"runtime": runtime, "fingerprint": table.fingerprint.describe(),
-                 "build_seconds": round(build_seconds, 1), "parts_timed": len(table.entries),
-                 "covering_networks": len(covering), "calibration": table.calibration.as_dict(),
-                 "global_calibration": global_fit.as_dict(),
-                 "validation_networks": len(validation), "predictors": {}, "by_family": {}, "groups": {}}
-    valid = [r for r in rows if r["group"] == "validation"]
-    measured = [r["measured_ms"] for r in valid]
-    for predictor in ("table", "table_global_calibration", "table_plain_sum", "macs_linear"):
-        out["predictors"][predictor] = scores([r[predictor] for r in valid], measured)
-    out["macs_spearman"] = round(spearman([r["macs"] for r in valid], measured), 4)
-    for family in sorted({r["family"] for r in valid}):
-        subset = [r for r in valid if r["family"] == family]
+    for config, timing in zip(validation, timings):
+        features = table.features(config)
+        ident = arch_id(config)
+        rows.append({"arch_id": ident, "family": config.family, "width": config.stages[0].width,
+                     "measured_ms": timing.ms, "contended": timing.contended,
+                     "table": table.predict(config),
+                     "table_plain_sum": predict_from_features(Calibration(), features),
+                     "macs_linear": float(a * macs_of[ident] + b)})
+    measured = [r["measured_ms"] for r in rows]
+    out = {"fingerprint": table.fingerprint.describe(), "build_seconds": round(build_seconds, 1),
+           "parts_timed": len(table.entries), "calibration": table.calibration.as_dict(),
+           "self_reported": table.assessment.as_dict(), "quality": table.quality_lines(),
+           "predictors": {p: scores([r[p] for r in rows], measured) for p in PREDICTORS},
+           "by_family": {}, "rows": rows, "contended_validation": sum(r["contended"] for r in rows)}
+    for family in sorted({r["family"] for r in rows}):
+        subset = [r for r in rows if r["family"] == family]
         out["by_family"][family] = {"n": len(subset), **scores([r["table"] for r in subset],
                                                                [r["measured_ms"] for r in subset])}
-    for label, subset in (("not_covering", [r for r in valid if not r["covering"]]),
-                          ("covering", [r for r in valid if r["covering"]])):
-        if subset:
-            out["groups"][label] = {"n": len(subset), **scores([r["table"] for r in subset],
-                                                               [r["measured_ms"] for r in subset])}
-    worst = sorted(valid, key=lambda r: -abs(r["table"] / r["measured_ms"] - 1))[:5]
-    out["worst"] = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in worst]
-    out["rows"] = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+    out["worst"] = sorted(rows, key=lambda r: -abs(r["table"] / r["measured_ms"] - 1))[:3]
+    return out
+
+
+def worker(args: argparse.Namespace) -> dict:
+    logging.basicConfig(level=logging.WARNING)
+    result: dict = {"load_average_at_start": round(os.getloadavg()[0], 2), "spaces": {}}
+    for name in args.spaces.split(","):
+        spec = space(name, args.quick)
+        result["spaces"][name] = {}
+        for runtime in args.runtimes.split(","):
+            print(f"  {name} / {runtime} ...", file=sys.stderr, flush=True)
+            result["spaces"][name][runtime] = run_one(runtime, spec, n=args.n, calibration=args.calibration,
+                                                      batch=args.batch, threads=args.threads)
+    result["load_average_at_end"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def across_runs(runs: list[dict], name: str, runtime: str) -> dict:
+    """The same networks' measured latency from run to run, and each run's figures side by side."""
+    per_run = [r["spaces"][name][runtime] for r in runs]
+    by_arch: dict[str, list[float]] = {}
+    for r in per_run:
+        for row in r["rows"]:
+            by_arch.setdefault(row["arch_id"], []).append(row["measured_ms"])
+    spreads = {a: (max(v) - min(v)) / statistics.median(v) for a, v in by_arch.items() if len(v) == len(runs)}
+    floor = [all(abs(x / statistics.median(v) - 1) <= 0.10 for x in v) for v in by_arch.values()]
+    out = {"share_within_10pct": [r["predictors"]["table"]["share_within_10pct"] for r in per_run],
+           "self_reported_share": [r["self_reported"]["share_within_10pct"] for r in per_run],
+           "calibration": [r["calibration"] for r in per_run],
+           "plain_sum_share": [r["predictors"]["table_plain_sum"]["share_within_10pct"] for r in per_run],
+           "macs_linear_share": [r["predictors"]["macs_linear"]["share_within_10pct"] for r in per_run],
+           "build_seconds": [r["build_seconds"] for r in per_run]}
+    if len(runs) > 1 and spreads:
+        out.update(repeat_spread_median=round(statistics.median(spreads.values()), 4),
+                   repeat_spread_worst=round(max(spreads.values()), 4),
+                   repeat_floor_share=round(sum(floor) / len(floor), 4))
     return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--runs", type=int, default=3, help="fresh processes, one after another (default 3)")
+    parser.add_argument("--spaces", default="digits,cifar32", help="digits, cifar32 (default both)")
     parser.add_argument("--runtimes", default="torch,onnxruntime")
-    parser.add_argument("--n", type=int, default=80, help="validation networks (default 80: about 55 of them are "
-                        "not among the covering networks either)")
+    parser.add_argument("--n", type=int, default=80, help="validation networks per space (default 80)")
     parser.add_argument("--calibration", type=int, help="calibration networks (default: two per family and width)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tables", help="also save the built tables in this folder")
-    parser.add_argument("--quick", action="store_true", help="two families, one width, 12 networks (smoke run)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (0: all cores)")
+    parser.add_argument("--gap", type=float, default=30.0, help="seconds between runs (default 30)")
+    parser.add_argument("--quick", action="store_true", help="two families, one width, 12 networks, one run (smoke)")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    if args.threads == 0:
+        args.threads = os.cpu_count() or 1
     if args.quick:
-        spec = SearchSpec.for_data(in_channels=1, input_size=8, num_classes=10, families=("igcv3", "igcv2"),
-                                   widths=(16,))
-        args.n, args.calibration = 12, 6
-    else:
-        spec = SearchSpec.for_data(in_channels=1, input_size=8, num_classes=10)
-    load = os.getloadavg()[0]
-    results = {"space": spec.as_dict(), "load_average_at_start": round(load, 2), "runtimes": {}}
-    for runtime in args.runtimes.split(","):
-        table_path = Path(args.tables) / f"{runtime}.json.gz" if args.tables else None
-        if table_path is not None:
-            table_path.parent.mkdir(parents=True, exist_ok=True)
-        results["runtimes"][runtime] = run_runtime(runtime, spec, n=args.n, calibration=args.calibration,
-                                                   threads=args.threads, table_path=table_path, progress=True)
-    results["load_average_at_end"] = round(os.getloadavg()[0], 2)
-    print(f"space: {'quick (igcv3, igcv2 at width 16)' if args.quick else 'default digits space'}; load average "
-          f"{load:.2f} at start, {results['load_average_at_end']:.2f} at end")
-    header = f"{'runtime':<12} {'predictor':<24} {'within 10%':>10} {'RMSE ms':>9} {'mean |err|':>10} {'Spearman':>9}"
-    print(header)
-    for runtime, r in results["runtimes"].items():
-        for predictor, s in r["predictors"].items():
-            print(f"{runtime:<12} {predictor:<24} {s['share_within_10pct']:>10.3f} {s['rmse_ms']:>9.4f} "
-                  f"{s['mean_abs_rel_error']:>10.3f} {s['spearman']:>9.3f}")
-        print(f"{runtime:<12} {'(MACs alone)':<24} {'':>10} {'':>9} {'':>10} {r['macs_spearman']:>9.3f}")
-    for runtime, r in results["runtimes"].items():
-        print(f"\n{runtime}: {r['parts_timed']} parts from {r['covering_networks']} covering networks, built in "
-              f"{r['build_seconds']:.0f} s; calibration {r['calibration']}; {r['validation_networks']} validation "
-              f"networks; {r['fingerprint']}")
-        for family, s in r["by_family"].items():
-            print(f"  {family:<12} n={s['n']:<3} within 10%: {s['share_within_10pct']:.2f}  "
-                  f"mean |err| {s['mean_abs_rel_error']:.3f}")
-        for group, s in r["groups"].items():
-            print(f"  {group}: n={s['n']} within 10%: {s['share_within_10pct']:.2f}  "
-                  f"mean |err| {s['mean_abs_rel_error']:.3f}")
-        print("  worst: " + "; ".join(f"{w['family']} w{w['width']} {w['arch_id']} measured {w['measured_ms']:.4f} "
-                                      f"predicted {w['table']:.4f} ({w['table'] / w['measured_ms'] - 1:+.1%})"
-                                      for w in r["worst"]))
+        args.n, args.calibration, args.runs = 12, 6, 1
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+    forwarded = [a for a in sys.argv[1:] if a not in ("--quick",)] + (["--quick"] if args.quick else [])
+    runs = []
+    for index in range(args.runs):
+        if index:
+            time.sleep(args.gap)
+        print(f"run {index + 1}/{args.runs} (fresh process, tables rebuilt from scratch)", file=sys.stderr, flush=True)
+        done = subprocess.run([sys.executable, __file__, *forwarded, "--worker"], stdout=subprocess.PIPE, text=True,
+                              check=True)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    summary = {name: {runtime: across_runs(runs, name, runtime) for runtime in args.runtimes.split(",")}
+               for name in args.spaces.split(",")}
+    print(f"{len(runs)} run(s), batch {args.batch}, {args.threads} thread(s); "
+          f"{runs[0]['spaces'][args.spaces.split(',')[0]][args.runtimes.split(',')[0]]['fingerprint']}")
+    print(f"{'space':<8} {'runtime':<12} {'within 10% per run':<22} {'self-reported':<20} {'repeat spread':<16} "
+          f"{'floor':>6}  calibration per run")
+    for name, by_runtime in summary.items():
+        for runtime, s in by_runtime.items():
+            shares = " ".join(f"{x:.3f}" for x in s["share_within_10pct"])
+            own = " ".join(f"{x:.3f}" for x in s["self_reported_share"])
+            spread = (f"{s['repeat_spread_median']:.1%} / {s['repeat_spread_worst']:.1%}"
+                      if "repeat_spread_median" in s else "-")
+            floor = f"{s['repeat_floor_share']:.3f}" if "repeat_floor_share" in s else "-"
+            forms = "; ".join(f"{c['name']} {c['scale']:.3f}x {c['per_part'] * 1e3:+.1f}us/part {c['offset'] * 1e3:+.1f}us"
+                              for c in s["calibration"])
+            print(f"{name:<8} {runtime:<12} {shares:<22} {own:<20} {spread:<16} {floor:>6}  {forms}")
+    print("(repeat spread: the same network's measured latency, (max - min) / median over runs, median / worst over"
+          " networks; floor: share of networks whose every run is within +-10% of their median)")
+    for name, by_runtime in summary.items():
+        for runtime, s in by_runtime.items():
+            print(f"{name:<8} {runtime:<12} bare sum of parts: {' '.join(f'{x:.3f}' for x in s['plain_sum_share'])}; "
+                  f"MACs line: {' '.join(f'{x:.3f}' for x in s['macs_linear_share'])}; table built in "
+                  f"{' '.join(f'{x:.0f}' for x in s['build_seconds'])} s")
+    last = runs[-1]
+    for name, by_runtime in last["spaces"].items():
+        for runtime, r in by_runtime.items():
+            print(f"  last run, {name}/{runtime}: " + "; ".join(
+                f"{w['family']} w{w['width']} measured {w['measured_ms']:.4f} predicted {w['table']:.4f} "
+                f"({w['table'] / w['measured_ms'] - 1:+.1%})" for w in r["worst"]) + f"; {r['quality'][0]}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-        print(f"\nwrote {args.json}")
+        Path(args.json).write_text(json.dumps({"summary": summary, "runs": runs, "args": vars(args)}, indent=1))
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -47,7 +47,7 @@ def test_space_check_and_count_on_a_config_file(tmp_path, capsys):
     assert code == 0
     counted = json.loads(out)
     assert counted["closed_form_equals_fvcore"] and counted["torch_flop_counter_equals_2x_macs"]
-    code, out, _ = run_cli(capsys, "count", "igcv2_c64_d8", "--latency", "--repeats", "2", "--batch", "4")
+    code, out, _ = run_cli(capsys, "count", "igcv2_c64_d8", "--latency", "--batch", "4")
     assert code == 0 and "CPU latency" in out
 
 

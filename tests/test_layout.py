@@ -92,3 +92,27 @@ def test_module_sizes_stay_reviewable():
             assert lines <= 380, (name, lines)
         if name.startswith("igcnas.cli"):
             assert lines <= 300, (name, lines)
+
+
+# Clocks in a loop that are not latency figures: training wall time and images/s, and deadlines.
+CLOCK_LOOPS_ALLOWED = {"igcnas.evaluators.train": "epoch wall time, images/s and the trial time limit"}
+CLOCKS = {"perf_counter", "perf_counter_ns", "monotonic", "time", "process_time"}
+
+
+def _clock_calls(node: ast.AST) -> int:
+    return sum(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in CLOCKS
+               and isinstance(n.func.value, ast.Name) and n.func.value.id == "time" for n in ast.walk(node))
+
+
+def test_every_latency_figure_comes_from_the_one_timer():
+    """igcnas.evaluators.timing is the only timing loop: no other loop reads a clock twice per turn (a start
+    and a stop), and nothing else imports torch.utils.benchmark."""
+    for name, path in MODULES.items():
+        if name == "igcnas.evaluators.timing":
+            continue
+        tree = ast.parse(path.read_text())
+        assert not {m for m in imports_of(path) if m.startswith("torch.utils.benchmark")}, name
+        if name in CLOCK_LOOPS_ALLOWED:
+            continue
+        loops = [n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.While))]
+        assert not [n.lineno for n in loops if _clock_calls(n) >= 2], f"{name}: a timing loop of its own"

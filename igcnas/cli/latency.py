@@ -53,6 +53,9 @@ def register(sub: Any) -> None:
     p.add_argument("--calibration", type=int,
                    help="whole networks measured to calibrate the sum of parts (default: two per family and "
                         "width of the space, at least 16, or all it has; 0: the plain sum)")
+    p.add_argument("--holdout", type=int,
+                   help="other whole networks measured (twice) to state the table's own error, never fitted on "
+                        "(default: as many as --calibration; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks' draw (default 0)")
     p.add_argument("--force", action="store_true",
                    help="extend a table measured on another device or runtime (its figures stay as they are)")
@@ -76,17 +79,18 @@ def _shape(args: argparse.Namespace) -> tuple[int, int, int]:
 
 def cmd_latency_table(args: argparse.Namespace) -> int:
     from igcnas.cli._common import progress_bar
-    from igcnas.evaluators.latency import LatencyTable, build_table, runtime_timer
+    from igcnas.evaluators.latency import LatencyTable, build_table, runtime_runner
     from igcnas.nas.budget import Budget, parse_count
     from igcnas.nas.options import on_off
     from igcnas.search_space.spec import SearchSpec
 
     channels, size, classes = _shape(args)
-    runtime_timer(args.runtime, threads=args.threads)  # validates runtime and threads, and that it is installed
+    runtime_runner(args.runtime, threads=args.threads)  # validates runtime and threads, and that it is installed
     if args.batch < 1:
         raise BadInput(f"--batch must be an integer >= 1, got {args.batch}")
-    if args.calibration is not None and args.calibration < 0:
-        raise BadInput(f"--calibration must be an integer >= 0, got {args.calibration}")
+    for flag, value in (("--calibration", args.calibration), ("--holdout", args.holdout)):
+        if value is not None and value < 0:
+            raise BadInput(f"{flag} must be an integer >= 0, got {value}")
     spec = SearchSpec.for_data(in_channels=channels, input_size=size, num_classes=classes,
                                families=tuple(dict.fromkeys(args.family)) if args.family else None,
                                widths=tuple(args.width) if args.width else None, blocks=tuple(args.blocks),
@@ -103,18 +107,20 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     table = LatencyTable.load(out) if out.exists() else None
     with progress_bar("timing parts") as update:
         table = build_table(spec, runtime=args.runtime, threads=args.threads, batch=args.batch, table=table,
-                            fits=budget.admits, calibration=args.calibration, seed=args.seed, force=args.force,
-                            progress=update)
+                            fits=budget.admits, calibration=args.calibration, holdout=args.holdout, seed=args.seed,
+                            force=args.force, progress=update)
     table.save(out)
     summary = {"table": str(out), "parts": len(table.entries), "fingerprint": table.fingerprint.describe(),
-               "calibration": table.calibration.as_dict(), "build_seconds": table.build_seconds}
+               "calibration": table.calibration.as_dict(), "assessment": table.assessment.as_dict(),
+               "quality": table.quality_lines(), "build_seconds": table.build_seconds}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         c = table.calibration
-        families = "".join(f", {f} {v * 1000:+.1f} us" for f, v in sorted(c.per_part_by_family.items()))
         print(f"{out}: {len(table.entries)} parts timed on {table.fingerprint.describe()} in "
               f"{table.build_seconds:.0f} s; calibration {c.name!r} from {len(table.calibration_networks)} whole "
               f"networks: {c.scale:.3f} x sum of parts + {c.per_part * 1000:.1f} us per part after the first"
-              f"{families} + {c.offset * 1000:.1f} us")
+              f" + {c.offset * 1000:.1f} us")
+        for line in table.quality_lines():
+            print(line)
     return 0

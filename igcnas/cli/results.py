@@ -57,6 +57,8 @@ def register(sub: Any) -> None:
                    "(igc-nas latency-table on the target machine); the pick is timed again there")
     p.add_argument("--force-latency-table", action="store_true",
                    help="use a --latency-table measured on another device or runtime")
+    p.add_argument("--latency-table-min-share", type=float, metavar="SHARE",
+                   help="refuse a --latency-table whose own held-out share within +-10%% is below this (0-1)")
     p.add_argument("--retrain", action="store_true",
                    help="retrain the pick from scratch with the search's training settings before export")
     p.add_argument("--retrain-epochs", type=int, help="retrain for E epochs instead (implies --retrain)")
@@ -127,6 +129,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def _latency_table(args: argparse.Namespace, study: Any) -> Any:
     """The --latency-table, checked against this machine for the study's image shape."""
     from igcnas.evaluators.latency import LatencyTable
+    from igcnas.evaluators.latency_fit import require_share
     from igcnas.nas.records import StudyKey
 
     table = LatencyTable.load(args.latency_table)
@@ -135,12 +138,14 @@ def _latency_table(args: argparse.Namespace, study: Any) -> Any:
     table.check_here(input_size=int(spec.get("input_size", fp.input_size)),
                      in_channels=int(spec.get("in_channels", fp.in_channels)), force=args.force_latency_table,
                      source=f"--latency-table {args.latency_table}")
+    require_share(table.assessment, args.latency_table_min_share, source=f"--latency-table {args.latency_table}")
     return table
 
 
 def cmd_pick(args: argparse.Namespace) -> int:
     from igcnas.nas.pareto import pareto_front, trials_frame
     from igcnas.nas.pick import NothingFits, choose, export_model, latency_check, with_predicted_latency
+    from igcnas.evaluators.latency_fit import check_min_share
     from igcnas.nas.budget import Budget, parse_count
     from igcnas.nas.study import open_existing_study
 
@@ -149,6 +154,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
                     max_latency_ms=parse_count(args.max_latency_ms, "--max-latency-ms"))
     if args.force_latency_table and not args.latency_table:
         raise BadInput("--force-latency-table needs --latency-table PATH")
+    check_min_share(args.latency_table_min_share, has_table=bool(args.latency_table))
     if args.retrain_epochs is not None and args.retrain_epochs < 1:
         raise BadInput(f"--retrain-epochs must be >= 1, got {args.retrain_epochs}")
     if args.retrain or args.retrain_epochs is not None:
@@ -174,7 +180,9 @@ def cmd_pick(args: argparse.Namespace) -> int:
         from igcnas.search_space.config import config_from_dict
 
         _, notes = latency_check(config_from_dict(json.loads(row["config"])), table, float(row["latency_ms"]))
-        print(notes[0].removeprefix("- "))
+        notes += [f"- the latency table's {line}" for line in table.quality_lines()]
+        for note in notes:
+            print(note.removeprefix("- "))
     if not args.export:
         return 0
     front = pareto_front(df, with_latency=budget.max_latency_ms is not None)  # the front the pick was taken on

@@ -130,6 +130,9 @@ def cmd_search(args: argparse.Namespace) -> int:
               f"{options.storage_url}; {options.backend} backend, {options.sampler} sampler, {target} of "
               f"{options.epochs} epochs on {options.dataset}; early stopping {_rungs_text(options)}",
               file=sys.stderr, flush=True)
+        if prep.latency_table is not None:
+            print(f"latency table {options.latency_table} ({prep.latency_table.fingerprint.describe()}): "
+                  f"{prep.latency_table.quality_lines()[0]}", file=sys.stderr, flush=True)
 
     outcome = run_search(options, callbacks=[trial_line], on_ready=ready)
     report = outcome.report

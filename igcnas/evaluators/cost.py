@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
@@ -52,11 +50,12 @@ class MeasuredCosts:
 
 @dataclass(frozen=True)
 class Latency:
-    """Median milliseconds per forward pass at each batch size, and what they were measured with."""
+    """Milliseconds per forward pass at each batch size (:mod:`igcnas.evaluators.timing`'s figure), the
+    threads they were measured with, and whether the machine was too busy for a clean figure."""
 
     ms_by_batch: dict[int, float]
-    repeats: int
     threads: int
+    contended: bool = False
 
 
 @contextlib.contextmanager
@@ -111,36 +110,24 @@ def measure_latency(
     input_shape: tuple[int, int, int],
     *,
     batch_sizes: tuple[int, ...] = (1, 32),
-    repeats: int = 10,
-    warmup: int = 2,
     threads: int | None = None,
 ) -> Latency:
-    """Median wall time of ``repeats`` inference passes per batch size (after ``warmup`` passes)."""
-    if repeats < 1:
-        raise BadInput(f"repeats must be >= 1, got {repeats}")
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    """Inference latency per batch size, by the project's one timer (PyTorch eager, inference mode).
+
+    ``threads``: intra-op threads while timing (default: the process's setting). The model is left in
+    the mode it was in.
+    """
+    from igcnas.evaluators.latency import TorchRunner, time_modules
+
+    used = threads if threads is not None else torch.get_num_threads()
+    if isinstance(used, bool) or not isinstance(used, int) or used < 1:
+        raise BadInput(f"threads must be an integer >= 1, got {threads!r}")
     was_training = model.training
-    model.eval()
-    medians: dict[int, float] = {}
     try:
-        with torch.inference_mode():
-            for batch in batch_sizes:
-                x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
-                for _ in range(warmup):
-                    model(x)
-                times = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    model(x)
-                    times.append((time.perf_counter() - start) * 1000.0)
-                medians[batch] = statistics.median(times)
-        used_threads = torch.get_num_threads()
+        timings = {b: time_modules(TorchRunner(threads=used), [(model, input_shape)], b)[0] for b in batch_sizes}
     finally:
         model.train(was_training)
-        torch.set_num_threads(previous_threads)
-    return Latency(medians, repeats, used_threads)
+    return Latency({b: t.ms for b, t in timings.items()}, used, any(t.contended for t in timings.values()))
 
 
 def measure_config(config: NetworkConfig, *, form: str = "deployed") -> MeasuredCosts:

@@ -5,10 +5,9 @@ order (PyTorch eager against ONNX Runtime). Measuring every candidate network wo
 search; the parts they are built from repeat. A network here is a stem, a chain of units (blocks with
 their skip connection, the granularity at which the plan resolves shapes) and a tail (head 1x1, pooling,
 classifier). Each distinct part -- same family, same resolved shapes, same input size -- is timed once,
-in isolation, at a fixed batch and thread count; a network's latency is predicted as the sum over its
-parts plus a calibration fitted on whole networks measured once (:class:`Calibration`: an offset and a
-per-part term, per family when that predicts better; it absorbs what a part pays in isolation and not
-inside a network, such as a runtime's per-call cost).
+in isolation, at a fixed batch and thread count, by the project's one timer (:mod:`.timing`); a network's
+latency is predicted as the sum over its parts turned into a whole network's by a calibration fitted on
+whole networks (:mod:`.latency_fit`), and the table states its own error on networks held out from the fit.
 
 The table is tied to where it was measured (:class:`Fingerprint`: CPU model, cores, runtime and version,
 threads, batch, input shape): figures from another device or runtime are refused unless forced.
@@ -16,38 +15,40 @@ threads, batch, input shape): figures from another device or runtime are refused
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
-import tempfile
 import json
 import logging
-import math
 import os
-import statistics
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from igcnas.errors import BadInput
+from igcnas.evaluators.latency_fit import (Assessment, Calibration, assess, choose_calibration,
+                                          predict_from_features)
+from igcnas.evaluators.timing import Timing, note_reference, reference_us, time_calls
 from igcnas.models.onnx_export import cpu_name, export_onnx, ort_session
 from igcnas.search_space.config import NetworkConfig
 from igcnas.search_space.families import get_family
 from igcnas.search_space.plan import resolve
 
-__all__ = ["RUNTIMES", "TABLE_FORMAT", "Fingerprint", "Part", "PartKey", "LatencyTable", "network_parts", "part_keys",
-           "runtime_timer", "cpu_name", "measure_network_ms", "measure_networks_ms", "PASSES", "build_table", "space_configs", "sample_configs",
+__all__ = ["RUNTIMES", "TABLE_FORMAT", "Fingerprint", "Part", "PartKey", "LatencyTable", "Runner", "network_parts",
+           "part_keys", "runtime_runner", "time_modules", "input_shape", "cpu_name", "measure_networks",
+           "measure_network_ms", "measure_networks_ms", "build_table", "space_configs", "sample_configs",
            "choose_calibration", "Calibration"]
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnxruntime")
-TABLE_FORMAT = 1  # bumped when the keys or the timing method change (old tables are then refused)
-PASSES = 2  # every part (and calibration network) is timed this many times, in turns, keeping the fastest
+TABLE_FORMAT = 2  # bumped when the keys or the timing method change (old tables are then refused)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +67,7 @@ class Fingerprint:
     @classmethod
     def here(cls, *, runtime: str, threads: int, batch: int, input_size: int, in_channels: int) -> Fingerprint:
         return cls(cpu=cpu_name(), cores=os.cpu_count() or 1, runtime=runtime,
-                   runtime_version=runtime_timer(runtime, threads=threads).version, threads=threads, batch=batch,
+                   runtime_version=runtime_runner(runtime, threads=threads).version, threads=threads, batch=batch,
                    input_size=input_size, in_channels=in_channels)
 
     def differences(self, other: Fingerprint) -> list[str]:
@@ -146,60 +147,35 @@ def network_parts(config: NetworkConfig, model: nn.Module | None = None) -> list
     return [Part(k.key, k.label, k.input_shape, module) for k, module in zip(part_keys(config), modules, strict=True)]
 
 
-def _per_call_ms(call: Callable[[], Any], *, sample_ms: float = 3.0, samples: int = 9, warmup: int = 3) -> float:
-    """Milliseconds per call (fastest of ``samples`` samples), each sample a loop long enough for the clock (``sample_ms``)."""
-    for _ in range(warmup):
-        call()
-    loops = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(loops):
-            call()
-        elapsed = (time.perf_counter() - start) * 1000.0
-        if elapsed >= sample_ms or loops >= 1 << 14:
-            break
-        loops = min(1 << 14, max(loops * 2, int(loops * sample_ms / max(elapsed, 1e-3)) + 1))
-    times = []
-    for _ in range(samples):
-        start = time.perf_counter()
-        for _ in range(loops):
-            call()
-        times.append((time.perf_counter() - start) * 1000.0 / loops)
-    # The fastest sample: on a shared machine, other work only ever adds time, so the minimum is the
-    # steadiest estimate of what the part costs on its own (medians moved by 20% under load here).
-    return min(times)
+class Runner(Protocol):
+    """Runs a module on one runtime with a fixed number of threads: :meth:`prepare` gives the call to time.
 
-
-class Timer(Protocol):
-    """Times a module at a batch size on one runtime, with a fixed number of threads."""
+    Timing itself is :mod:`igcnas.evaluators.timing`'s, the same for every runtime.
+    """
 
     name: str
     version: str
     threads: int
 
-    def time_ms(self, module: nn.Module, input_shape: tuple[int, ...], batch: int) -> float: ...
+    def prepare(self, module: nn.Module, input_shape: tuple[int, ...], batch: int) -> Callable[[], Any]: ...
 
 
 @dataclass
-class TorchTimer:
-    """PyTorch eager, inference mode, ``threads`` intra-op threads."""
+class TorchRunner:
+    """PyTorch eager, inference mode, ``threads`` intra-op threads (set by the timer while it times)."""
 
     threads: int = 1
     name: str = "torch"
     version: str = field(default_factory=lambda: torch.__version__)
 
-    def time_ms(self, module: nn.Module, input_shape: tuple[int, ...], batch: int) -> float:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        was_training = module.training
+    def prepare(self, module: nn.Module, input_shape: tuple[int, ...], batch: int) -> Callable[[], Any]:
         module.eval()
         x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
-        try:
+
+        def call() -> None:
             with torch.inference_mode():
-                return _per_call_ms(lambda: module(x))
-        finally:
-            module.train(was_training)
-            torch.set_num_threads(previous)
+                module(x)
+        return call
 
 
 def onnx_bytes(module: nn.Module, input_shape: tuple[int, ...], batch: int) -> bytes:
@@ -219,13 +195,12 @@ def onnx_bytes(module: nn.Module, input_shape: tuple[int, ...], batch: int) -> b
 
 
 @dataclass
-class OrtTimer:
+class OrtRunner:
     """ONNX Runtime on the CPU: ``threads`` intra-op threads, sequential, all graph optimisations."""
 
     threads: int = 1
     name: str = "onnxruntime"
     version: str = ""
-    _exported: dict[tuple[Any, ...], tuple[nn.Module, bytes]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         from igcnas.models.onnx_export import require_onnx
@@ -235,54 +210,78 @@ class OrtTimer:
 
         self.version = onnxruntime.__version__
 
-    def time_ms(self, module: nn.Module, input_shape: tuple[int, ...], batch: int) -> float:
-        # A module timed again (the second pass) is not exported again: the export is most of the cost.
-        key = (id(module), tuple(input_shape), batch)
-        if key not in self._exported:
-            self._exported[key] = (module, onnx_bytes(module, input_shape, batch))  # the module kept: ids stay unique
-        session = ort_session(self._exported[key][1], threads=self.threads)
+    def prepare(self, module: nn.Module, input_shape: tuple[int, ...], batch: int) -> Callable[[], Any]:
+        session = ort_session(onnx_bytes(module.eval(), input_shape, batch), threads=self.threads)
         feed = {"images": np.random.default_rng(0).standard_normal((batch, *input_shape), dtype=np.float32)}
-        return _per_call_ms(lambda: session.run(None, feed))
+        return lambda: session.run(None, feed)
 
 
-def runtime_timer(runtime: str, *, threads: int) -> Timer:
+def runtime_runner(runtime: str, *, threads: int) -> Runner:
     if runtime not in RUNTIMES:
         raise BadInput(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise BadInput(f"--threads must be an integer >= 1, got {threads!r}")
-    return TorchTimer(threads=threads) if runtime == "torch" else OrtTimer(threads=threads)
+    return TorchRunner(threads=threads) if runtime == "torch" else OrtRunner(threads=threads)
+
+
+# Calls prepared and timed in turns at once: enough for a slow phase to be shared among many parts, few
+# enough that ONNX Runtime sessions (a few MB each) do not pile up.
+TURN_GROUP = 64
+
+
+def time_modules(runner: Runner, items: Sequence[tuple[nn.Module, tuple[int, ...]]], batch: int, *,
+                 progress: Callable[[int, int], None] | None = None) -> list[Timing]:
+    """Each ``(module, input_shape)`` timed on ``runner`` at ``batch`` (:func:`igcnas.evaluators.timing.time_calls`,
+    in turns, :data:`TURN_GROUP` at a time); modules are left in eval mode."""
+    out: list[Timing] = []
+    threads = runner.threads if runner.name == "torch" else None
+    for start in range(0, len(items), TURN_GROUP):
+        group = items[start:start + TURN_GROUP]
+        out += time_calls([runner.prepare(module, shape, batch) for module, shape in group], threads=threads)
+        if progress is not None:
+            progress(len(out), len(items))
+    return out
+
+
+def input_shape(config: NetworkConfig) -> tuple[int, int, int]:
+    return (config.in_channels, config.input_size, config.input_size)
+
+
+def measure_networks(configs: Sequence[NetworkConfig], fingerprint: Fingerprint,
+                     models: Sequence[nn.Module] | None = None, *,
+                     runner: Runner | None = None) -> list[Timing]:
+    """Whole networks (deployed form, as designed) timed in turns on the fingerprint's runtime, threads, batch."""
+    from igcnas.evaluators.cost import as_designed
+    from igcnas.models import build_model
+
+    if models is None:
+        models = [build_model(config, seed=0, form="deployed") for config in configs]
+    runner = runner or runtime_runner(fingerprint.runtime, threads=fingerprint.threads)
+    with contextlib.ExitStack() as stack:
+        for model in models:  # as the table's parts run (and as deployed), not the training fast path
+            stack.enter_context(as_designed(model))
+        return time_modules(runner, [(m, input_shape(c)) for c, m in zip(configs, models, strict=True)],
+                            fingerprint.batch)
 
 
 def measure_network_ms(config: NetworkConfig, fingerprint: Fingerprint, model: nn.Module | None = None) -> float:
     """A whole network's latency on the fingerprint's runtime, threads and batch (deployed form)."""
-    from igcnas.models import build_model
-
-    from igcnas.evaluators.cost import as_designed
-
-    if model is None:
-        model = build_model(config, seed=0, form="deployed")
-    timer = runtime_timer(fingerprint.runtime, threads=fingerprint.threads)
-    with as_designed(model):  # as the table's parts run (and as deployed), not the training fast path
-        return timer.time_ms(model, (config.in_channels, config.input_size, config.input_size), fingerprint.batch)
+    return measure_networks([config], fingerprint, None if model is None else [model])[0].ms
 
 
 def measure_networks_ms(configs: list[NetworkConfig], fingerprint: Fingerprint) -> list[float]:
-    """Whole networks' latencies, each the fastest of PASSES measurements made in turns over the list."""
-    from igcnas.models import build_model
-
-    models = [build_model(config, seed=0, form="deployed") for config in configs]
-    best = [math.inf] * len(configs)
-    for _ in range(PASSES):
-        for i, (config, model) in enumerate(zip(configs, models)):
-            best[i] = min(best[i], measure_network_ms(config, fingerprint, model=model))
-    return best
+    """:func:`measure_networks`' figures in milliseconds."""
+    return [t.ms for t in measure_networks(configs, fingerprint)]
 
 
 @dataclass
 class LatencyTable:
-    """Part latencies (ms) of one device and runtime, and the calibration that turns their sum into a network's.
+    """Part latencies (ms) of one device and runtime, the calibration that turns their sum into a network's,
+    and the table's own error on networks it was not fitted on.
 
     A network's prediction is its parts' sum turned into a whole network's latency by ``calibration``.
+    ``probe_us`` is the timer's fast-phase reference seen while the table was built
+    (:mod:`igcnas.evaluators.timing`): figures measured later against this table count blocks by it.
     """
 
     fingerprint: Fingerprint
@@ -290,7 +289,11 @@ class LatencyTable:
     labels: dict[str, str] = field(default_factory=dict)
     calibration: Calibration = field(default_factory=lambda: Calibration())
     calibration_networks: list[dict[str, Any]] = field(default_factory=list)
+    heldout_networks: list[dict[str, Any]] = field(default_factory=list)
+    assessment: Assessment = field(default_factory=Assessment)
+    probe_us: float | None = None
     build_seconds: float = 0.0
+    _figures: list[int] = field(default_factory=lambda: [0, 0], repr=False)  # [contended, all] of this build
 
     # ---- prediction -----------------------------------------------------------------------------------
     def missing(self, config: NetworkConfig) -> list[PartKey]:
@@ -306,25 +309,31 @@ class LatencyTable:
         return sum(self.entries[p.key] for p in parts), len(parts)
 
     def features(self, config: NetworkConfig) -> dict[str, Any]:
-        """What the calibration reads: the parts' sum and count, the family, the data at part boundaries."""
-        keys = part_keys(config)  # the plan resolved once per prediction (it runs before every trial)
-        total, n = self.parts_sum(config, keys)
-        boundary = sum(math.prod(k.input_shape) for k in keys[1:]) / 1000.0
-        return {"family": config.family, "parts_ms": total, "parts": n, "boundary_kilo_elements": boundary}
+        """What the calibration reads: the parts' sum and count (and the family, for reports)."""
+        total, n = self.parts_sum(config)
+        return {"family": config.family, "parts_ms": total, "parts": n}
 
     def predict(self, config: NetworkConfig) -> float:
-        features = self.features(config)
-        # A fitted line can go below zero far outside the networks it was fitted on; a network never costs
-        # less than a small share of its parts measured alone.
-        return max(self.calibration.apply(features), 0.25 * features["parts_ms"])
+        return predict_from_features(self.calibration, self.features(config))
 
     def covers(self, config: NetworkConfig) -> bool:
         return not self.missing(config)
 
+    def quality_lines(self) -> list[str]:
+        """What the table says of its own error (one line), and a line for each warning (below goal, busy)."""
+        return self.assessment.lines()
+
     # ---- building --------------------------------------------------------------------------------------
-    def add(self, configs: Iterable[NetworkConfig], *, progress: Callable[[int, int], None] | None = None) -> int:
+    def _runner(self, runner: Runner | None) -> Runner:
+        return runner or runtime_runner(self.fingerprint.runtime, threads=self.fingerprint.threads)
+
+    def _count(self, timings: Sequence[Timing]) -> None:
+        self._figures[0] += sum(t.contended for t in timings)
+        self._figures[1] += len(timings)
+
+    def add(self, configs: Iterable[NetworkConfig], *, progress: Callable[[int, int], None] | None = None,
+            runner: Runner | None = None) -> int:
         """Time every part of ``configs`` not yet in the table; returns how many were timed."""
-        timer = runtime_timer(self.fingerprint.runtime, threads=self.fingerprint.threads)
         todo: dict[str, Part] = {}
         for config in configs:
             self._check_shape(config)
@@ -333,27 +342,25 @@ class LatencyTable:
             for part in network_parts(config):
                 if part.key not in self.entries and part.key not in todo:
                     todo[part.key] = part
-        # Every part is timed in PASSES passes, minutes apart, and keeps its fastest: a burst of other work
-        # on the machine during one part's few milliseconds inflated single entries by up to 60% here.
-        best: dict[str, float] = {}
-        for round_index in range(PASSES):
-            for done, part in enumerate(todo.values(), 1):
-                ms = timer.time_ms(part.module, part.input_shape, self.fingerprint.batch)
-                best[part.key] = min(ms, best.get(part.key, math.inf))
-                if progress is not None:
-                    progress(round_index * len(todo) + done, PASSES * len(todo))
-        for part in todo.values():
-            self.entries[part.key] = round(best[part.key], 5)
+        parts = list(todo.values())
+        timings = time_modules(self._runner(runner), [(p.module, p.input_shape) for p in parts],
+                               self.fingerprint.batch, progress=progress)
+        self._count(timings)
+        for part, timing in zip(parts, timings):
+            self.entries[part.key] = round(timing.ms, 6)
             self.labels[part.key] = part.label
-        return len(todo)
+        return len(parts)
 
-    def calibrate(self, configs: list[NetworkConfig]) -> None:
-        """Fit the calibration on whole networks measured here (least squares; identity when too few)."""
+    def _rows(self, configs: Sequence[NetworkConfig], timings: Sequence[Timing]) -> list[dict[str, Any]]:
         from igcnas.search_space.enumerate import arch_id
 
-        measured = measure_networks_ms(configs, self.fingerprint)
-        rows = [{"arch": arch_id(config), **self.features(config), "measured_ms": ms}
-                for config, ms in zip(configs, measured)]
+        return [{"arch": arch_id(c), **self.features(c), "measured_ms": t.ms} for c, t in zip(configs, timings)]
+
+    def calibrate(self, configs: Sequence[NetworkConfig], *, runner: Runner | None = None) -> None:
+        """Fit the calibration on whole networks measured here (the form chosen by cross-validation)."""
+        timings = measure_networks(configs, self.fingerprint, runner=self._runner(runner))
+        self._count(timings)
+        rows = self._rows(configs, timings)
         if not rows:  # nothing new to fit on: an extended table keeps its calibration
             return
         # An extended table fits on its earlier networks too (their measurements stand), so that a table
@@ -361,6 +368,25 @@ class LatencyTable:
         new = {r["arch"] for r in rows}
         self.calibration_networks = [r for r in self.calibration_networks if r["arch"] not in new] + rows
         self.calibration = choose_calibration(self.calibration_networks)
+
+    def assess(self, configs: Sequence[NetworkConfig], *, runner: Runner | None = None) -> Assessment:
+        """Measure held-out networks twice (each time prepared afresh) and store the table's error on them.
+
+        ``configs`` must be networks the calibration was not fitted on; earlier held-out networks (from a
+        table being extended) stay and are judged with the current calibration.
+        """
+        runner = self._runner(runner)
+        first = measure_networks(configs, self.fingerprint, runner=runner)
+        second = measure_networks(configs, self.fingerprint, runner=runner)
+        self._count([*first, *second])
+        rows = [{**row, "repeat_ms": t.ms} for row, t in zip(self._rows(configs, first), second)]
+        fitted = {r["arch"] for r in self.calibration_networks}
+        new = {r["arch"] for r in rows}
+        self.heldout_networks = [r for r in self.heldout_networks if r["arch"] not in new | fitted] + rows
+        contended, total = self._figures
+        self.assessment = assess(self.calibration, [r for r in self.heldout_networks if r["arch"] not in fitted],
+                                 contended_share=contended / total if total else 0.0)
+        return self.assessment
 
     def _check_shape(self, config: NetworkConfig) -> None:
         fp = self.fingerprint
@@ -393,6 +419,8 @@ class LatencyTable:
         here = Fingerprint.here(runtime=fp.runtime, threads=fp.threads, batch=fp.batch, input_size=input_size,
                                 in_channels=in_channels)
         self.check(here, force=force, source=source)
+        if here == fp:  # this machine: its fast phase is the one the table's figures were taken in
+            note_reference(self.probe_us)
         return here
 
     def save(self, path: str | Path) -> Path:
@@ -400,7 +428,9 @@ class LatencyTable:
         path = Path(path)
         data = {"format": TABLE_FORMAT, "fingerprint": asdict(self.fingerprint),
                 "calibration": self.calibration.as_dict(), "calibration_networks": self.calibration_networks,
-                "build_seconds": self.build_seconds, "entries": self.entries, "labels": self.labels}
+                "heldout_networks": self.heldout_networks, "assessment": self.assessment.as_dict(),
+                "probe_us": self.probe_us, "build_seconds": self.build_seconds, "entries": self.entries,
+                "labels": self.labels}
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
         try:
@@ -433,93 +463,9 @@ class LatencyTable:
         return cls(fingerprint=Fingerprint(**data["fingerprint"]), entries=dict(data["entries"]),
                    labels=dict(data.get("labels", {})), calibration=Calibration(**data["calibration"]),
                    calibration_networks=list(data.get("calibration_networks", [])),
+                   heldout_networks=list(data.get("heldout_networks", [])),
+                   assessment=Assessment(**data.get("assessment", {})), probe_us=data.get("probe_us"),
                    build_seconds=float(data.get("build_seconds", 0.0)))
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """How a network's part latencies turn into its own: ``scale * sum + per_part(family) * (parts - 1) + offset``.
-
-    The per-part term is what a part pays in isolation and not inside a network, or the reverse: a
-    runtime's per-call cost, and, in ONNX Runtime, the layout conversions (to and from its blocked
-    NCHWc layout) every isolated part does at its edges while a network of plain convolutions stays in
-    that layout from unit to unit. The latter depends on the family, hence a term per family.
-    """
-
-    name: str = "sum"
-    scale: float = 1.0
-    per_part: float = 0.0
-    offset: float = 0.0
-    per_part_by_family: dict[str, float] = field(default_factory=dict)
-    per_kilo_element: float = 0.0  # per 1,000 activation elements crossing a part boundary (per image)
-
-    def apply(self, row: dict[str, Any]) -> float:
-        """The network's latency from its :func:`network_features` (``parts_ms``, ``parts``, ``family``, ...)."""
-        by_family = self.per_part_by_family
-        extra = by_family.get(row["family"], statistics.fmean(by_family.values()) if by_family else 0.0)
-        return (self.scale * row["parts_ms"] + (self.per_part + extra) * (row["parts"] - 1)
-                + self.per_kilo_element * row["boundary_kilo_elements"] + self.offset)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# The calibrations tried, simplest first: the terms each one fits (the scale stays 1 unless fitted).
-_CALIBRATIONS: dict[str, tuple[str, ...]] = {
-    "sum": (), "offset": ("offset",), "per_part": ("per_part", "offset"), "full": ("scale", "per_part", "offset"),
-    "full_boundary": ("scale", "per_part", "boundary", "offset"), "per_family": ("per_family", "offset"),
-    "per_family_scaled": ("scale", "per_family", "offset"),
-}
-
-
-def _fit(rows: list[dict[str, Any]], name: str) -> Calibration:
-    terms = _CALIBRATIONS[name]
-    if not terms:
-        return Calibration()
-    families = sorted({r["family"] for r in rows}) if "per_family" in terms else []
-    columns: list[tuple[str, Callable[[dict[str, Any]], float]]] = []
-    if "scale" in terms:
-        columns.append(("scale", lambda r: r["parts_ms"]))
-    if "per_part" in terms:
-        columns.append(("per_part", lambda r: r["parts"] - 1))
-    if "boundary" in terms:
-        columns.append(("boundary", lambda r: r["boundary_kilo_elements"]))
-    for family in families:
-        columns.append((f"family:{family}", lambda r, f=family: (r["parts"] - 1) * (r["family"] == f)))
-    columns.append(("offset", lambda r: 1.0))
-    design = np.array([[column(r) for _, column in columns] for r in rows], dtype=float)
-    target = np.array([r["measured_ms"] for r in rows])
-    fixed = 0.0 if "scale" in terms else np.array([r["parts_ms"] for r in rows])  # the sum at scale 1
-    weights = 1.0 / target  # relative errors matter: the acceptance is a share within +-10%
-    solved, *_ = np.linalg.lstsq(design * weights[:, None], (target - fixed) * weights, rcond=None)
-    values = dict(zip([label for label, _ in columns], (float(v) for v in solved)))
-    return Calibration(name=name, scale=values.get("scale", 1.0), per_part=values.get("per_part", 0.0),
-                       offset=values["offset"], per_part_by_family={f: values[f"family:{f}"] for f in families},
-                       per_kilo_element=values.get("boundary", 0.0))
-
-
-def choose_calibration(rows: list[dict[str, Any]], names: Iterable[str] = tuple(_CALIBRATIONS)) -> Calibration:
-    """The calibration with the smallest leave-one-out relative error on ``rows`` (plain sum when few).
-
-    More fitted terms are only kept when they predict networks left out of the fit better: with few or
-    similar calibration networks a many-term fit can match them and miss everything else.
-    """
-    best, best_error = Calibration(), float("inf")
-    families = len({r["family"] for r in rows})
-    for name in names:
-        terms = _CALIBRATIONS[name]
-        n_terms = len(terms) - ("per_family" in terms) + (families if "per_family" in terms else 0)
-        if len(rows) < n_terms + 3 or ("per_family" in terms and len(rows) < 3 * families):
-            continue
-        errors = []
-        for i, row in enumerate(rows):
-            fit = _fit(rows[:i] + rows[i + 1:], name)
-            errors.append(abs(fit.apply(row) / row["measured_ms"] - 1.0))
-        error = float(np.mean(errors)) if errors else 0.0
-        log.info("calibration %s: leave-one-out mean relative error %.3f", name, error)
-        if error < best_error - 1e-9:
-            best, best_error = _fit(rows, name), error
-    return best
 
 
 def space_configs(spec: Any, *, fits: Callable[[NetworkConfig], bool] | None = None) -> list[NetworkConfig]:
@@ -592,15 +538,30 @@ def calibration_size(spec: Any) -> int:
     return max(16, 2 * len(spec.families) * len(spec.widths))  # and enough to choose a fit on in small spaces
 
 
+def _draw(spec: Any, n: int, *, seed: int, fits: Callable[[NetworkConfig], bool] | None,
+          exclude: Iterable[NetworkConfig], default: bool, flag: str) -> list[NetworkConfig]:
+    """``n`` networks of ``spec`` not in ``exclude``; a default count takes what a small space has."""
+    try:
+        return sample_configs(spec, n, seed=seed, fits=fits, exclude=exclude) if n else []
+    except TooFew as few:
+        if not default:
+            raise BadInput(f"{flag} {n}: {few}") from None
+        return few.found
+
+
 def build_table(spec: Any, *, runtime: str, threads: int = 1, batch: int = 1, table: LatencyTable | None = None,
-                fits: Callable[[NetworkConfig], bool] | None = None, calibration: int | None = None, seed: int = 0,
-                force: bool = False, progress: Callable[[int, int], None] | None = None,
-                calibration_exclude: Iterable[NetworkConfig] = ()) -> LatencyTable:
-    """Time every part ``spec`` (within ``fits``) can produce that ``table`` lacks, then calibrate.
+                fits: Callable[[NetworkConfig], bool] | None = None, calibration: int | None = None,
+                holdout: int | None = None, seed: int = 0, force: bool = False,
+                progress: Callable[[int, int], None] | None = None,
+                calibration_exclude: Iterable[NetworkConfig] = (), runner: Runner | None = None) -> LatencyTable:
+    """Time every part ``spec`` (within ``fits``) can produce that ``table`` lacks, calibrate, then assess.
 
     A table measured on this device and runtime is extended (reusable across studies and spaces);
-    one measured elsewhere is refused unless ``force``. ``calibration_exclude``: networks never to
-    calibrate with (a benchmark's held-out networks).
+    one measured elsewhere is refused unless ``force``. ``calibration`` whole networks are measured to fit
+    the calibration, ``holdout`` others (default: as many) to state the table's own error
+    (:class:`~igcnas.evaluators.latency_fit.Assessment`). ``calibration_exclude``: networks never to
+    calibrate or assess with (a benchmark's own validation networks). ``runner``: how modules are run
+    (default: the runtime's; tests inject one).
     """
     start = time.perf_counter()
     here = Fingerprint.here(runtime=runtime, threads=threads, batch=batch, input_size=spec.input_size,
@@ -609,20 +570,21 @@ def build_table(spec: Any, *, runtime: str, threads: int = 1, batch: int = 1, ta
         table = LatencyTable(fingerprint=here)
     else:
         table.check(here, force=force)
+    table._figures = [0, 0]
     configs = space_configs(spec, fits=fits)
-    default = calibration is None
-    if default:
-        calibration = calibration_size(spec)
-    try:
-        calibrating = (sample_configs(spec, calibration, seed=seed, fits=fits, exclude=calibration_exclude)
-                       if calibration else [])
-    except TooFew as few:
-        if not default:
-            raise BadInput(f"--calibration {calibration}: {few}") from None
-        calibrating = few.found  # a small space: every network it has
-
+    excluded = list(calibration_exclude)
+    n_calibration = calibration_size(spec) if calibration is None else calibration
+    calibrating = _draw(spec, n_calibration, seed=seed, fits=fits, exclude=excluded, default=calibration is None,
+                        flag="--calibration")
+    n_holdout = len(calibrating) if holdout is None else holdout
+    heldout = _draw(spec, n_holdout, seed=seed + 7919, fits=fits, exclude=[*excluded, *calibrating],
+                    default=holdout is None, flag="--holdout")
     log.info("latency table: %d networks cover the space; timing the parts not yet in the table", len(configs))
-    table.add([*configs, *calibrating], progress=progress)
-    table.calibrate(calibrating)
+    table.add([*configs, *calibrating, *heldout], progress=progress, runner=runner)
+    table.calibrate(calibrating, runner=runner)
+    table.assess(heldout, runner=runner)
+    table.probe_us = min(table.probe_us or float("inf"), reference_us())
     table.build_seconds = round(table.build_seconds + time.perf_counter() - start, 1)
+    for line in table.quality_lines()[1:]:
+        log.warning("%s", line)
     return table

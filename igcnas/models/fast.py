@@ -27,7 +27,6 @@ import copy
 import ctypes
 import functools
 import logging
-import statistics
 import time
 from typing import Callable, Iterable
 
@@ -90,25 +89,23 @@ def _chain_blocks(model: nn.Module) -> Iterable[InterleavedBlock]:
 
 
 def _time_each(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each function, timed round-robin after one warm-up call each.
+    """Seconds per call of each function by the project's one timer (:mod:`igcnas.evaluators.timing`).
 
-    Round-robin, not one function after the other: a machine's speed drifts over seconds (clock, other
-    load), and drift must not decide between variants a few percent apart. Calls of half a second or
-    more are timed twice at most (their own length averages the noise).
+    In turns, not one function after the other: a machine's speed drifts over seconds (clock, other load,
+    the slow phases of a shared cloud machine), and drift must not decide between variants a few percent
+    apart. ``repeats`` blocks of each must count; calls of half a second or more (on average over the
+    warm-up) get at most two, and the whole comparison at most three times what those blocks take.
     """
-    slowest = 0.0
+    from igcnas.evaluators.timing import time_calls
+
+    start = time.perf_counter()
     for fn in fns.values():  # warm-up: one-off kernel selection, first-touch pages
-        start = time.perf_counter()
         fn()
-        slowest = max(slowest, time.perf_counter() - start)
-    rounds = repeats if slowest < 0.5 else min(repeats, 2)
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    typical = (time.perf_counter() - start) / max(1, len(fns))
+    rounds = repeats if typical < 0.5 else min(repeats, 2)
+    timings = time_calls(list(fns.values()), warmup=0, min_fast_blocks=rounds,
+                         max_seconds=max(1.0, 3.0 * rounds * typical * len(fns)))
+    return {name: timing.ms / 1000.0 for name, timing in zip(fns, timings)}
 
 
 # Timings are kept for the process's lifetime: a search builds many networks that share block shapes,

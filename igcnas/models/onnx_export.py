@@ -24,7 +24,6 @@ import importlib.util
 import itertools
 import logging
 import platform
-import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -46,8 +45,8 @@ log = logging.getLogger(__name__)
 ONNX_TOLERANCE = 1e-4
 _MODULES = ("onnx", "onnxscript", "onnxruntime")
 _INSTALL = "pip install 'igc-nas[onnx]'"
-# (batch, warm-up runs, timed runs): enough for a stable median of small networks in about a second.
-_LATENCY_PLAN = ((1, 10, 30), (32, 3, 10))
+# The batch sizes the export's check reports ONNX Runtime latency at.
+LATENCY_BATCHES = (1, 32)
 # torch's exporter warns once per process that torchvision's detection operators cannot be registered;
 # no network here uses them, so the warning is only noise on the terminal of `igc-nas pick`.
 _NOISY_LOGGER = "torch.onnx._internal.exporter._registration"
@@ -183,8 +182,8 @@ def check_onnx(model: nn.Module, path: str | Path, images: torch.Tensor, *, thre
     """Run the float32 batch ``images`` through ``model`` (eval) and the ONNX file; time ONNX Runtime.
 
     ``images`` must already be what the model sees (normalised). The input is fed by position, so
-    any input name works. Latency is the median over repeated runs, after warm-up, at batch 1 and 32
-    on random inputs of the same shape.
+    any input name works. Latency at batch 1 and 32 on random inputs of the same shape, by the project's
+    one timer (:mod:`igcnas.evaluators.timing`).
     """
     require_onnx()
     import onnxruntime as ort
@@ -207,18 +206,13 @@ def check_onnx(model: nn.Module, path: str | Path, images: torch.Tensor, *, thre
     max_abs_diff = float((got - expected).abs().max())
     flat_got, flat_expected = got.reshape(len(x), -1), expected.reshape(len(x), -1)
     agreement = float((flat_got.argmax(1) == flat_expected.argmax(1)).float().mean())
+    from igcnas.evaluators.timing import time_call
+
     generator = torch.Generator().manual_seed(0)
     latency: dict[int, float] = {}
-    for batch, warmup, repeats in _LATENCY_PLAN:
+    for batch in LATENCY_BATCHES:
         sample = {feed: torch.randn(batch, *x.shape[1:], generator=generator).numpy()}
-        for _ in range(warmup):
-            session.run(None, sample)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            session.run(None, sample)
-            times.append((time.perf_counter() - start) * 1000.0)
-        latency[batch] = statistics.median(times)
+        latency[batch] = time_call(lambda sample=sample: session.run(None, sample)).ms
     return OnnxCheck(max_abs_diff, agreement, len(x), ort.__version__, threads, cpu_name(), latency)
 
 
@@ -232,7 +226,7 @@ def report_lines(check: OnnxCheck, *, file_name: str = "model.onnx", input_name:
         f"- ONNX Runtime {check.ort_version}, threads: {check.threads}, CPU: {check.cpu}",
         f"- max |ONNX Runtime - PyTorch| of logits: {check.max_abs_diff:.2e} on {check.batch} validation images",
         f"- top-1 agreement ONNX Runtime vs PyTorch: {check.top1_agreement:.4f}",
-        "- ONNX Runtime latency (median): " + ", ".join(f"batch {b}: {ms:.3f} ms"
+        "- ONNX Runtime latency: " + ", ".join(f"batch {b}: {ms:.3f} ms"
                                                         for b, ms in sorted(check.latency_ms.items())),
         f"- load it with `onnxruntime.InferenceSession(\"DIR/{file_name}\")`, run "
         f"`session.run(None, {{\"{input_name}\": x}})` with x float32 (N, C, H, W), normalised like the data",

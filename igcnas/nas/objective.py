@@ -160,7 +160,7 @@ def evaluate_config(
             from igcnas.models.structured import decompose
 
             deployed = decompose(model)  # latency belongs to what is deployed, not to the training form
-        latency = time_model(deployed, shape, batch_sizes=(1,), repeats=5, warmup=1)
+        latency = time_model(deployed, shape, batch_sizes=(1,))
         evaluation.latency_ms = latency.ms_by_batch[1]
         evaluation.attrs[TrialKey.LATENCY_MS] = evaluation.latency_ms
         evaluation.attrs[TrialKey.LATENCY_SOURCE] = "measured"

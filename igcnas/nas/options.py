@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from igcnas.errors import BadInput
+from igcnas.evaluators.latency_fit import check_min_share
 from igcnas.evaluators.settings import DEVICE_CHOICES, PRECISIONS, STRUCTURED_MODES, TrainSettings
 from igcnas.nas.early_stopping import RungSchedule, fidelity_key
 from igcnas.nas.objectives import Objective, objectives_for
@@ -142,6 +143,10 @@ class SearchOptions:
         group="budget", metavar="PATH")
     force_latency_table: bool = option(False, "use a --latency-table measured on another device or runtime",
                                        group="budget", kind="store_true")
+    latency_table_min_share: float | None = option(
+        None, "refuse a --latency-table whose own held-out error is worse than this: the share of held-out "
+        "networks it predicts within +-10%% (0-1, e.g. 0.9; default: only warn below 0.9)", group="budget",
+        type=float, metavar="SHARE")
     # search
     n_trials: int = option(40, "trials to train in this run, to the end or stopped early (default 40)",
                            group="search", type=int)
@@ -267,6 +272,7 @@ class SearchOptions:
                 raise BadInput(f"{flag_of(name)} must be > 0, got {value!r}")
         if self.force_latency_table and self.latency_table is None:
             raise BadInput("--force-latency-table needs --latency-table PATH")
+        check_min_share(self.latency_table_min_share, has_table=self.latency_table is not None)
         if not 0.0 < self.val_fraction < 1.0:
             raise BadInput(f"--val-fraction must be between 0 and 1, got {self.val_fraction!r}")
         if self.study is not None and not self.study.strip():

@@ -130,11 +130,15 @@ def load_latency_table(options: SearchOptions, spec: SearchSpec) -> Any:
     that no trial finds a gap after the search has started.
     """
     from igcnas.evaluators.latency import LatencyTable, space_configs
+    from igcnas.evaluators.latency_fit import require_share
 
     path = options.latency_table
     table = LatencyTable.load(path)
     table.check_here(input_size=spec.input_size, in_channels=spec.in_channels, force=options.force_latency_table,
                      source=f"--latency-table {path}")
+    require_share(table.assessment, options.latency_table_min_share, source=f"--latency-table {path}")
+    for line in table.quality_lines()[1:]:  # below its goal, built on a busy machine
+        log.warning("--latency-table %s: %s", path, line)
     missing: dict[str, str] = {}
     for config in space_configs(spec, fits=options.budget.admits):
         missing.update((k.key, k.label) for k in table.missing(config))
@@ -154,7 +158,7 @@ def record_latency_source(study: Any, options: SearchOptions, table: Any) -> Non
     if table is not None:
         record = {"source": "predicted", "table": str(Path(options.latency_table).resolve()),
                   "fingerprint": asdict(table.fingerprint), "describe": table.fingerprint.describe(),
-                  "calibration": table.calibration.as_dict()}
+                  "calibration": table.calibration.as_dict(), "assessment": table.assessment.as_dict()}
     else:
         import torch
 

@@ -85,7 +85,8 @@ def test_dashboard_render(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_latency_prediction(tmp_path):
-    """``--quick`` (two families at one width, 12 validation networks) on every runtime installed here."""
+    """``--quick`` (two families at one width, 12 validation networks, one run) for both spaces on every runtime
+    installed here."""
     runtimes = ["torch"]
     try:
         import onnxruntime  # noqa: F401
@@ -96,11 +97,15 @@ def test_latency_prediction(tmp_path):
     out = tmp_path / "latency.json"
     run_bench("latency_prediction.py", "--quick", "--runtimes", ",".join(runtimes), "--json", out, timeout=270)
     result = read_json(out)
-    assert list(result["runtimes"]) == runtimes
-    for runtime, r in result["runtimes"].items():
-        assert set(r["predictors"]) == {"table", "table_global_calibration", "table_plain_sum", "macs_linear"}, runtime
-        assert r["validation_networks"] == len(r["rows"]) == 12, runtime
-        assert r["parts_timed"] > 0 and all(row["measured_ms"] > 0 and row["table"] > 0 for row in r["rows"]), runtime
+    assert list(result["summary"]) == ["digits", "cifar32"]
+    for name, by_runtime in result["runs"][0]["spaces"].items():
+        assert list(by_runtime) == runtimes
+        for runtime, r in by_runtime.items():
+            assert set(r["predictors"]) == {"table", "table_plain_sum", "macs_linear"}, (name, runtime)
+            assert len(r["rows"]) == 12 and r["self_reported"]["networks"] > 0, (name, runtime)
+            assert r["parts_timed"] > 0 and all(row["measured_ms"] > 0 and row["table"] > 0 for row in r["rows"])
+            assert result["summary"][name][runtime]["share_within_10pct"] == [r["predictors"]["table"][
+                "share_within_10pct"]]
 
 
 @pytest.mark.slow
@@ -232,3 +237,17 @@ def test_training_throughput(tmp_path):
     for name, by_batch in result["infer"].items():
         assert set(by_batch) == {"1", "128"}, name
         assert all(b["reference"] > 0 and b["fast"] > 0 for b in by_batch.values()), name
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_latency_noise(tmp_path):
+    """Two fresh processes, two networks, the old timer beside the one timer (one at a time and in turns)."""
+    out = tmp_path / "noise.json"
+    variants = "min_3ms,median_blocks,gated_min,gated_turns_min"
+    run_bench("latency_noise.py", "--processes", "2", "--gap", "0", "--n", "2", "--run-time", "0.05",
+              "--variants", variants, "--json", out, timeout=200)
+    result = read_json(out)
+    assert list(result["variants"]) == variants.split(",")
+    for variant, r in result["variants"].items():
+        assert len(r["per_network_ms"]) == 2 and all(len(v) == 2 and min(v) > 0 for v in r["per_network_ms"]), variant

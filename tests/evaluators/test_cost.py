@@ -76,12 +76,12 @@ def test_uncounted_operators_are_named_not_hidden():
     assert any("hardtanh" in op for op in measured.uncounted)  # ReLU6
 
 
-def test_latency_reports_medians_per_batch_and_threads():
+def test_latency_reports_a_figure_per_batch_and_threads():
     config = ZOO["igcv2_c64_d8"].config
     model = build_model(config)
-    latency = measure_latency(model, (3, 32, 32), batch_sizes=(1, 4), repeats=3, warmup=1, threads=1)
+    latency = measure_latency(model, (3, 32, 32), batch_sizes=(1, 4), threads=1)
     assert set(latency.ms_by_batch) == {1, 4}
-    assert all(v > 0 for v in latency.ms_by_batch.values())
+    assert 0 < latency.ms_by_batch[1] < latency.ms_by_batch[4]  # four images cost more than one
     assert latency.threads == 1
     assert model.training  # restored
 

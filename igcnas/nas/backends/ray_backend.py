@@ -337,6 +337,7 @@ def _run_settings(prep: Prepared) -> dict[str, Any]:
         # Trials are predicted on the driver (the table stays there); workers time the trained network on
         # the table's runtime, threads and batch.
         "latency_fingerprint": dataclasses.asdict(prep.latency_table.fingerprint) if prep.latency_table else None,
+        "latency_probe_us": prep.latency_table.probe_us if prep.latency_table else None,
         "cpus_per_trial": options.cpus_per_trial,
         "fidelity": options.fidelity,
         "trial_timeout": options.trial_timeout,

@@ -68,6 +68,7 @@ def trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
     from igcnas.evaluators.latency import Fingerprint
+    from igcnas.evaluators.timing import note_reference
     from igcnas.evaluators.train import TrainSettings, TrialDiverged, TrialLimitExceeded
     from igcnas.nas.budget import Budget
     from igcnas.nas.objective import evaluate_config
@@ -81,6 +82,10 @@ def trainable(config: dict[str, Any]) -> None:
         tune.report({"igcnas_status": TrialStatus.OVER_BUDGET})  # no objective values: pruned, never trained
         return
     torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
+    fingerprint = run.get("latency_fingerprint")
+    if fingerprint and Fingerprint(**fingerprint) == Fingerprint.here(**{k: fingerprint[k] for k in (
+            "runtime", "threads", "batch", "input_size", "in_channels")}):
+        note_reference(run.get("latency_probe_us"))  # a node of the table's kind counts blocks by its probe
     key = (run["dataset"], run["data_dir"], run["split_seed"], run["val_fraction"])
     if key not in _DATA_CACHE:
         _DATA_CACHE[key] = _load(run)
@@ -99,7 +104,6 @@ def trainable(config: dict[str, Any]) -> None:
 
     node = f"{ray.util.get_node_ip_address()} {ray.get_runtime_context().get_node_id()[:12]}"
     try:
-        fingerprint = run.get("latency_fingerprint")
         evaluation = evaluate_config(network, data, train_settings=settings, budget=Budget(**run["budget"]),
                                      measure_latency=run["measure_latency"], model_seed=seed, on_epoch=on_epoch,
                                      latency_fingerprint=Fingerprint(**fingerprint) if fingerprint else None)
