@@ -5,7 +5,8 @@ For each space (``digits``: the default search space of the bundled 8x8 digits; 
 Runtime), at ``--batch`` and ``--threads``, each of ``--runs`` fresh processes started one after another:
 
 1. draws the validation networks (``--n``, seed 101: the same networks in every run), spread over every
-   (family, width) cell of the space;
+   (family, width) cell of the space, at most half of any cell (the rest is the table's to calibrate and
+   assess on, as for a user);
 2. builds a latency table from scratch (``igc-nas latency-table``'s code path: every distinct part timed,
    calibration networks measured and fitted, held-out networks measured twice for the table's own error),
    never calibrating or assessing with a validation network;
@@ -78,9 +79,32 @@ def scores(predicted: list[float], measured: list[float]) -> dict:
             "spearman": round(spearman(predicted, measured), 4)}
 
 
+def validation_networks(spec: SearchSpec, n: int) -> list:
+    """``n`` networks spread over every (family, width) cell, at most half of any cell.
+
+    Dense and Xception have two networks per width: drawn whole into the validation set, the table could
+    neither calibrate nor assess itself on those families at all, which no user's table lacks.
+    """
+    from dataclasses import replace
+
+    from igcnas.search_space.enumerate import DesignSpace
+
+    sizes: dict[tuple[str, int], int] = {}
+    out = []
+    for config in sample_configs(spec, 3 * n, seed=101):
+        cell = (config.family, config.stages[0].width)
+        if cell not in sizes:
+            sizes[cell] = DesignSpace(replace(spec, families=(cell[0],), widths=(cell[1],))).count()
+        if sum((c.family, c.stages[0].width) == cell for c in out) < sizes[cell] // 2:
+            out.append(config)
+        if len(out) == n:
+            break
+    return out
+
+
 def run_one(runtime: str, spec: SearchSpec, *, n: int, calibration: int | None, batch: int, threads: int) -> dict:
     """One table built from scratch and judged on the validation networks (in this process)."""
-    validation = sample_configs(spec, n, seed=101)
+    validation = validation_networks(spec, n)
     start = time.perf_counter()
     table = build_table(spec, runtime=runtime, threads=threads, batch=batch, calibration=calibration, seed=0,
                         calibration_exclude=validation)
@@ -138,6 +162,11 @@ def across_runs(runs: list[dict], name: str, runtime: str) -> dict:
         for row in r["rows"]:
             by_arch.setdefault(row["arch_id"], []).append(row["measured_ms"])
     spreads = {a: (max(v) - min(v)) / statistics.median(v) for a, v in by_arch.items() if len(v) == len(runs)}
+    predicted: dict[str, list[float]] = {}
+    for r in per_run:
+        for row in r["rows"]:
+            predicted.setdefault(row["arch_id"], []).append(row["table"])
+    moved = [(max(v) - min(v)) / statistics.median(v) for v in predicted.values() if len(v) == len(runs)]
     floor = [all(abs(x / statistics.median(v) - 1) <= 0.10 for x in v) for v in by_arch.values()]
     out = {"share_within_10pct": [r["predictors"]["table"]["share_within_10pct"] for r in per_run],
            "self_reported_share": [r["self_reported"]["share_within_10pct"] for r in per_run],
@@ -148,7 +177,9 @@ def across_runs(runs: list[dict], name: str, runtime: str) -> dict:
     if len(runs) > 1 and spreads:
         out.update(repeat_spread_median=round(statistics.median(spreads.values()), 4),
                    repeat_spread_worst=round(max(spreads.values()), 4),
-                   repeat_floor_share=round(sum(floor) / len(floor), 4))
+                   repeat_floor_share=round(sum(floor) / len(floor), 4),
+                   prediction_spread_median=round(statistics.median(moved), 4),
+                   prediction_spread_worst=round(max(moved), 4))
     return out
 
 
@@ -164,6 +195,8 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=30.0, help="seconds between runs (default 30)")
     parser.add_argument("--quick", action="store_true", help="two families, one width, 12 networks, one run (smoke)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--from-runs", nargs="+", metavar="RUN_JSON",
+                        help="no measuring: summarise the per-run files an earlier --json wrote (PATH.runN)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads == 0:
@@ -174,14 +207,16 @@ def main() -> int:
         print(json.dumps(worker(args)))
         return 0
     forwarded = [a for a in sys.argv[1:] if a not in ("--quick",)] + (["--quick"] if args.quick else [])
-    runs = []
-    for index in range(args.runs):
+    runs = [json.loads(Path(path).read_text()) for path in args.from_runs or []]
+    for index in range(0 if runs else args.runs):
         if index:
             time.sleep(args.gap)
         print(f"run {index + 1}/{args.runs} (fresh process, tables rebuilt from scratch)", file=sys.stderr, flush=True)
         done = subprocess.run([sys.executable, __file__, *forwarded, "--worker"], stdout=subprocess.PIPE, text=True,
                               check=True)
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        if args.json:  # each run as it ends: a long benchmark's first runs can be read before the last ends
+            Path(f"{args.json}.run{index + 1}").write_text(json.dumps(runs[-1], indent=1))
     summary = {name: {runtime: across_runs(runs, name, runtime) for runtime in args.runtimes.split(",")}
                for name in args.spaces.split(",")}
     print(f"{len(runs)} run(s), batch {args.batch}, {args.threads} thread(s); "
@@ -200,6 +235,11 @@ def main() -> int:
             print(f"{name:<8} {runtime:<12} {shares:<22} {own:<20} {spread:<16} {floor:>6}  {forms}")
     print("(repeat spread: the same network's measured latency, (max - min) / median over runs, median / worst over"
           " networks; floor: share of networks whose every run is within +-10% of their median)")
+    for name, by_runtime in summary.items():
+        for runtime, s in by_runtime.items():
+            if "prediction_spread_median" in s:
+                print(f"{name:<8} {runtime:<12} the same network's prediction from run to run: "
+                      f"{s['prediction_spread_median']:.1%} apart (median), {s['prediction_spread_worst']:.1%} (worst)")
     for name, by_runtime in summary.items():
         for runtime, s in by_runtime.items():
             print(f"{name:<8} {runtime:<12} bare sum of parts: {' '.join(f'{x:.3f}' for x in s['plain_sum_share'])}; "

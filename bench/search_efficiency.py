@@ -349,11 +349,14 @@ def summarise(ds: str, runs: dict, bounds: dict, times: list, fine: list, args) 
         fine_curves = {s: hv_curve(points, bounds, fine) for s, points in by_seed.items()}
         at = [[curves[s][i] for s in curves] for i in range(len(times))]
         counts = [len(p) for p in by_seed.values()]
+        # a trial running when the budget ran out still completes, after the last checkpoint: it counts as
+        # completed but not in the hypervolume, which only sees trials done within the budget
+        in_budget = [sum(1 for point in p if point[0] <= times[-1]) for p in by_seed.values()]
         result["methods"][method] = {
             "median": [med(v) for v in at], "min": [min(v) for v in at], "max": [max(v) for v in at],
             "per_seed": curves, "fine_median": [med([fine_curves[s][i] for s in fine_curves])
                                                 for i in range(len(fine))],
-            "completed_trials": counts,
+            "completed_trials": counts, "completed_within_budget": in_budget,
         }
         cells = "".join(f"{med(v):.4f} [{min(v):.3f}-{max(v):.3f}]".rjust(22) for v in at)
         print(f"{method:<13}{cells}{med(counts):>17.0f}")

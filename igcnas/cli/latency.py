@@ -55,7 +55,7 @@ def register(sub: Any) -> None:
                         "width of the space, at least 16, or all it has; 0: the plain sum)")
     p.add_argument("--holdout", type=int,
                    help="other whole networks measured (twice) to state the table's own error, never fitted on "
-                        "(default: as many as --calibration; 0: none)")
+                        "(default: as many as --calibration, at least 48, or all the space has left; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks' draw (default 0)")
     p.add_argument("--force", action="store_true",
                    help="extend a table measured on another device or runtime (its figures stay as they are)")

@@ -209,7 +209,10 @@ def test_search_efficiency(tmp_path, run):
     assert list(digits["methods"]) == list(methods)
     for method, m in digits["methods"].items():
         assert m["completed_trials"][0] >= 1, f"{method} completed no trial in {budget:g} s"
-        assert max(m["median"]) > 0, method
+        # the hypervolume is positive exactly when a trial with some accuracy finished within the budget (on a
+        # slow machine the one trial a method completes may finish after it)
+        assert all(b >= a >= 0 for a, b in zip(m["median"], m["median"][1:])), (method, m["median"])
+        assert (m["median"][-1] > 0) == (m["completed_within_budget"][0] >= 1), (method, m)
     if run == "without_ray":
         assert "optimiser_share_median_hv" in result and "time_fraction_to_random_final_hv" in result
     assert (tmp_path / "search.html").stat().st_size > 0

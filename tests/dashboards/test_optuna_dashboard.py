@@ -55,7 +55,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, float]
     """A tiny real search with a latency budget and a table that underestimates: (storage URL, study, budget)."""
     out = tmp_path_factory.mktemp("odsearch")
     table_path = out / "table.json.gz"
-    assert main(["latency-table", "--out", str(table_path), *SPACE, "--calibration", "0"]) == 0
+    assert main(["latency-table", "--out", str(table_path), *SPACE, "--calibration", "0", "--holdout", "0"]) == 0
     table = LatencyTable.load(table_path)
     table.entries = {k: v / UNDERESTIMATE for k, v in table.entries.items()}
     table.save(table_path)

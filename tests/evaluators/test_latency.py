@@ -37,7 +37,7 @@ SMALL = SearchSpec.for_data(**DIGITS, families=("igcv3", "xception", "igcv2"), w
 @pytest.fixture(scope="module")
 def small_table(tmp_path_factory):
     """A torch table of the small space (a few seconds), saved to a file."""
-    table = build_table(SMALL, runtime="torch", threads=1, batch=1, calibration=5, seed=0)
+    table = build_table(SMALL, runtime="torch", threads=1, batch=1, calibration=5, holdout=5, seed=0)
     path = tmp_path_factory.mktemp("latency") / "table.json.gz"
     table.save(path)
     return path
@@ -115,7 +115,7 @@ def test_a_table_states_its_own_error_on_networks_it_was_not_fitted_on(small_tab
     table = LatencyTable.load(small_table)
     fitted = {r["arch"] for r in table.calibration_networks}
     held = table.heldout_networks
-    assert len(held) == 5 and not fitted & {r["arch"] for r in held}  # the default: as many as calibrated on
+    assert len(held) == 5 and not fitted & {r["arch"] for r in held}
     errors = [abs(table.calibration.apply(r) / r["measured_ms"] - 1) for r in held]
     a = table.assessment
     assert a.networks == 5 and a.share_within_10pct == pytest.approx(sum(e <= 0.1 for e in errors) / 5)
@@ -309,7 +309,7 @@ def test_a_table_built_for_a_budget_serves_a_search_with_that_budget(tmp_path):
 
         return closed_form_costs(config).params <= limit
 
-    table = build_table(spec, runtime="torch", calibration=0, fits=fits)
+    table = build_table(spec, runtime="torch", calibration=0, holdout=0, fits=fits)
     assert any(not table.covers(c) for c in space_configs(spec))  # it really lacks the larger networks' parts
     path = table.save(tmp_path / "t.json.gz")
     options = SearchOptions(output_dir=str(tmp_path), study="b", families=spec.families, widths=spec.widths,
@@ -325,10 +325,10 @@ def test_extending_a_table_keeps_its_calibration_networks(small_table, tmp_path)
     table = LatencyTable.load(small_table)
     before = {r["arch"] for r in table.calibration_networks}
     more = SearchSpec.for_data(**DIGITS, families=("igcv3",), widths=(16,), blocks=(1,))
-    extended = build_table(more, runtime="torch", table=table, calibration=3, seed=1)
+    extended = build_table(more, runtime="torch", table=table, calibration=3, holdout=3, seed=1)
     assert before < {r["arch"] for r in extended.calibration_networks}
     assert len(extended.entries) > len(LatencyTable.load(small_table).entries)
-    unchanged = build_table(more, runtime="torch", table=extended, calibration=0)
+    unchanged = build_table(more, runtime="torch", table=extended, calibration=0, holdout=0)
     assert unchanged.calibration == extended.calibration  # nothing new measured: the fit stays
 
 

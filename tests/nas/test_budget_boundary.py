@@ -68,7 +68,7 @@ def test_a_budget_on_a_networks_own_costs_admits_it_everywhere(tmp_path):
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("boundary") / "table.json.gz"
-    build_table(SPACE, runtime="torch", threads=1, batch=1, calibration=4, seed=0).save(path)
+    build_table(SPACE, runtime="torch", threads=1, batch=1, calibration=4, holdout=4, seed=0).save(path)
     return path
 
 
