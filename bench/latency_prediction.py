@@ -102,12 +102,13 @@ def validation_networks(spec: SearchSpec, n: int) -> list:
     return out
 
 
-def run_one(runtime: str, spec: SearchSpec, *, n: int, calibration: int | None, batch: int, threads: int) -> dict:
+def run_one(runtime: str, spec: SearchSpec, *, n: int, calibration: int | None, holdout: int | None, batch: int,
+            threads: int) -> dict:
     """One table built from scratch and judged on the validation networks (in this process)."""
     validation = validation_networks(spec, n)
     start = time.perf_counter()
-    table = build_table(spec, runtime=runtime, threads=threads, batch=batch, calibration=calibration, seed=0,
-                        calibration_exclude=validation)
+    table = build_table(spec, runtime=runtime, threads=threads, batch=batch, calibration=calibration,
+                        holdout=holdout, seed=0, calibration_exclude=validation)
     build_seconds = time.perf_counter() - start
     timings = measure_networks(validation, table.fingerprint)
     cal = table.calibration_networks
@@ -149,7 +150,8 @@ def worker(args: argparse.Namespace) -> dict:
         for runtime in args.runtimes.split(","):
             print(f"  {name} / {runtime} ...", file=sys.stderr, flush=True)
             result["spaces"][name][runtime] = run_one(runtime, spec, n=args.n, calibration=args.calibration,
-                                                      batch=args.batch, threads=args.threads)
+                                                      holdout=args.holdout, batch=args.batch,
+                                                      threads=args.threads)
     result["load_average_at_end"] = round(os.getloadavg()[0], 2)
     return result
 
@@ -190,10 +192,12 @@ def main() -> int:
     parser.add_argument("--runtimes", default="torch,onnxruntime")
     parser.add_argument("--n", type=int, default=80, help="validation networks per space (default 80)")
     parser.add_argument("--calibration", type=int, help="calibration networks (default: two per family and width)")
+    parser.add_argument("--holdout", type=int,
+                        help="networks the table assesses itself on (default: the table's, at least 48)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (0: all cores)")
     parser.add_argument("--gap", type=float, default=30.0, help="seconds between runs (default 30)")
-    parser.add_argument("--quick", action="store_true", help="two families, one width, 12 networks, one run (smoke)")
+    parser.add_argument("--quick", action="store_true", help="two families, one width, 12 networks (6 to calibrate, 6 held out), one run (smoke)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--from-runs", nargs="+", metavar="RUN_JSON",
                         help="no measuring: summarise the per-run files an earlier --json wrote (PATH.runN)")
@@ -202,7 +206,7 @@ def main() -> int:
     if args.threads == 0:
         args.threads = os.cpu_count() or 1
     if args.quick:
-        args.n, args.calibration, args.runs = 12, 6, 1
+        args.n, args.calibration, args.holdout, args.runs = 12, 6, 6, 1
     if args.worker:
         print(json.dumps(worker(args)))
         return 0

@@ -18,7 +18,7 @@ bare loop's images/s. Both run on CIFAR-shaped data (50,000 synthetic 32x32 imag
 extrapolated from the timed steps on a CPU, and labelled so).
 
     python bench/training_throughput.py [--device cpu|cuda] [--only all|trainer|train|infer] [--rounds 3]
-        [--repeats 3] [--steps 4] [--infer-rounds N] [--json PATH] [--quick]
+        [--repeats 3] [--steps 4] [--infer-rounds N] [--infer-batch 128] [--json PATH] [--quick]
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def measure_trainer(names: list[str], device_name: str, rounds: int, steps: int,
     return out
 
 
-def measure_inference(names: list[str], repeats: int) -> dict:
+def measure_inference(names: list[str], repeats: int, large_batch: int = 128) -> dict:
     """Reference and ``optimize_for_inference`` of each network timed alternately in one process.
 
     Inference needs no process-wide setting (the allocator is configured for training only), so the two
@@ -204,7 +204,7 @@ def measure_inference(names: list[str], repeats: int) -> dict:
         shape = (config.in_channels, config.input_size, config.input_size)
         model = build_model(config, seed=0).eval()
         out[name] = {}
-        for b in (1, 128):
+        for b in (1, large_batch):
             runner = optimize_for_inference(model, shape, batch=b)
             variant = runner.igcnas_variant
             x = torch.randn(b, *shape)
@@ -235,6 +235,8 @@ def main() -> int:
     parser.add_argument("--infer-rounds", type=int, default=1,
                         help="rounds that also measure inference (default 1: the two sides already alternate "
                              "call by call, and the full zoo at batch 128 takes a quarter of an hour)")
+    parser.add_argument("--infer-batch", type=int, default=128,
+                        help="the large batch inference is measured at, beside batch 1 (default 128)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--device", default="cpu", help="where the trainer-vs-bare-loop runs (cpu, cuda, cuda:N)")
     parser.add_argument("--precision", help="fp32, bf16 or fp16 for the trainer run (default: the device's)")
@@ -251,7 +253,7 @@ def main() -> int:
     if args.quick:
         infer = ["igcv2_c64_d20", "xception_c35_d20"]
     if args.worker == "infer":
-        print(json.dumps(measure_inference(infer, args.repeats)))
+        print(json.dumps(measure_inference(infer, args.repeats, args.infer_batch)))
         return 0
     if args.worker == "trainer":
         print(json.dumps(measure_trainer(TRAINER_NETWORKS, args.device, args.rounds, args.trainer_steps,
@@ -287,7 +289,8 @@ def main() -> int:
     # measure_inference).
     results: dict = {}
     infer_runs: list[dict] = []
-    common = ["--repeats", str(args.repeats), "--steps", str(args.steps), "--batch", str(args.batch)]
+    common = ["--repeats", str(args.repeats), "--steps", str(args.steps), "--batch", str(args.batch),
+              "--infer-batch", str(args.infer_batch)]
     common += ["--quick"] if args.quick else []
     for round_ in range(args.rounds):
         order = ("reference", "fast") if round_ % 2 == 0 else ("fast", "reference")
@@ -325,12 +328,12 @@ def main() -> int:
               f"{row['train_speedup_vs_reference']:>8.2f}x{row['train_ratio_vs_xception_c35_d20']:>17.2f}x")
     print(f"\ninference images/s, fast / reference (median of {len(infer_runs)} rounds x {args.repeats} "
           "alternating repeats; variant chosen by timing, most frequent shown)")
-    print(f"{'network':<26}{'batch 1':>28}{'batch 128':>28}")
+    print(f"{'network':<26}{'batch 1':>28}{f'batch {args.infer_batch}':>28}")
     slower = []
     for name in infer:
         cells = []
         summary["infer"][name] = {}
-        for b in ("1", "128"):
+        for b in ("1", str(args.infer_batch)):
             r = [v for run in infer_runs for v in run[name][b]["reference"]]
             f = [v for run in infer_runs for v in run[name][b]["fast"]]
             variants = [run[name][b]["variant"] for run in infer_runs]

@@ -222,12 +222,12 @@ def test_search_efficiency(tmp_path, run):
 @pytest.mark.timeout(240)
 def test_training_throughput(tmp_path):
     """The two headline networks (``--quick``), every part (trainer vs bare loop, reference vs fast training,
-    inference at batch 1 and 128), one round of one step at batch 8."""
+    inference at batch 1 and 8), one round of one step at batch 8."""
     from training_throughput import TRAINER_NETWORKS, TRAIN_NETWORKS
 
     out = tmp_path / "throughput.json"
     run_bench("training_throughput.py", "--quick", "--repeats", "1", "--rounds", "1", "--steps", "1", "--batch", "8",
-              "--trainer-steps", "2", "--json", out, timeout=210)
+              "--trainer-steps", "2", "--infer-batch", "8", "--json", out, timeout=210)
     result = read_json(out)
     headline = TRAIN_NETWORKS[:2]
     assert set(result["trainer_vs_bare_loop"]["networks"]) == set(TRAINER_NETWORKS)
@@ -238,7 +238,7 @@ def test_training_throughput(tmp_path):
         assert row["reference"]["median"] > 0 and row["fast"]["median"] > 0, name
     assert set(result["infer"]) == set(headline)
     for name, by_batch in result["infer"].items():
-        assert set(by_batch) == {"1", "128"}, name
+        assert set(by_batch) == {"1", "8"}, name
         assert all(b["reference"] > 0 and b["fast"] > 0 for b in by_batch.values()), name
 
 
