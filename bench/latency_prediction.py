@@ -198,6 +198,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (0: all cores)")
     parser.add_argument("--gap", type=float, default=30.0, help="seconds between runs (default 30)")
     parser.add_argument("--quick", action="store_true", help="two families, one width, 12 networks (6 to calibrate, 6 held out), one run (smoke)")
+    parser.add_argument("--no-keep-memory", action="store_true",
+                        help="leave glibc's malloc defaults while timing (the part switched off, for comparison)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--from-runs", nargs="+", metavar="RUN_JSON",
                         help="no measuring: summarise the per-run files an earlier --json wrote (PATH.runN)")
@@ -207,6 +209,8 @@ def main() -> int:
         args.threads = os.cpu_count() or 1
     if args.quick:
         args.n, args.calibration, args.holdout, args.runs = 12, 6, 6, 1
+    if args.no_keep_memory:
+        os.environ["IGCNAS_TIMER_KEEP_MEMORY"] = "0"  # read by the timer in the worker processes
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
@@ -223,7 +227,8 @@ def main() -> int:
             Path(f"{args.json}.run{index + 1}").write_text(json.dumps(runs[-1], indent=1))
     summary = {name: {runtime: across_runs(runs, name, runtime) for runtime in args.runtimes.split(",")}
                for name in args.spaces.split(",")}
-    print(f"{len(runs)} run(s), batch {args.batch}, {args.threads} thread(s); "
+    memory = "glibc malloc defaults (--no-keep-memory)" if args.no_keep_memory else "freed memory kept while timing"
+    print(f"{len(runs)} run(s), batch {args.batch}, {args.threads} thread(s), {memory}; "
           f"{runs[0]['spaces'][args.spaces.split(',')[0]][args.runtimes.split(',')[0]]['fingerprint']}")
     print(f"{'space':<8} {'runtime':<12} {'within 10% per run':<22} {'self-reported':<20} {'repeat spread':<16} "
           f"{'floor':>6}  calibration per run")

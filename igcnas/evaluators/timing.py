@@ -26,6 +26,13 @@ the fast phase (probes within 25% of the fastest), left 6-20% between processes.
 When too few blocks were at full speed within the time allowed (a machine busy throughout),
 :attr:`Timing.contended` says so: the figure may be high.
 
+Between processes minutes apart PyTorch eager moves more than that (5-12% median in
+``bench/latency_prediction.py``), partly by memory: with glibc's defaults each call's larger activations
+are mapped and faulted in afresh, at a cost that changes with the host. The timer keeps freed memory in the
+heap (:func:`steady_memory`). In the benchmark, three runs with it repeated within 2.9% / 4.1% (median,
+digits / 32x32) and the three without it right after within 6.4% / 11.8%; a later three with it, on a
+machine its own tables flagged as busy, 4.8% / 10.1%: what remains is the machine's.
+
 Several calls (a table's parts) are timed together in turns (:func:`time_calls`), so that one slow phase
 delays every call a little instead of one call a lot. Blocks are timed with ``torch.utils.benchmark``'s
 ``Timer`` (which also fixes the thread count for the duration).
@@ -44,8 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["Timing", "time_call", "time_calls", "probe_us", "reference_us", "note_reference", "FAST_TOLERANCE", "PHASE_TOLERANCE",
-           "MIN_FAST_BLOCKS", "MAX_SECONDS", "MAX_GROUP_SECONDS", "BLOCK_MS"]
+__all__ = ["Timing", "time_call", "time_calls", "probe_us", "reference_us", "note_reference", "steady_memory",
+           "FAST_TOLERANCE", "PHASE_TOLERANCE", "MIN_FAST_BLOCKS", "MAX_SECONDS", "MAX_GROUP_SECONDS", "BLOCK_MS"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +178,46 @@ class Timing:
     contended: bool
 
 
+# glibc's mallopt parameters (malloc.h) and the values the timer sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEEP_MMAP_BELOW = 32 << 20  # glibc's largest allowed mmap threshold on 64-bit
+_KEEP_TRIM_BELOW = 1 << 30
+
+
+class _Memory:
+    steadied: bool | None = None  # None: not tried yet; False: not glibc, or refused
+
+
+def steady_memory() -> bool:
+    """Keep freed memory in this process's heap from now on (glibc only; once per process).
+
+    Why. PyTorch eager allocates every call's activations afresh. With glibc's defaults, blocks above the
+    mmap threshold (128 KiB at first) are mapped for each call and unmapped when freed, and the top of the
+    heap is returned to the system once more than the trim threshold is free, so the next call faults its
+    pages in again; what that costs on a shared cloud machine changes from minute to minute. Measured here on
+    one 32x32 IGC-V3 network (activations of 512 KiB, one thread): across four processes the median block
+    took 2.71-3.15 ms with glibc's defaults and 2.72-2.82 ms with the thresholds below, the slowest block
+    3.42-3.48 and 2.80-3.02 ms. ONNX Runtime plans its own memory arena and repeats within 1.4% across
+    processes either way. The effect is process-wide: a process that timed something keeps up to 1 GiB of
+    freed memory for reuse instead of returning it. ``IGCNAS_TIMER_KEEP_MEMORY=0`` leaves glibc's defaults
+    (for comparison: ``bench/latency_prediction.py --no-keep-memory``).
+    """
+    if _Memory.steadied is None:
+        _Memory.steadied = False
+        if os.environ.get("IGCNAS_TIMER_KEEP_MEMORY", "1") == "0":
+            return False
+        try:
+            import ctypes
+
+            mallopt = ctypes.CDLL(None).mallopt
+            if platform.libc_ver()[0] == "glibc":
+                _Memory.steadied = bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_MMAP_BELOW)
+                                        and mallopt(_M_TRIM_THRESHOLD, _KEEP_TRIM_BELOW))
+        except (OSError, AttributeError) as exc:  # not glibc: the figures may move more between processes
+            log.debug("malloc thresholds not set: %s", exc)
+    return _Memory.steadied
+
+
 def _calls_per_block(call: Callable[[], Any]) -> int:
     start = time.perf_counter()
     call()
@@ -189,6 +236,7 @@ def time_calls(calls: Sequence[Callable[[], Any]], *, threads: int | None = None
 
     if not calls:
         return []
+    steady_memory()
     limit = min(MAX_SECONDS * len(calls), MAX_GROUP_SECONDS) if max_seconds is None else max_seconds
     kwargs = {"num_threads": threads} if threads is not None else {}
     timers = [Timer(stmt="call()", globals={"call": call}, **kwargs) for call in calls]

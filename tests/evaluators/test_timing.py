@@ -7,6 +7,11 @@ speed of this machine; the figures compared are the simulated call's own two dur
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import subprocess
+import sys
 import time
 
 import pytest
@@ -77,3 +82,40 @@ def test_calls_timed_in_turns_keep_their_order_and_share_the_reference(machine, 
     assert all(not r.contended for r in results)
     # The fastest probe is kept for later processes (a process starting in a slow phase would misjudge it).
     assert timing._cached_reference() == 35.0
+
+
+# Run in a fresh process: whether freed memory is kept is a setting of the whole process, made once.
+_HEAP_PROBE = r"""
+import ctypes, json
+from igcnas.evaluators.timing import steady_memory, time_call
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+time_call(lambda: None, max_seconds=0.05)
+block = libc.malloc(16 << 20)
+mapped = libc.mallinfo2().hblkhd >= 16 << 20  # a block of its own, given back to the system when freed
+libc.free(block)
+print(json.dumps({"kept": steady_memory(), "mapped": mapped, "free_in_heap": libc.mallinfo2().fordblks}))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc settings are glibc's")
+@pytest.mark.parametrize("keep", [True, False])
+def test_timing_keeps_freed_memory_in_the_heap_unless_told_not_to(keep):
+    """After the timer ran, a 16 MiB block comes from the heap and stays there once freed, so that PyTorch's
+    per-call activations are not faulted in afresh on every call; IGCNAS_TIMER_KEEP_MEMORY=0 leaves glibc's
+    defaults (the comparison arm of bench/latency_prediction.py)."""
+    env = {**os.environ, "IGCNAS_TIMER_KEEP_MEMORY": "1" if keep else "0"}
+    done = subprocess.run([sys.executable, "-c", _HEAP_PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    heap = json.loads(done.stdout.strip().splitlines()[-1])
+    assert heap["kept"] is keep
+    if keep:
+        assert not heap["mapped"] and heap["free_in_heap"] >= 16 << 20
