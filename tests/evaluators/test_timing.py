@@ -48,6 +48,7 @@ def machine(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no reference from earlier processes
     monkeypatch.setattr(timing._ProbeState, "fastest_us", float("inf"))
     monkeypatch.setattr(timing._ProbeState, "seen_us", float("inf"))
+    monkeypatch.setattr(timing._ProbeState, "recorded_us", float("inf"))
     monkeypatch.setattr(timing._ProbeState, "loaded", False)
 
     def make(slow_probes: int) -> Machine:
