@@ -46,6 +46,11 @@ class TrainSettings:
     # lambda 0.1 / 1 / 10 / 100 gave projected accuracy 0.24 / 0.18 / 0.34 / 0.85 (full kernels 0.97 /
     # 0.97 / 0.95 / 0.88).
     structure_lambda: float = 100.0
+    # Also measure, after every epoch, the validation accuracy with BatchNorm statistics re-estimated
+    # (``TrainResult.recalibrated_curve``): structured networks are always evaluated that way, plain ones
+    # are not, and whether they should be is measured on the long-training ground truth (issue 21). The
+    # running statistics are restored afterwards, so the training and the plain curve are unchanged.
+    recalibrated_curve: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -69,6 +69,9 @@ class TrainResult:
     images_per_second: float = 0.0  # training images per second of train_seconds
     # Structured stages trained with the regulariser: the accuracies above are the projected (deployable)
     # network's; this is the full-kernel network's final accuracy, and the gap = unprojected - projected.
+    # With TrainSettings.recalibrated_curve: validation accuracy after each epoch with BatchNorm statistics
+    # re-estimated first (for structured networks the same as ``curve``, which is always measured so).
+    recalibrated_curve: list[float] = field(default_factory=list)
     unprojected_accuracy: float | None = None
     projection_gap: float | None = None
     device: str = "cpu"  # where it trained
@@ -140,6 +143,24 @@ def recalibrate_batchnorm(model: nn.Module, data: DataSplits, *, batch_size: int
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         model.train(was_training)
+
+
+@torch.no_grad()
+def recalibrated_accuracy(model: nn.Module, recalibrate: Callable[[nn.Module], None],
+                          validate: Callable[[], float]) -> float:
+    """Validation accuracy with BatchNorm statistics re-estimated, leaving the model's statistics as they were."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in norms if m.track_running_stats and m.running_mean is not None]
+    try:
+        recalibrate(model)
+        return validate()
+    finally:
+        tracked = [m for m in norms if m.track_running_stats and m.running_mean is not None]
+        for m, (mean, var, count) in zip(tracked, saved):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
 
 
 def train_model(
@@ -250,6 +271,10 @@ def train_model(
                 accuracy = validate()
             else:
                 accuracy = validate()
+                if settings.recalibrated_curve:
+                    result.recalibrated_curve.append(recalibrated_accuracy(model, recalibrate, validate))
+            if settings.recalibrated_curve and (structured or deployed_structure):
+                result.recalibrated_curve.append(accuracy)
             result.curve.append(accuracy)
             result.train_loss.append(running / max(batches, 1))
             result.val_accuracy = accuracy

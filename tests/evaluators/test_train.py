@@ -75,3 +75,24 @@ def test_nan_loss_fails_the_trial_with_a_reason(digits):
 def test_settings_validate():
     with pytest.raises(ValueError, match="epochs"):
         TrainSettings(epochs=0)
+
+
+def test_the_recalibrated_curve_measures_without_changing_the_training(digits):
+    """recalibrated_curve adds, per epoch, the accuracy with BatchNorm statistics re-estimated, and restores the
+    statistics: the training, its plain curve and the final running statistics are those of a run without it."""
+    import copy
+
+    from igcnas.evaluators.train import evaluate_split, recalibrate_batchnorm
+
+    settings = TrainSettings(epochs=2, seed=3, threads=1, max_batches_per_epoch=6, fast=False)
+    plain_model, with_model = build_model(small_net(), seed=1), build_model(small_net(), seed=1)
+    plain = train_model(plain_model, digits, settings)
+    measured = train_model(with_model, digits, dataclasses.replace(settings, recalibrated_curve=True))
+    assert plain.recalibrated_curve == [] and measured.curve == plain.curve
+    assert measured.train_loss == plain.train_loss
+    for a, b in zip(plain_model.state_dict().values(), with_model.state_dict().values()):
+        assert torch.equal(a, b)  # weights and running statistics alike
+    expected = copy.deepcopy(with_model)
+    recalibrate_batchnorm(expected, digits, batch_size=settings.batch_size)
+    assert len(measured.recalibrated_curve) == 2
+    assert measured.recalibrated_curve[-1] == evaluate_split(expected, digits, "val")
