@@ -57,6 +57,15 @@ def make_study(url: str, name: str, n: int, *, seed: int = 0, infeasible_every: 
     return study
 
 
+def record_evaluation(study: optuna.Study, **changes) -> dict:
+    """Give a synthetic study the evaluation record a search writes (digits, tiny training), as refine reads it."""
+    record = {"dataset": "digits", "data_dir": None, "split_seed": 0, "val_fraction": 0.2, "epochs": 4,
+              "memory_cap_mb": None, "cache_dir": None, "batch_size": 64, "lr": 0.05, "max_batches_per_epoch": 2,
+              "structured_mode": "regularised", "structure_lambda": 100.0, **changes}
+    study.set_user_attr(StudyKey.EVALUATION, record)
+    return record
+
+
 @pytest.fixture
 def synthetic_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'dash.db'}"

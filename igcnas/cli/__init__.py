@@ -14,13 +14,13 @@ import sys
 import traceback
 from typing import Sequence
 
-from igcnas.cli import latency, results, search, space, storage, zoo
+from igcnas.cli import latency, refine, results, search, space, storage, zoo
 from igcnas.cli._common import Parser
 from igcnas.errors import BadInput, SearchFailed
 
 __all__ = ["main", "build_parser"]
 
-COMMAND_GROUPS = (zoo, space, search, results, storage, latency)
+COMMAND_GROUPS = (zoo, space, search, refine, results, storage, latency)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -89,11 +89,16 @@ def cmd_trials(args: argparse.Namespace) -> int:
     if args.pareto:
         print_front(table, limit=len(table))
         return 0
+    refined = bool((table["refined_seeds"] > 0).any()) if len(table) else False
     rows = [{"number": r["number"], "state": r["state"],
              "acc": "-" if r["val_accuracy"] != r["val_accuracy"] else f"{r['val_accuracy']:.4f}",
+             "search": "-" if r["search_val_accuracy"] != r["search_val_accuracy"] else
+             f"{r['search_val_accuracy']:.4f}", "fidelity": r["fidelity"] or "-",
              "params": fmt_count(r["params"]), "macs": fmt_count(r["macs"]), "structure": r["structure"]}
             for _, r in table.iterrows()]
-    print_table(rows, [("number", "trial"), ("state", "state"), ("acc", "val acc"), ("params", "params"),
+    # With refined trials, val acc is each trial's highest fidelity: the search's figure and which one stand beside.
+    extra = [("search", "search acc"), ("fidelity", "val acc measured at")] if refined else []
+    print_table(rows, [("number", "trial"), ("state", "state"), ("acc", "val acc"), *extra, ("params", "params"),
                        ("macs", "MACs"), ("structure", "architecture")])
     return 0
 
@@ -144,7 +149,8 @@ def _latency_table(args: argparse.Namespace, study: Any) -> Any:
 
 def cmd_pick(args: argparse.Namespace) -> int:
     from igcnas.nas.pareto import pareto_front, trials_frame
-    from igcnas.nas.pick import NothingFits, choose, export_model, latency_check, with_predicted_latency
+    from igcnas.nas.pick import (NothingFits, accuracy_words, choose, export_model, latency_check,
+                                 with_predicted_latency)
     from igcnas.evaluators.latency_fit import check_min_share
     from igcnas.nas.budget import Budget, parse_count
     from igcnas.nas.study import open_existing_study
@@ -173,8 +179,9 @@ def cmd_pick(args: argparse.Namespace) -> int:
             raise BadInput("no trial of this study has a latency; give --latency-table, or search with "
                            "--max-latency-ms or --latency-objective to pick by latency") from None
         raise BadInput(str(exc)) from None
-    print(f"picked trial {int(row['number'])}: val acc {row['val_accuracy']:.4f}, params {int(row['params']):,}, "
-          f"MACs {int(row['macs']):,} (FLOPs = 2*MACs = {2 * int(row['macs']):,}) - {row['structure']}")
+    print(f"picked trial {int(row['number'])}: val acc {row['val_accuracy']:.4f} ({accuracy_words(row)}), "
+          f"params {int(row['params']):,}, MACs {int(row['macs']):,} (FLOPs = 2*MACs = {2 * int(row['macs']):,}) "
+          f"- {row['structure']}")
     notes: list[str] = []
     if table is not None:
         from igcnas.search_space.config import config_from_dict

@@ -93,7 +93,8 @@ def _history(df: pd.DataFrame, reference: ReferencePoint | None) -> dict[str, li
     out: dict[str, list[Any]] = {"number": [], "hypervolume": [], "accuracy": [], "best_accuracy": []}
     if done.empty:
         return out
-    accuracy = done["val_accuracy"].to_numpy(dtype=float)
+    # The search's progress: its own figures, not those igc-nas refine added later for a few finalists.
+    accuracy = done["search_val_accuracy" if "search_val_accuracy" in done else "val_accuracy"].to_numpy(dtype=float)
     out["accuracy"] = [_num(a) for a in accuracy]
     out["number"] = [int(n) for n in done["number"]]
     out["best_accuracy"] = [_num(a) for a in np.maximum.accumulate(np.nan_to_num(accuracy, nan=0.0))]
@@ -173,7 +174,9 @@ def collect(study: Any) -> dict[str, Any]:
             "number": number,
             "state": row.state,
             "status": row.status,
-            "val_accuracy": _num(row.val_accuracy),
+            "val_accuracy": _num(row.val_accuracy),  # the highest fidelity the trial has (igc-nas refine)
+            "search_val_accuracy": _num(row.search_val_accuracy),
+            "fidelity": row.fidelity,
             "params": _num(row.params),
             "macs": _num(row.macs),
             "latency_ms": latency_ms,

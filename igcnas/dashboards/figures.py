@@ -27,10 +27,12 @@ PICK = "#ff9f1c"
 MACS_ONLY = "#9467bd"
 LATENCY_ONLY = "#2ca02c"
 
-HOVER = ("<b>trial %{customdata[0]}</b><br>%{customdata[1]}<br>val acc %{customdata[2]:.4f}<br>"
+# customdata[5] says at which fidelity the accuracy was measured (the search's, or igc-nas refine's with the
+# search's figure beside it), see _fidelity_words.
+HOVER = ("<b>trial %{customdata[0]}</b><br>%{customdata[1]}<br>val acc %{customdata[2]:.4f} (%{customdata[5]})<br>"
          "params %{customdata[3]:,}<br>MACs %{customdata[4]:,} (FLOPs = 2 x MACs)<extra>%{meta}</extra>")
-# With latency: customdata[5] is the latency line (predicted and measured), see _latency_words.
-HOVER_LATENCY = HOVER.replace("<extra>", "<br>%{customdata[5]}<extra>")
+# With latency: customdata[6] is the latency line (predicted and measured), see _latency_words.
+HOVER_LATENCY = HOVER.replace("<extra>", "<br>%{customdata[6]}<extra>")
 
 
 class _Figure:
@@ -62,9 +64,18 @@ def _latency_words(t: dict[str, Any]) -> str:
     return words
 
 
+def _fidelity_words(t: dict[str, Any]) -> str:
+    """At which fidelity the trial's accuracy was measured; a refined one shows the search's figure too."""
+    fidelity = t.get("fidelity") or "search"
+    searched = t.get("search_val_accuracy")
+    if fidelity.startswith("refined") and searched is not None:
+        return f"{fidelity}; search {searched:.4f}"
+    return fidelity
+
+
 def _custom(trials: list[dict[str, Any]], latency: bool = False) -> list[list[Any]]:
-    return [[t["number"], t["structure"], t["val_accuracy"], int(t["params"] or 0), int(t["macs"] or 0)]
-            + ([_latency_words(t)] if latency else []) for t in trials]
+    return [[t["number"], t["structure"], t["val_accuracy"], int(t["params"] or 0), int(t["macs"] or 0),
+             _fidelity_words(t)] + ([_latency_words(t)] if latency else []) for t in trials]
 
 
 def _scatter(trials: list[dict[str, Any]], x: str, *, name: str, role: str, marker: dict[str, Any],

@@ -61,7 +61,7 @@
       const row = data[i].customdata.find(function (c) { return c[0] === t.number; });
       if (row) return row;
     }
-    return [t.number, t.structure, t.val_accuracy, t.params, t.macs];
+    return [t.number, t.structure, t.val_accuracy, t.params, t.macs, t.fidelity || "search"];
   }
 
   function ms(v) { return v === null || v === undefined ? "-" : v.toFixed(3); }
@@ -93,7 +93,8 @@
       Plotly.relayout(el(fig), { shapes: base });
     });
     el("pick").textContent = t
-      ? "Best within budget: trial " + t.number + " — val acc " + t.val_accuracy.toFixed(4) + ", params " +
+      ? "Best within budget: trial " + t.number + " — val acc " + t.val_accuracy.toFixed(4) +
+        (t.fidelity ? " (" + t.fidelity + ")" : "") + ", params " +
         fmt(t.params) + ", MACs " + fmt(t.macs) + (t.latency_ms === null ? "" : ", latency " + ms(t.latency_ms) +
         " ms") + " — " + t.structure + " (" + res.inside + " front trials fit)"
       : (IGC.payload.front.length ? "No trial on the front fits this budget." : "No completed trials yet.");
@@ -112,7 +113,9 @@
     const body = rows.map(function (t) {
       const cls = (t.number === IGC.pick ? "pick " : "") + (t.number === IGC.selected ? "sel" : "");
       return "<tr class='" + cls + "' data-trial='" + t.number + "'><td>" + t.number + "</td><td>" +
-        t.val_accuracy.toFixed(4) + "</td><td>" + fmt(t.params) + "</td><td>" + fmt(t.macs) + "</td><td>" +
+        t.val_accuracy.toFixed(4) + (t.fidelity && t.fidelity.indexOf("refined") === 0
+          ? " <small title='" + t.fidelity + "'>refined; search " + t.search_val_accuracy.toFixed(4) + "</small>"
+          : "") + "</td><td>" + fmt(t.params) + "</td><td>" + fmt(t.macs) + "</td><td>" +
         (t.latency_ms === null ? "-" : t.latency_ms.toFixed(2)) + "</td><td>" +
         (IGC.hasMeasured ? ms(t.latency_measured_ms) + "</td><td>" : "") + t.structure + "</td></tr>";
     }).join("");

@@ -30,7 +30,8 @@ from igcnas.nas.records import TrialKey
 _BASE = [o.name for o in OBJECTIVES]  # val_accuracy, params, macs: the columns every front is over
 from igcnas.errors import BadInput
 
-__all__ = ["ReferencePoint", "trials_frame", "pareto_mask", "pareto_front", "hypervolume",
+__all__ = ["ReferencePoint", "trials_frame", "at_search_fidelity", "REFINED_COLUMNS", "pareto_mask", "pareto_front",
+           "hypervolume",
            "hypervolume_history", "export_trials"]
 
 
@@ -64,6 +65,9 @@ _COLUMNS = ["number", "state", "val_accuracy", "params", "macs", "latency_ms", "
             "family", "width", "arch_id",
             "structure", "epochs", "curve", "config", "feasible", "constraints", "status", "fail_reason",
             "datetime_start", "datetime_complete", "duration_s"]
+# The accuracy columns `igc-nas refine` adds (nas/refine.py): ``val_accuracy`` is the highest fidelity a trial
+# has, ``search_val_accuracy`` the search's own figure (its objective value), ``fidelity`` says which.
+REFINED_COLUMNS = ["search_val_accuracy", "fidelity", "refined_epochs", "refined_seeds", "refined_std"]
 
 # Rows of finished trials already built in this process, per storage object and study: a finished trial
 # never changes, so writing the outputs again (finish, then the dashboard; a live dashboard's every
@@ -92,7 +96,42 @@ def trials_frame(study: Any) -> pd.DataFrame:
         if t.state.is_finished():
             cache[t.number] = ((t._trial_id, t.datetime_complete), row)
         rows.append(row)
-    return pd.DataFrame(rows, columns=_COLUMNS)
+    return _with_refined(pd.DataFrame(rows, columns=_COLUMNS), study.user_attrs)
+
+
+def _with_refined(df: pd.DataFrame, attrs: dict[str, Any]) -> pd.DataFrame:
+    """``val_accuracy`` at each trial's highest fidelity: refined (mean over seeds) where refine ran."""
+    from igcnas.nas.refined import refined_results
+
+    refined = refined_results(attrs)
+    df["search_val_accuracy"] = df["val_accuracy"]
+    df["fidelity"] = [None if e is None or e != e else f"search, {int(e)} epochs" for e in df["epochs"]]
+    df["refined_epochs"] = math.nan
+    df["refined_seeds"] = 0
+    df["refined_std"] = math.nan
+    for i, number in enumerate(df["number"]):
+        r = refined.get(int(number))
+        if r is None or not r.accuracies or df.at[i, "state"] != "COMPLETE":
+            continue
+        df.at[i, "val_accuracy"] = r.mean
+        df.at[i, "fidelity"] = "refined, " + r.words()
+        df.at[i, "refined_epochs"] = r.epochs
+        df.at[i, "refined_seeds"] = len(r.accuracies)
+        df.at[i, "refined_std"] = r.std
+    return df
+
+
+def at_search_fidelity(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every trial's accuracy as the search measured it (the study's objective values).
+
+    The hypervolume and the choice of finalists are about the search, so they read this; picking reads
+    the highest fidelity.
+    """
+    if "search_val_accuracy" not in df:
+        return df
+    out = df.copy()
+    out["val_accuracy"] = out["search_val_accuracy"]
+    return out
 
 
 def _row(t: Any, n_objectives: int) -> dict[str, Any]:
@@ -181,6 +220,7 @@ def hypervolume(df: pd.DataFrame, reference: ReferencePoint, *, with_latency: bo
     """Hypervolume of the feasible complete trials, normalised objectives, reference point all ones."""
     from optuna._hypervolume import compute_hypervolume
 
+    df = at_search_fidelity(df)
     ok = (df["state"] == "COMPLETE") & df["feasible"].astype(bool) & df[_BASE].notna().all(axis=1)
     points = _normalised(df[ok], reference, with_latency)
     if len(points) == 0:
@@ -197,7 +237,7 @@ def hypervolume_history(df: pd.DataFrame, reference: ReferencePoint, *, with_lat
     """Hypervolume after each trial (in ``order``), recomputed on the front so far."""
     from optuna._hypervolume import compute_hypervolume
 
-    ordered = df.sort_values(order)
+    ordered = at_search_fidelity(df).sort_values(order)
     ok = ((ordered["state"] == "COMPLETE") & ordered["feasible"].astype(bool)
           & ordered[_BASE].notna().all(axis=1)).to_numpy()
     points = _normalised(ordered, reference, with_latency)

@@ -27,7 +27,7 @@ from igcnas.errors import BadInput
 if TYPE_CHECKING:
     from igcnas.models.onnx_export import OnnxCheck
 
-__all__ = ["NothingFits", "choose", "nearest_over_budget", "export_model", "PickResult", "search_evaluation",
+__all__ = ["NothingFits", "accuracy_words", "choose", "nearest_over_budget", "export_model", "PickResult", "search_evaluation",
            "load_search_data", "with_predicted_latency", "latency_check"]
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,15 @@ def choose(df: pd.DataFrame, budget: Budget) -> pd.Series:
     ordered = inside.sort_values(["val_accuracy", "macs", "params", "number"],
                                  ascending=[False, True, True, True])
     return ordered.iloc[0]
+
+
+def accuracy_words(row: pd.Series) -> str:
+    """At which fidelity a row's ``val_accuracy`` was measured, with the search's figure when it was refined."""
+    fidelity = row.get("fidelity") or "search"
+    searched = row.get("search_val_accuracy")
+    if str(fidelity).startswith("refined") and searched is not None and searched == searched:
+        return f"{fidelity}; search {float(searched):.4f}"
+    return str(fidelity)
 
 
 def with_predicted_latency(df: pd.DataFrame, table: Any) -> pd.DataFrame:
@@ -283,7 +292,8 @@ def export_model(
               if config.structured else []),
             f"- params: {int(trial_row['params']):,}",
             f"- MACs: {int(trial_row['macs']):,} (FLOPs = 2 x MACs = {2 * int(trial_row['macs']):,})",
-            f"- validation accuracy (search): {float(trial_row['val_accuracy']):.4f}",
+            f"- validation accuracy (what the pick compared): {float(trial_row['val_accuracy']):.4f} "
+            f"({accuracy_words(trial_row)})",
             f"- validation accuracy (exported weights): {val_accuracy:.4f}",
             "- test accuracy (exported weights): "
             + ("n/a (no test split)" if test_accuracy is None else f"{test_accuracy:.4f}"),
@@ -301,13 +311,13 @@ def export_model(
             "",
             "## Pareto front",
             "",
-            "| trial | val acc | params | MACs | architecture |",
-            "| --- | --- | --- | --- | --- |",
+            "| trial | val acc | measured at | params | MACs | architecture |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
-        for r in rank.itertuples():
-            mark = " **(picked)**" if int(r.number) == number else ""
-            lines.append(f"| {int(r.number)}{mark} | {r.val_accuracy:.4f} | {int(r.params):,} | {int(r.macs):,} | "
-                         f"{r.structure} |")
+        for _, r in rank.iterrows():
+            mark = " **(picked)**" if int(r["number"]) == number else ""
+            lines.append(f"| {int(r['number'])}{mark} | {r['val_accuracy']:.4f} | {accuracy_words(r)} | "
+                         f"{int(r['params']):,} | {int(r['macs']):,} | {r['structure']} |")
         lines += ["", "Load it with `igcnas.models.load(DIR)` (a ready `nn.Module` in eval mode), or the "
                   "exported program with `torch.export.load(DIR/model.pt2).module()`."]
         _atomic_write(files["report"], "\n".join(lines) + "\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["TrialStatus", "TrialKey", "StudyKey"]
+__all__ = ["TrialStatus", "TrialKey", "StudyKey", "refine_key"]
 
 
 class TrialStatus(StrEnum):
@@ -77,3 +77,14 @@ class StudyKey(StrEnum):
     EVALUATION = "igcnas:evaluation"
     # The device and runtime the latency figures belong to (the latency table's fingerprint and file).
     LATENCY = "igcnas:latency"
+    # `igc-nas refine` (nas/refine.py): one study attribute per finalist, training length and seed, so that
+    # workers never write the same key and the search-time values on the trial are never touched (Optuna
+    # does not let a finished trial be written). ``REFINED:<trial>:<epochs>:<seed>`` holds the result;
+    # ``REFINING:<trial>:<epochs>:<seed>`` the claim of the worker or Ray driver training it (owner, beat).
+    REFINED = "igcnas:refined"
+    REFINING = "igcnas:refining"
+
+
+def refine_key(prefix: str, trial: int, epochs: int, seed: int) -> str:
+    """The study attribute of one refinement unit under ``prefix`` (StudyKey.REFINED or StudyKey.REFINING)."""
+    return f"{prefix}:{int(trial)}:{int(epochs)}:{int(seed)}"

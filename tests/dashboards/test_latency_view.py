@@ -95,9 +95,9 @@ def test_latency_figure_front_rings_and_title(latency_study):
     assert roles["front"]["x"] == sorted(roles["front"]["x"])  # drawn as a staircase, cheapest first
     assert fig["layout"]["xaxis"]["type"] == "log"
     assert "predicted latency" in fig["layout"]["title"]["text"] and DESCRIBE in fig["layout"]["title"]["text"]
-    hover = roles["dominated"]["customdata"][0][5]
+    hover = roles["dominated"]["customdata"][0][6]  # [5] is the accuracy's fidelity
     assert "predicted" in hover and "measured after training" in " ".join(
-        c[5] for c in roles["dominated"]["customdata"] + roles["front"]["customdata"])
+        c[6] for c in roles["dominated"]["customdata"] + roles["front"]["customdata"])
     # The MACs plot keeps its (accuracy, params, MACs) front and gets the same rings; params is untouched.
     macs = {tr["meta"]: tr for tr in data["figures"]["pareto-macs"]["data"]}
     assert sorted(c[0] for c in macs["front"]["customdata"]) == data["payload"]["front"]

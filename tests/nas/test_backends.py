@@ -128,3 +128,37 @@ def test_per_trial_limits_are_honoured(backend, tmp_path):
     failed = ot.load_study(study_name=f"timeout-{name}", storage=storage).get_trials(
         states=(ot.trial.TrialState.FAIL,))
     assert failed and all("time limit" in t.user_attrs[TrialKey.FAIL_REASON] for t in failed)
+
+
+def test_refine_records_each_unit_beside_the_search_and_resumes(backend, tmp_path):
+    """Both backends refine the same finalists, write one result per (trial, epochs, seed) on the study and
+    never touch the trial; a second run finds everything done and trains nothing."""
+    from igcnas.nas.budget import Budget
+    from igcnas.nas.pareto import trials_frame
+    from igcnas.nas.refine import plan_job, refined_results
+    from tests.conftest import make_study, record_evaluation
+
+    name, extra = backend
+    study = make_study(f"sqlite:///{tmp_path / 'refine.db'}", f"refine-{name}", 12, seed=3)
+    record_evaluation(study)
+    values_before = {t.number: tuple(t.values) for t in study.trials}
+    job, chosen = plan_job(study, budget=Budget(), top=2, epochs=2, seeds=(0, 1), settle_s=0.0, **extra)
+    assert len(job.units) == 4 and len(chosen) == 2
+    seen = []
+    report = get_backend(name).refine(job, on_result=lambda unit, result: seen.append(unit))
+    assert (report.trained, report.failed, report.already_done) == (4, 0, 0) and sorted(seen) == sorted(job.units)
+    attrs = study.user_attrs
+    for unit in job.units:
+        result = attrs[unit.result_key]
+        assert 0.0 <= result["val_accuracy"] <= 1.0 and len(result["curve"]) == 2 and result["seed"] == unit.seed
+        assert result["host"]
+    assert {t.number: tuple(t.values) for t in study.trials} == values_before  # the search's figures stay
+    refined = refined_results(attrs)
+    df = trials_frame(study).set_index("number")
+    for number in chosen["number"]:
+        accuracies = [attrs[u.result_key]["val_accuracy"] for u in job.units if u.trial == number]
+        assert df.at[number, "val_accuracy"] == pytest.approx(sum(accuracies) / 2) == refined[number].mean
+        assert df.at[number, "search_val_accuracy"] == values_before[number][0]
+        assert df.at[number, "fidelity"].startswith("refined, 2 epochs, mean of 2 seeds")
+    again = get_backend(name).refine(job)
+    assert (again.trained, again.already_done) == (0, 4)

@@ -2,8 +2,9 @@
 
 A backend is anything with a ``name``, the set of options it does not honour
 (``unsupported``: the orchestrator refuses them with a one-line error instead
-of silently ignoring them) and ``run(prepared, callbacks=...)`` returning a
-:class:`BackendReport`. Backends never import each other; only the Ray backend
+of silently ignoring them), ``run(prepared, callbacks=...)`` returning a
+:class:`BackendReport`, and ``refine(job, on_result=...)``, which trains a
+study's finalists longer (``igcnas.nas.refine``) where the backend trains. Backends never import each other; only the Ray backend
 imports ray, and it is imported only when asked for by name.
 """
 
@@ -17,6 +18,7 @@ from igcnas.errors import BadInput
 
 if TYPE_CHECKING:
     from igcnas.nas.options import SearchOptions
+    from igcnas.nas.refine import OnResult, RefineJob, RefineReport
     from igcnas.search_space.spec import SearchSpec
 
 __all__ = ["Backend", "BackendReport", "Prepared", "TrialCallback", "get_backend", "run_limits", "BACKEND_MODULES"]
@@ -93,6 +95,10 @@ class Backend(Protocol):
 
     def run(self, prepared: Prepared, *, callbacks: list[TrialCallback]) -> BackendReport:
         """Train trials into ``prepared.study`` until the run's target is met; report what ran."""
+        ...
+
+    def refine(self, job: RefineJob, *, on_result: OnResult | None = None) -> RefineReport:
+        """Train the job's units that no one has done or holds; record each on the study as it finishes."""
         ...
 
 

@@ -243,6 +243,12 @@ class OptunaBackend:
     name = "optuna"
     unsupported = frozenset({"address", "cpus_per_trial", "gpus_per_trial", "max_concurrent"})
 
+    def refine(self, job: Any, *, on_result: Any = None) -> Any:
+        """Refine in this process; more processes on the same storage share the units (nas/refine.py)."""
+        from igcnas.nas.refine import refine_here
+
+        return refine_here(job, on_result=on_result)
+
     def run(self, prepared: Prepared, *, callbacks: list[TrialCallback]) -> BackendReport:
         import optuna
         import torch

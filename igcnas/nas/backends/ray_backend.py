@@ -326,6 +326,13 @@ class RayBackend:
         return report
 
 
+    def refine(self, job: Any, *, on_result: Any = None) -> Any:
+        """Refinement units as Ray tasks on the cluster (``ray_refine``); this driver records each result."""
+        from igcnas.nas.backends.ray_refine import refine_on_ray
+
+        return refine_on_ray(job, on_result=on_result, connect=_connect)
+
+
 def _run_settings(prep: Prepared) -> dict[str, Any]:
     """What every Ray trial needs to load the same data and train the same way (plain, picklable values)."""
     options = prep.options

@@ -30,7 +30,7 @@ from igcnas.errors import BadInput
 from igcnas.nas.records import TrialKey, TrialStatus
 
 __all__ = ["WEIGHTS", "DefineByRun", "DriverLease", "check_nodes", "driver_gone", "driver_identity",
-           "requeue_orphans", "trainable"]
+           "load_cached", "requeue_orphans", "trainable"]
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,7 @@ def trainable(config: dict[str, Any]) -> None:
     if fingerprint and Fingerprint(**fingerprint) == Fingerprint.here(**{k: fingerprint[k] for k in (
             "runtime", "threads", "batch", "input_size", "in_channels")}):
         note_reference(run.get("latency_probe_us"))  # a node of the table's kind counts blocks by its probe
-    key = (run["dataset"], run["data_dir"], run["split_seed"], run["val_fraction"])
-    if key not in _DATA_CACHE:
-        _DATA_CACHE[key] = _load(run)
-    data = _DATA_CACHE[key]
+    data = load_cached(run)
     seed = int(run["split_seed"]) + int(config["igcnas_number"])
     settings = TrainSettings(**{**run["train"], "seed": seed})
     costs = closed_form_costs(network)
@@ -127,6 +124,14 @@ def trainable(config: dict[str, Any]) -> None:
             torch.save({k: v.detach().cpu() for k, v in evaluation.model.state_dict().items()}, buffer)
             result[WEIGHTS] = buffer.getvalue()
     tune.report(result)
+
+
+def load_cached(run: dict[str, Any]) -> Any:
+    """The run's data splits, loaded once per worker process (its trials and refinements reuse them)."""
+    key = (run["dataset"], run["data_dir"], run["split_seed"], run["val_fraction"])
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = _load(run)
+    return _DATA_CACHE[key]
 
 
 def _load(run: dict[str, Any]) -> Any:
