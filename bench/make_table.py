@@ -34,9 +34,9 @@ from igc_table import (DATASET, PARTIAL_PATH, SPLIT_SEED, TABLE_PATH, TABLE_SPEC
 COMMAND = "python bench/make_table.py"
 
 
-def _append(path: Path, row: Row) -> None:
+def append_line(path: Path, data: dict) -> None:
     """One ``write`` of a whole line on an O_APPEND descriptor: shards appending at once never interleave."""
-    line = (json.dumps(row.as_dict(), sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
+    line = (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -54,6 +54,15 @@ def _done_ids(partial: Path, seeds: tuple[int, ...]) -> set[str]:
     if not partial.exists():
         return set()
     return {r.arch_id for r in read_rows(partial) if all(s in r.curves for s in seeds)}
+
+
+def shard_todo(space, shard: str, done: set[str], limit: int | None) -> list:
+    """The networks of ``space`` this shard (``i/n``: index % n == i) trains: not done, at most ``limit``."""
+    from igcnas.search_space.enumerate import arch_id
+
+    index, n_shards = (int(x) for x in shard.split("/"))
+    todo = [c for i, c in enumerate(space) if i % n_shards == index and arch_id(c) not in done]
+    return todo if limit is None else todo[:limit]
 
 
 def train_row(config, data, seeds: tuple[int, ...]) -> Row:
@@ -153,7 +162,7 @@ def main() -> int:
     if not 0 <= shard < n_shards:
         parser.error(f"--shard must be i/n with 0 <= i < n, got {args.shard}")
 
-    from igcnas.search_space.enumerate import DesignSpace, arch_id
+    from igcnas.search_space.enumerate import DesignSpace
 
     space = DesignSpace(TABLE_SPEC)
     total = space.count()
@@ -170,15 +179,13 @@ def main() -> int:
     torch.set_num_threads(1)
     data = load_dataset(DATASET, seed=SPLIT_SEED, val_fraction=VAL_FRACTION)
     done = _done_ids(partial, seeds)
-    todo = [c for i, c in enumerate(space) if i % n_shards == shard and arch_id(c) not in done]
-    if args.limit is not None:
-        todo = todo[:args.limit]
+    todo = shard_todo(space, args.shard, done, args.limit)
     print(f"{total} networks, {len(done)} done, {len(todo)} to train in this run (shard {args.shard}, seeds "
           f"{list(seeds)})", flush=True)
     started = time.time()
     for i, config in enumerate(todo, start=1):
         row = train_row(config, data, seeds)
-        _append(partial, row)
+        append_line(partial, row.as_dict())
         elapsed = time.time() - started
         eta = elapsed / i * (len(todo) - i)
         finals = " ".join(f"{row.curves[s][-1]:.3f}" for s in seeds)

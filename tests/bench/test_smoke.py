@@ -144,6 +144,44 @@ def test_make_table(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_make_long_table_and_fidelity(tmp_path):
+    """The ground truth's generation (resumable, in ``--out-dir``) and its pilot, then bench/fidelity.py on it.
+
+    Four networks with two-epoch "long" trainings: fidelity.py reads a partial ground truth, says so, and
+    writes every figure but the pick regret (which needs every network of the table).
+    """
+    from igc_table import TABLES_DIR
+
+    before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in TABLES_DIR.iterdir()}
+    first = run_bench("make_long_table.py", "--out-dir", tmp_path, "--limit", "3", "--epochs", "2", timeout=200)
+    assert "0 done, " in first.stdout
+    again = run_bench("make_long_table.py", "--out-dir", tmp_path, "--limit", "1", "--epochs", "2", timeout=120)
+    assert "3 done, " in again.stdout  # resumed: the three rows are kept, one more trained
+    rows = [json.loads(line) for line in (tmp_path / "igc_digits_long.partial.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and len({r["arch_id"] for r in rows}) == 4
+    for row in rows:
+        for record in row["seeds"].values():
+            assert len(record["search_curve"]) == len(record["search_recalibrated"]) == len(record["search_loss"]) == 4
+            assert len(record["long_curve"]) == len(record["long_loss"]) == 2
+    pilot = tmp_path / "pilot.json"
+    run_bench("make_long_table.py", "--pilot", "--lengths", "1", "2", "--per-family", "1", "--json", pilot,
+              timeout=200)
+    chosen = read_json(pilot)
+    assert chosen["chosen_length"] in (1, 2) and len(chosen["networks"]) >= 6
+    out = tmp_path / "fidelity.json"
+    result = run_bench("fidelity.py", "--long", tmp_path / "igc_digits_long.partial.jsonl", "--json", out,
+                       timeout=120)
+    assert "PARTIAL" in result.stdout
+    figures = read_json(out)
+    assert figures["networks"] == 4 and figures["median_pick_regret"] is None
+    assert {"acc@2", "acc@2+bn", "-loss@4"} <= set(figures["rank_correlation"])
+    assert "rung 2, acc@2" in figures["front_stopped_share"]
+    after = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in TABLES_DIR.iterdir()}
+    assert after == before, "a smoke run touched bench/tables"
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_sampler_comparison(tmp_path):
     """Every arm and every early-stopping schedule, one seed, a budget of 8 networks."""

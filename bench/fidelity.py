@@ -1,0 +1,337 @@
+"""Fidelity: which short-training signal predicts long-training accuracy, what the rung rules stop, what users deploy.
+
+Reads the 4-epoch table (``bench/tables/igc_digits.jsonl.gz``, for configs and costs) and its long-training
+ground truth (``bench/tables/igc_digits_long.jsonl.gz``, made by ``bench/make_long_table.py``; its partial
+file while that is unfinished, said so in the output). The ground truth of a network is its long-training
+validation accuracy, averaged over the table's seeds.
+
+1. ``rank_correlation``: for each signal the search could rank by -- the accuracy after each epoch of the
+   search's 4-epoch schedule, as measured (``acc@e``) and with BatchNorm statistics re-estimated first
+   (``acc@e+bn``), and minus the sum of training losses up to an epoch (``-loss@e``) -- Spearman, Kendall and
+   the overlap of the top 10% with the ground truth's top 10%, per training seed (one seed is what a
+   search sees) then averaged over seeds, overall and per family. ``long, other seed`` (one seed's long
+   accuracy against the other's) is the ceiling that seed noise allows.
+2. ``front_stopped_share``: of the long-training Pareto front (ground truth, params, MACs), the share that
+   a rung at epoch ``e`` would stop, by the search's own rule (``should_promote``, eta 3) against every
+   other network of the table trained with the same seed, per signal (as measured, and with BatchNorm
+   re-estimated), overall and per family that has front members.
+3. ``median_pick_regret`` (only on the complete ground truth: a replay may ask for any network): replays of
+   the default search (``bench/tabular.py``; the evolution sampler, 30 seeds, the sampler comparison's
+   budget) under several settings; for 5 params budgets (quantiles 0.1-0.9 of the table) the best
+   ground-truth accuracy the table has within the budget minus the ground-truth accuracy of what
+   ``pick`` would choose from the run's completed trials: without refine (the search's accuracy), and
+   with a simulated ``refine`` of the top ``--refine-top`` front trials within the budget (their long
+   accuracy with one training seed, drawn per run: what a refine with one seed would measure).
+
+    python bench/fidelity.py [--json PATH] [--seeds 30] [--refine-top 5] [--long PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import numpy as np  # noqa: E402
+
+from igc_table import Row, load_table  # noqa: E402
+from igcnas.nas.early_stopping import RungEntry, RungSchedule, domination_counts, should_promote  # noqa: E402
+from make_long_table import LONG_PARTIAL, LONG_PATH, SEARCH_EPOCHS, read_long  # noqa: E402
+
+BUDGET_QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
+ETA = 3
+TOP_SHARE = 0.10
+# The search settings the replays compare (schedule, whether rung and final accuracies are BatchNorm
+# re-estimated): today's defaults first.
+SETTINGS: dict[str, tuple[RungSchedule | None, bool]] = {
+    "today (rung 2, as measured)": (RungSchedule(max_epochs=SEARCH_EPOCHS, min_epochs=2, eta=ETA), False),
+    "rung 2, BatchNorm re-estimated": (RungSchedule(max_epochs=SEARCH_EPOCHS, min_epochs=2, eta=ETA), True),
+    "no early stopping, as measured": (None, False),
+    "no early stopping, BatchNorm re-estimated": (None, True),
+}
+
+
+@dataclass(frozen=True)
+class Net:
+    """One network with its ground truth and, per seed, its long-table record."""
+
+    arch_id: str
+    family: str
+    params: int
+    macs: int
+    seeds: dict[int, dict[str, Any]]
+
+    @property
+    def truth(self) -> float:
+        return statistics.fmean(s["long_curve"][-1] for s in self.seeds.values())
+
+
+def _signals() -> dict[str, Callable[[dict[str, Any]], float]]:
+    out: dict[str, Callable[[dict[str, Any]], float]] = {}
+    for e in range(1, SEARCH_EPOCHS + 1):
+        out[f"acc@{e}"] = lambda s, e=e: s["search_curve"][e - 1]
+        out[f"acc@{e}+bn"] = lambda s, e=e: s["search_recalibrated"][e - 1]
+    for e in (1, 2, SEARCH_EPOCHS):
+        out[f"-loss@{e}"] = lambda s, e=e: -sum(s["search_loss"][:e])
+    return out
+
+
+SIGNALS = _signals()
+
+
+def load_nets(long_path: Path | None) -> tuple[list[Net], bool, Path]:
+    """The networks with a long-table row for every one of their seeds; whether that is the whole table."""
+    path = long_path or (LONG_PATH if LONG_PATH.exists() else LONG_PARTIAL)
+    rows = read_long(path)
+    table = load_table()
+    nets = []
+    for aid, row in rows.items():
+        seeds = {int(k): v for k, v in row["seeds"].items()}
+        if aid in table and seeds:
+            nets.append(Net(aid, row["family"], int(row["params"]), int(row["macs"]), seeds))
+    return nets, len(nets) == len(table), path
+
+
+def _top_overlap(x: np.ndarray, y: np.ndarray) -> float:
+    k = max(1, int(round(TOP_SHARE * len(x))))
+    return len(set(np.argsort(-x)[:k]) & set(np.argsort(-y)[:k])) / k
+
+
+def _rank_stats(nets: list[Net], signal: Callable[[dict[str, Any]], float], seeds: list[int],
+                truth: Callable[[Net], float] = lambda n: n.truth) -> dict[str, float]:
+    from scipy.stats import kendalltau, spearmanr
+
+    y = np.array([truth(n) for n in nets])
+    per_seed = []
+    for s in seeds:
+        x = np.array([signal(n.seeds[s]) for n in nets])
+        if len(nets) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+            continue
+        per_seed.append((float(spearmanr(x, y).statistic), float(kendalltau(x, y).statistic), _top_overlap(x, y)))
+    if not per_seed:
+        return {"spearman": float("nan"), "kendall": float("nan"), "top10_overlap": float("nan"), "n": len(nets)}
+    sp, kt, top = (statistics.fmean(v) for v in zip(*per_seed))
+    return {"spearman": sp, "kendall": kt, "top10_overlap": top, "n": len(nets)}
+
+
+def rank_correlation(nets: list[Net], seeds: list[int]) -> dict[str, Any]:
+    families = sorted({n.family for n in nets})
+    out: dict[str, Any] = {}
+    for name, signal in SIGNALS.items():
+        out[name] = {"overall": _rank_stats(nets, signal, seeds),
+                     "per_family": {f: _rank_stats([n for n in nets if n.family == f], signal, seeds)
+                                    for f in families}}
+    # The ceiling seed noise allows: one seed's long accuracy ranking the other seed's.
+    if len(seeds) > 1:
+        def other(group: list[Net]) -> dict[str, float]:
+            return _rank_stats(group, lambda s: s["long_curve"][-1], seeds[:1],
+                               truth=lambda n: n.seeds[seeds[1]]["long_curve"][-1])
+
+        out["long, other seed"] = {"overall": other(nets),
+                                   "per_family": {f: other([n for n in nets if n.family == f]) for f in families}}
+    return out
+
+
+def long_front(nets: list[Net]) -> list[int]:
+    counts = domination_counts([RungEntry(n.truth, float(n.params), float(n.macs)) for n in nets])
+    return [i for i, c in enumerate(counts) if c == 0]
+
+
+def front_stopped_share(nets: list[Net], seeds: list[int]) -> dict[str, Any]:
+    """Per rung epoch and signal: the share of the long-training front the rung rule stops (vs the table)."""
+    front = long_front(nets)
+    families = sorted({nets[i].family for i in front})
+    out: dict[str, Any] = {"front_size": len(front),
+                           "front_by_family": {f: sum(nets[i].family == f for i in front) for f in families}}
+    for e in range(1, SEARCH_EPOCHS):
+        for name in (f"acc@{e}", f"acc@{e}+bn"):
+            signal = SIGNALS[name]
+            stopped: dict[str, list[bool]] = {f: [] for f in families}
+            for s in seeds:
+                entries = [RungEntry(signal(n.seeds[s]), float(n.params), float(n.macs)) for n in nets]
+                for i in front:
+                    stop = not should_promote(entries[i], entries[:i] + entries[i + 1:], ETA)[0]
+                    stopped[nets[i].family].append(stop)
+            every = [v for values in stopped.values() for v in values]
+            out[f"rung {e}, {name}"] = {"overall": float(np.mean(every)) if every else float("nan"),
+                                        "per_family": {f: float(np.mean(v)) for f, v in stopped.items() if v}}
+    return out
+
+
+def noise_floor(nets: list[Net], seeds: list[int]) -> dict[str, float]:
+    """Seed-to-seed spread of the long-training accuracy (what a regret below it cannot be told from)."""
+    if len(seeds) < 2:
+        return {}
+    gaps = [abs(n.seeds[seeds[0]]["long_curve"][-1] - n.seeds[seeds[1]]["long_curve"][-1]) for n in nets]
+    ordered = sorted(gaps)
+    return {"median_abs_seed_gap": float(statistics.median(gaps)), "mean_abs_seed_gap": float(statistics.fmean(gaps)),
+            "p90_abs_seed_gap": float(ordered[int(0.9 * (len(ordered) - 1))])}
+
+
+# --------------------------------------------------------------------------------------- pick regret
+
+
+def _table_with(table: dict[str, Row], nets: dict[str, Net], recalibrated: bool) -> dict[str, Row]:
+    """The 4-epoch table with each seed's curve as measured, or BatchNorm re-estimated (from the long table)."""
+    from dataclasses import replace
+
+    key = "search_recalibrated" if recalibrated else "search_curve"
+    return {a: replace(r, curves={s: list(nets[a].seeds[s][key]) for s in r.curves}) for a, r in table.items()}
+
+
+def _choose(rows: list[tuple[float, int, int, str]]) -> str:
+    """pick's rule on (accuracy, params, MACs, arch_id): most accurate, then fewer MACs, then fewer params."""
+    return min(rows, key=lambda r: (-r[0], r[2], r[1], r[3]))[3]
+
+
+def _front(rows: list[tuple[float, int, int, str]]) -> list[tuple[float, int, int, str]]:
+    counts = domination_counts([RungEntry(a, float(p), float(m)) for a, p, m, _ in rows])
+    return [r for r, c in zip(rows, counts) if c == 0]
+
+
+def pick_regret(run_trials: list[tuple[str, float]], nets: dict[str, Net], budgets: list[float], top: int,
+                refine_seed: int) -> dict[str, dict[str, float]]:
+    """Regret per budget without and with a simulated refine of the ``top`` front trials within the budget."""
+    best: dict[str, float] = {}
+    for a, acc in run_trials:  # a network trained twice in a run keeps its best search figure
+        best[a] = max(acc, best.get(a, -1.0))
+    out: dict[str, dict[str, float]] = {"no_refine": {}, "refine": {}}
+    for b in budgets:
+        label = f"{b:.0f}"
+        inside = [(acc, nets[a].params, nets[a].macs, a) for a, acc in best.items() if nets[a].params <= b]
+        ceiling = max(n.truth for n in nets.values() if n.params <= b)
+        if not inside:
+            out["no_refine"][label] = out["refine"][label] = ceiling  # nothing to pick: all of it is lost
+            continue
+        front = _front(inside)
+        out["no_refine"][label] = ceiling - nets[_choose(front)].truth
+        # As igc-nas refine then pick do: the finalists' accuracy becomes their refined one, every other trial
+        # keeps its search figure, and pick takes the most accurate of the front recomputed over all of them.
+        finalists = {r[3] for r in sorted(front, key=lambda r: (-r[0], r[2], r[1], r[3]))[:top]}
+        mixed = [(nets[a].seeds[refine_seed]["long_curve"][-1] if a in finalists else acc, p, m, a)
+                 for acc, p, m, a in inside]
+        out["refine"][label] = ceiling - nets[_choose(_front(mixed))].truth
+    return out
+
+
+def regret_study(nets: list[Net], n_seeds: int, top: int, budget_networks: float, workers: int) -> dict[str, Any]:
+    """Replays of the default search per setting; median regret over seeds per budget, with and without refine."""
+    import optuna
+
+    from sampler_comparison import Context, make_arm
+    from tabular import replay
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    table = load_table()
+    by_id = {n.arch_id: n for n in nets}
+    params = sorted(n.params for n in nets)
+    budgets = [float(params[int(q * (len(params) - 1))]) for q in BUDGET_QUANTILES]
+    mean_s = float(np.mean([r.mean_seconds() for r in table.values()]))
+    budget_s = mean_s * budget_networks / workers
+    hint = int(round(budget_s * workers / mean_s))
+    out: dict[str, Any] = {"budgets_params": budgets, "seeds": n_seeds, "refine_top": top, "budget_s": budget_s}
+    for label, (schedule, recalibrated) in SETTINGS.items():
+        variant = _table_with(table, by_id, recalibrated)
+        ctx = Context(variant, hint)
+        per_seed: list[dict[str, dict[str, float]]] = []
+        for seed in range(n_seeds):
+            sampler, suggest, enqueue = make_arm("evolution", seed, ctx)
+            run = replay(table=variant, spec=ctx.spec, sampler=sampler, budget_s=budget_s, n_workers=workers,
+                         schedule=schedule, seed=seed, seeds_to_enqueue=enqueue, suggest=suggest,
+                         reference=ctx.reference, true_front_hv=ctx.true_hv, arch_cache=ctx.arch_cache)
+            done = [(t.arch_id, t.accuracy) for t in run.trials if t.status == "complete"]
+            refine_seed = random.Random(seed).choice(sorted(next(iter(by_id.values())).seeds))
+            per_seed.append(pick_regret(done, by_id, budgets, top, refine_seed))
+        summary: dict[str, Any] = {}
+        for mode in ("no_refine", "refine"):
+            per_budget = {f"{b:.0f}": float(np.median([r[mode][f"{b:.0f}"] for r in per_seed])) for b in budgets}
+            overall = float(np.median([np.mean(list(r[mode].values())) for r in per_seed]))
+            summary[mode] = {"per_budget": per_budget, "overall": overall}
+        out[label] = summary
+        print(f"  {label}: median pick regret without refine {summary['no_refine']['overall']:.4f}, with refine "
+              f"{summary['refine']['overall']:.4f}", flush=True)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- report
+
+
+def _print_correlations(result: dict[str, Any]) -> None:
+    families = sorted(next(iter(result.values()))["per_family"])
+    print(f"{'signal':<18}{'Spearman':>9}{'Kendall':>9}{'top10%':>8}   Spearman per family: "
+          + " ".join(f"{f[:10]:>10}" for f in families))
+    for name, entry in result.items():
+        o = entry["overall"]
+        fam = " ".join(f"{entry['per_family'][f]['spearman']:>10.3f}" for f in families)
+        print(f"{name:<18}{o['spearman']:>9.3f}{o['kendall']:>9.3f}{o['top10_overlap']:>8.2f}   "
+              f"{'':<21}{fam}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--long", type=Path, help="ground-truth file (default: the committed one, else the partial)")
+    parser.add_argument("--seeds", type=int, default=30, help="replays per setting for the pick regret (default 30)")
+    parser.add_argument("--refine-top", type=int, default=5, help="finalists a simulated refine retrains (default 5)")
+    parser.add_argument("--budget-networks", type=float, default=80.0,
+                        help="replay budget: full trainings on the workers at the table's mean time (default 80)")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--no-replays", action="store_true", help="skip the pick regret (the replays)")
+    args = parser.parse_args()
+    started = time.time()
+    nets, complete, path = load_nets(args.long)
+    if len(nets) < 3:
+        raise SystemExit(f"{path}: {len(nets)} networks with a long-training record; generate them first "
+                         "(python bench/make_long_table.py)")
+    seeds = sorted(set.intersection(*(set(n.seeds) for n in nets)))
+    epochs = {len(n.seeds[seeds[0]]["long_curve"]) for n in nets}
+    print(f"ground truth: {path.name}, {len(nets)} networks" + ("" if complete else " (PARTIAL: the table is not "
+          "finished; figures cover these networks only)") + f", seeds {seeds}, long training {sorted(epochs)} epochs")
+    floor = noise_floor(nets, seeds)
+    if floor:
+        print(f"noise floor (|seed {seeds[0]} - seed {seeds[1]}| of the long accuracy): median "
+              f"{floor['median_abs_seed_gap']:.4f}, mean {floor['mean_abs_seed_gap']:.4f}, "
+              f"90th percentile {floor['p90_abs_seed_gap']:.4f}")
+    correlations = rank_correlation(nets, seeds)
+    _print_correlations(correlations)
+    stopped = front_stopped_share(nets, seeds)
+    print(f"long-training front: {stopped['front_size']} networks {stopped['front_by_family']}; share a rung stops "
+          "(vs every other network, eta 3):")
+    for key, value in stopped.items():
+        if isinstance(value, dict) and "overall" in value:
+            fam = ", ".join(f"{f} {v:.0%}" for f, v in value["per_family"].items())
+            print(f"  {key:<22} {value['overall']:>5.0%}   ({fam})")
+    result: dict[str, Any] = {"ground_truth": str(path), "complete": complete, "networks": len(nets),
+                              "seeds": seeds, "long_epochs": sorted(epochs), "noise_floor": floor,
+                              "rank_correlation": correlations, "front_stopped_share": stopped}
+    if args.no_replays or not complete:
+        why = ("--no-replays" if args.no_replays else
+               "the ground truth is partial and a replay may ask for any network of the table")
+        print(f"pick regret: skipped ({why})")
+        result["median_pick_regret"] = None
+        result["median_pick_regret_skipped"] = why
+    else:
+        print(f"pick regret ({args.seeds} replays per setting, refine top {args.refine_top}):", flush=True)
+        result["median_pick_regret"] = regret_study(nets, args.seeds, args.refine_top, args.budget_networks,
+                                                    args.workers)
+    result["seconds"] = round(time.time() - started, 1)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
