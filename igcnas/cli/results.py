@@ -93,7 +93,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
     rows = [{"number": r["number"], "state": r["state"],
              "acc": "-" if r["val_accuracy"] != r["val_accuracy"] else f"{r['val_accuracy']:.4f}",
              "search": "-" if r["search_val_accuracy"] != r["search_val_accuracy"] else
-             f"{r['search_val_accuracy']:.4f}", "fidelity": r["fidelity"] or "-",
+             f"{r['search_val_accuracy']:.4f}", "fidelity": r["fidelity"] if isinstance(r["fidelity"], str) else "-",
              "params": fmt_count(r["params"]), "macs": fmt_count(r["macs"]), "structure": r["structure"]}
             for _, r in table.iterrows()]
     # With refined trials, val acc is each trial's highest fidelity: the search's figure and which one stand beside.

@@ -176,7 +176,7 @@ def collect(study: Any) -> dict[str, Any]:
             "status": row.status,
             "val_accuracy": _num(row.val_accuracy),  # the highest fidelity the trial has (igc-nas refine)
             "search_val_accuracy": _num(row.search_val_accuracy),
-            "fidelity": row.fidelity,
+            "fidelity": row.fidelity if isinstance(row.fidelity, str) else "search",
             "params": _num(row.params),
             "macs": _num(row.macs),
             "latency_ms": latency_ms,

@@ -66,7 +66,8 @@ def _latency_words(t: dict[str, Any]) -> str:
 
 def _fidelity_words(t: dict[str, Any]) -> str:
     """At which fidelity the trial's accuracy was measured; a refined one shows the search's figure too."""
-    fidelity = t.get("fidelity") or "search"
+    fidelity = t.get("fidelity")
+    fidelity = fidelity if isinstance(fidelity, str) and fidelity else "search"
     searched = t.get("search_val_accuracy")
     if fidelity.startswith("refined") and searched is not None:
         return f"{fidelity}; search {searched:.4f}"

@@ -105,7 +105,8 @@ def _with_refined(df: pd.DataFrame, attrs: dict[str, Any]) -> pd.DataFrame:
 
     refined = refined_results(attrs)
     df["search_val_accuracy"] = df["val_accuracy"]
-    df["fidelity"] = [None if e is None or e != e else f"search, {int(e)} epochs" for e in df["epochs"]]
+    # Always a string (pandas 3 keeps text columns as strings and would turn None into NaN).
+    df["fidelity"] = ["search" if e is None or e != e else f"search, {int(e)} epochs" for e in df["epochs"]]
     df["refined_epochs"] = math.nan
     df["refined_seeds"] = 0
     df["refined_std"] = math.nan

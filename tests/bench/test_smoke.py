@@ -182,6 +182,33 @@ def test_make_long_table_and_fidelity(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_fidelity_replays_on_a_complete_ground_truth(tmp_path):
+    """The pick-regret replays need every network: a stand-in ground truth made from the committed 4-epoch
+    table (long accuracy = the 4-epoch one, plus a little) runs them, two replays per setting."""
+    from fidelity import SETTINGS
+    from igc_table import load_table
+
+    lines = []
+    for row in load_table().values():
+        seeds = {str(s): {"search_curve": c, "search_recalibrated": c, "search_loss": [1.0, 0.8, 0.6, 0.5],
+                          "long_curve": [min(1.0, c[-1] + 0.01 * s)], "long_loss": [0.1]} for s, c in row.curves.items()}
+        lines.append(json.dumps({"arch_id": row.arch_id, "family": row.family, "width": row.width,
+                                 "params": row.params, "macs": row.macs, "epochs": 1, "seeds": seeds}))
+    truth = tmp_path / "long.jsonl"
+    truth.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "fidelity.json"
+    run_bench("fidelity.py", "--long", truth, "--seeds", "2", "--budget-networks", "8", "--json", out, timeout=280)
+    regret = read_json(out)["median_pick_regret"]
+    assert len(regret["budgets_params"]) == 5
+    for label in SETTINGS:
+        for mode in ("no_refine", "refine"):
+            per_budget = regret[label][mode]["per_budget"]
+            assert len(per_budget) == 5 and all(v >= 0 for v in per_budget.values()), (label, mode)
+        assert "long_fidelity_fraction_to_reach_random" in regret[label]
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_sampler_comparison(tmp_path):
     """Every arm and every early-stopping schedule, one seed, a budget of 8 networks."""

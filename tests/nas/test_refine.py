@@ -149,6 +149,8 @@ def test_the_dashboard_shows_both_figures_of_a_refined_trial(study_url):
     payload = collect(study)
     refined = [t for t in payload["trials"] if (t["fidelity"] or "").startswith("refined")]
     assert len(refined) == 1
+    # Every other trial says "search" (a string, also where the trial records no epochs: never NaN).
+    assert {t["fidelity"] for t in payload["trials"] if t not in refined} == {"search"}
     t = refined[0]
     assert t["search_val_accuracy"] == study.trials[t["number"]].values[0] != t["val_accuracy"]
     figure = json.dumps(build_figures(payload)["pareto-params"])
