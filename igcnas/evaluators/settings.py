@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from igcnas.errors import BadInput
 
-__all__ = ["TrainSettings", "STRUCTURED_MODES", "PRECISIONS", "DEVICE_CHOICES"]
+__all__ = ["TrainSettings", "STRUCTURED_MODES", "PRECISIONS", "DEVICE_CHOICES", "RECORDED_SETTINGS"]
 
 # Training devices and precisions (evaluators/device.py resolves them; kept here, torch-free, so that
 # options and the command line can name them without importing torch).
@@ -51,6 +51,10 @@ class TrainSettings:
     # are not, and whether they should be is measured on the long-training ground truth (issue 21). The
     # running statistics are restored afterwards, so the training and the plain curve are unchanged.
     recalibrated_curve: bool = False
+    # Re-estimate BatchNorm statistics before every evaluation of a plain network too (each epoch, so every
+    # rung, and the end), as structured networks always are; the trained network keeps them. Off until the
+    # long-training ground truth shows it ranks better (bench/fidelity.py: acc@e+bn against acc@e).
+    recalibrate_plain: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -69,3 +73,9 @@ class TrainSettings:
     def model_form(self) -> str:
         """``build_model``'s form: full kernels to regularise, or the deployed modules trained directly."""
         return "deployed" if self.structured_mode == "direct" else "train"
+
+
+# TrainSettings fields a search records in its evaluation record beside epochs, batch and lr, which a later
+# training of its networks (igc-nas pick --retrain, igc-nas refine) takes over when present (older studies
+# lack the newer ones and get the defaults).
+RECORDED_SETTINGS = ("structured_mode", "structure_lambda", "recalibrate_plain")

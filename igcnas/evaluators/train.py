@@ -269,11 +269,14 @@ def train_model(
             elif deployed_structure:
                 recalibrate(model)
                 accuracy = validate()
+            elif settings.recalibrate_plain:
+                recalibrate(model)
+                accuracy = validate()
             else:
                 accuracy = validate()
                 if settings.recalibrated_curve:
                     result.recalibrated_curve.append(recalibrated_accuracy(model, recalibrate, validate))
-            if settings.recalibrated_curve and (structured or deployed_structure):
+            if settings.recalibrated_curve and (structured or deployed_structure or settings.recalibrate_plain):
                 result.recalibrated_curve.append(accuracy)
             result.curve.append(accuracy)
             result.train_loss.append(running / max(batches, 1))

@@ -110,11 +110,13 @@ def rung_population(records: Iterable[Record], epoch: int) -> list[RungEntry]:
     return [_entry(record, epoch) for record in records if len(record[0]) >= epoch]
 
 
-def fidelity_key(*, epochs: int, batch_size: int, lr: float, max_batches_per_epoch: int | None) -> str:
+def fidelity_key(*, epochs: int, batch_size: int, lr: float, max_batches_per_epoch: int | None,
+                 recalibrate_plain: bool = False) -> str:
     """Trials are comparable at a rung only when trained with the same schedule (the cosine decay spans
-    the planned epochs), so each trial records this key and rung populations are filtered on it."""
+    the planned epochs) and evaluated the same way (BatchNorm re-estimated or not), so each trial records
+    this key and rung populations are filtered on it."""
     capped = f"/cap{max_batches_per_epoch}" if max_batches_per_epoch else ""
-    return f"{epochs}ep/b{batch_size}/lr{lr:g}{capped}"
+    return f"{epochs}ep/b{batch_size}/lr{lr:g}{capped}" + ("/bn" if recalibrate_plain else "")
 
 
 def rung_record(t: Any, fidelity: str) -> Record | None:

@@ -181,6 +181,10 @@ class SearchOptions:
     structure_lambda: float = option(
         _TRAIN.structure_lambda, f"weight of the structural regulariser (--structured-mode regularised; default "
         f"{_TRAIN.structure_lambda:g})", group="search", type=float)
+    recalibrate_bn: bool = option(
+        _TRAIN.recalibrate_plain, "re-estimate BatchNorm statistics before every evaluation of plain networks "
+        "(each epoch, so every rung, and the end), as Structured Convolution networks always are (default "
+        f"{'on' if _TRAIN.recalibrate_plain else 'off'})", group="search", parse=on_off, metavar="on|off")
     max_batches_per_epoch: int | None = option(
         None, "cap the batches of every epoch (smoke tests and quick looks; default: full epochs)", group="search",
         type=int)
@@ -294,7 +298,7 @@ class SearchOptions:
     @property
     def fidelity(self) -> str:
         return fidelity_key(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                            max_batches_per_epoch=self.max_batches_per_epoch)
+                            max_batches_per_epoch=self.max_batches_per_epoch, recalibrate_plain=self.recalibrate_bn)
 
     def train_settings(self, *, seed: int) -> TrainSettings:
         """How each trial trains (its own seed), with the per-trial limits."""
@@ -302,7 +306,7 @@ class SearchOptions:
                              max_batches_per_epoch=self.max_batches_per_epoch, time_limit_s=self.trial_timeout,
                              memory_limit_mb=self.trial_memory_mb, structured_mode=self.structured_mode,
                              device=self.device, precision=self.precision,
-                             structure_lambda=self.structure_lambda)
+                             structure_lambda=self.structure_lambda, recalibrate_plain=self.recalibrate_bn)
 
     def evaluation_record(self) -> dict[str, Any]:
         """How the search read its data and trained: stored on the study, read back by ``igc-nas pick``."""
@@ -311,7 +315,8 @@ class SearchOptions:
                 "split_seed": self.seed, "val_fraction": self.val_fraction, "epochs": self.epochs,
                 "memory_cap_mb": self.memory_cap_mb, "cache_dir": self.cache_dir,
                 "batch_size": self.batch_size, "lr": self.lr, "max_batches_per_epoch": self.max_batches_per_epoch,
-                "structured_mode": self.structured_mode, "structure_lambda": self.structure_lambda}
+                "structured_mode": self.structured_mode, "structure_lambda": self.structure_lambda,
+                "recalibrate_plain": self.recalibrate_bn}
 
     @property
     def objectives(self) -> tuple[Objective, ...]:

@@ -96,3 +96,10 @@ def test_the_recalibrated_curve_measures_without_changing_the_training(digits):
     recalibrate_batchnorm(expected, digits, batch_size=settings.batch_size)
     assert len(measured.recalibrated_curve) == 2
     assert measured.recalibrated_curve[-1] == evaluate_split(expected, digits, "val")
+    # recalibrate_plain evaluates every epoch that way and keeps the statistics: the same figures, and the
+    # network it leaves has its statistics re-estimated (the weights are the same: training never reads them).
+    kept_model = build_model(small_net(), seed=1)
+    kept = train_model(kept_model, digits, dataclasses.replace(settings, recalibrate_plain=True))
+    assert kept.curve == measured.recalibrated_curve and kept.train_loss == plain.train_loss
+    assert evaluate_split(kept_model, digits, "val") == measured.recalibrated_curve[-1]
+
