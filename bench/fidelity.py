@@ -9,8 +9,8 @@ validation accuracy, averaged over the table's seeds.
    search's 4-epoch schedule, as measured (``acc@e``) and with BatchNorm statistics re-estimated first
    (``acc@e+bn``), and minus the sum of training losses up to an epoch (``-loss@e``) -- Spearman, Kendall and
    the overlap of the top 10% with the ground truth's top 10%, per training seed (one seed is what a
-   search sees) then averaged over seeds, overall and per family. ``long, other seed`` (one seed's long
-   accuracy against the other's) is the ceiling that seed noise allows.
+   search sees) then averaged over seeds, overall and per family. ``long, seed vs seed`` (one seed's long
+   accuracy against the other's) measures seed noise, and bounds how well any signal can do.
 2. ``front_stopped_share``: of the long-training Pareto front (ground truth, params, MACs), the share that
    a rung at epoch ``e`` would stop, by the search's own rule (``should_promote``, eta 3) against every
    other network of the table trained with the same seed, per signal (as measured, and with BatchNorm
@@ -139,9 +139,18 @@ def rank_correlation(nets: list[Net], seeds: list[int]) -> dict[str, Any]:
             return _rank_stats(group, lambda s: s["long_curve"][-1], seeds[:1],
                                truth=lambda n: n.seeds[seeds[1]]["long_curve"][-1])
 
-        out["long, other seed"] = {"overall": other(nets),
-                                   "per_family": {f: other([n for n in nets if n.family == f]) for f in families}}
+        out[SEED_AGREEMENT] = {"overall": other(nets),
+                               "per_family": {f: other([n for n in nets if n.family == f]) for f in families}}
     return out
+
+
+SEED_AGREEMENT = "long, seed vs seed"
+
+
+def ceiling(r: float, k: int) -> float:
+    """About how far any signal's correlation with the mean of ``k`` seeds can go, when one seed's long
+    accuracy agrees with another's by ``r`` (Spearman-Brown reliability of the mean, square-rooted)."""
+    return float(np.sqrt(k * r / (1 + (k - 1) * r))) if r > 0 else float("nan")
 
 
 def long_front(nets: list[Net]) -> list[int]:
@@ -344,6 +353,11 @@ def main() -> int:
               f"90th percentile {floor['p90_abs_seed_gap']:.4f}")
     correlations = rank_correlation(nets, seeds)
     _print_correlations(correlations)
+    if SEED_AGREEMENT in correlations:
+        r = correlations[SEED_AGREEMENT]["overall"]["spearman"]
+        correlations[SEED_AGREEMENT]["ceiling_vs_mean"] = ceiling(r, len(seeds))
+        print(f"({SEED_AGREEMENT}: one seed's long accuracy against another's; with that agreement no signal can "
+              f"correlate with the mean of {len(seeds)} seeds much beyond {ceiling(r, len(seeds)):.2f})")
     stopped = front_stopped_share(nets, seeds)
     print(f"long-training front: {stopped['front_size']} networks {stopped['front_by_family']}; share a rung stops "
           "(vs every other network, eta 3):")
