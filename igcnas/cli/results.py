@@ -150,7 +150,7 @@ def _latency_table(args: argparse.Namespace, study: Any) -> Any:
 def cmd_pick(args: argparse.Namespace) -> int:
     from igcnas.nas.pareto import pareto_front, trials_frame
     from igcnas.nas.pick import (NothingFits, accuracy_words, choose, export_model, latency_check,
-                                 with_predicted_latency)
+                                 weights_note, with_predicted_latency)
     from igcnas.evaluators.latency_fit import check_min_share
     from igcnas.nas.budget import Budget, parse_count
     from igcnas.nas.study import open_existing_study
@@ -199,7 +199,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
                           onnx=ONNX_CHOICES[args.onnx], report_notes=tuple(notes))
     test = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
     print(f"exported to {result.directory}: val acc {result.val_accuracy:.4f} (the search's validation split, "
-          f"{len(result.val_index)} images), test acc {test}")
+          f"{len(result.val_index)} images), test acc {test}{weights_note(row, result.retrained_epochs)}")
     for label, path in result.files.items():
         print(f"  {label}: {path}")
     check = result.onnx_check

@@ -27,7 +27,7 @@ from igcnas.errors import BadInput
 if TYPE_CHECKING:
     from igcnas.models.onnx_export import OnnxCheck
 
-__all__ = ["NothingFits", "accuracy_words", "choose", "nearest_over_budget", "export_model", "PickResult", "search_evaluation",
+__all__ = ["NothingFits", "accuracy_words", "weights_note", "choose", "nearest_over_budget", "export_model", "PickResult", "search_evaluation",
            "load_search_data", "with_predicted_latency", "latency_check"]
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,16 @@ def accuracy_words(row: pd.Series) -> str:
     if fidelity.startswith("refined") and searched is not None and searched == searched:
         return f"{fidelity}; search {float(searched):.4f}"
     return str(fidelity)
+
+
+def weights_note(row: pd.Series, retrained: int | None) -> str:
+    """Where the compared accuracy (refined) and the exported weights (the search's) come from different
+    trainings, say so and how to export a network trained as refine trained it."""
+    epochs = row.get("refined_epochs")
+    if epochs is None or epochs != epochs or retrained == int(epochs):
+        return ""
+    return (f" (the accuracy compared was measured after {int(epochs)}-epoch trainings by igc-nas refine; "
+            f"--retrain-epochs {int(epochs)} exports a network trained that long)")
 
 
 def with_predicted_latency(df: pd.DataFrame, table: Any) -> pd.DataFrame:
@@ -299,7 +309,8 @@ def export_model(
             f"- validation accuracy (exported weights): {val_accuracy:.4f}",
             "- test accuracy (exported weights): "
             + ("n/a (no test split)" if test_accuracy is None else f"{test_accuracy:.4f}"),
-            "- weights: " + (f"retrained for {retrained} epochs" if retrained else "the trial's own"),
+            "- weights: " + (f"retrained for {retrained} epochs" if retrained else "the trial's own")
+            + weights_note(trial_row, retrained),
             f"- validation split: the search's (seed {record['split_seed']}, fraction {record['val_fraction']}, "
             f"{len(data.val_index)} images)",
             f"- budget: {json.dumps({k: v for k, v in budget.as_dict().items() if v is not None})}",

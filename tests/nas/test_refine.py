@@ -155,3 +155,14 @@ def test_the_dashboard_shows_both_figures_of_a_refined_trial(study_url):
     assert t["search_val_accuracy"] == study.trials[t["number"]].values[0] != t["val_accuracy"]
     figure = json.dumps(build_figures(payload)["pareto-params"])
     assert f"refined, 2 epochs, 1 seed (0); search {t['search_val_accuracy']:.4f}" in figure
+
+
+def test_an_export_says_when_its_weights_were_trained_shorter_than_the_accuracy_it_was_picked_by():
+    import pandas as pd
+
+    from igcnas.nas.pick import weights_note
+
+    refined = pd.Series({"refined_epochs": 30.0})
+    assert "--retrain-epochs 30 exports a network trained that long" in weights_note(refined, None)
+    assert weights_note(refined, 30) == ""  # retrained as long as refine trained: nothing to say
+    assert weights_note(pd.Series({"refined_epochs": float("nan")}), None) == ""  # never refined
