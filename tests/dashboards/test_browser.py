@@ -244,3 +244,26 @@ def test_the_page_admits_a_trial_exactly_on_every_budget_as_pick_does(browser, t
         except NothingFits:
             expected = ""
         assert expected != str(row.number) and page.get_attribute("#pick", "data-trial") == expected
+
+
+def test_a_refined_trial_shows_both_figures_in_the_table_and_the_pick(browser, synthetic_study, tmp_path):
+    """After igc-nas refine the page compares at the highest fidelity, as pick does, and shows the search's
+    figure beside the refined one (results written as refine writes them: one study attribute per seed)."""
+    from igcnas.nas.records import StudyKey, refine_key
+
+    url, study = synthetic_study
+    df = trials_frame(study)
+    best = int(df[pareto_mask(df)].sort_values("val_accuracy", ascending=False)["number"].iloc[0])
+    for seed, accuracy in ((0, 0.999), (1, 0.997)):
+        study.set_user_attr(refine_key(StudyKey.REFINED, best, 30, seed), {"val_accuracy": accuracy, "seed": seed})
+    report = tmp_path / "report.html"
+    assert main(["dashboard", "--storage", url, "--html", str(report)]) == 0
+    page = browser.new_page()
+    page.goto(report.as_uri())
+    page.wait_for_selector("body[data-rendered]", timeout=30000)
+    searched = float(df.set_index("number").at[best, "val_accuracy"])
+    row = page.inner_text(f"#front-table tr[data-trial='{best}']")
+    assert "0.9980" in row and f"refined; search {searched:.4f}" in row
+    pick = page.inner_text("#pick")
+    assert f"trial {best} " in pick and "(refined, 30 epochs, mean of 2 seeds (sd 0.0014))" in pick
+    page.close()
