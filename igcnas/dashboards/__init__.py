@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from igcnas.files import atomic_write_text
+
 __all__ = ["dashboard_data", "write_report", "serve"]
 
 
@@ -25,13 +27,8 @@ def write_report(study: Any, path: str | Path) -> Path:
     """One HTML file with plotly.js and the data inline: opens offline, shows what the live page shows."""
     from igcnas.dashboards.page import render_page
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = render_page(title=f"study {study.study_name}", data=dashboard_data(study), embed_plotly=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, text)
 
 
 def serve(load_study: Any, *, title: str, host: str = "127.0.0.1", port: int = 8050, refresh_s: float = 5.0) -> Any:

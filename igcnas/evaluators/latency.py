@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from igcnas.errors import BadInput
+from igcnas.files import atomic_write
 from igcnas.evaluators.latency_fit import (Assessment, Calibration, assess, choose_calibration,
                                           predict_from_features)
 from igcnas.evaluators.timing import Timing, note_reference, reference_us, time_calls
@@ -431,15 +432,11 @@ class LatencyTable:
                 "heldout_networks": self.heldout_networks, "assessment": self.assessment.as_dict(),
                 "probe_us": self.probe_us, "build_seconds": self.build_seconds, "entries": self.entries,
                 "labels": self.labels}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        try:
+        def write(temporary: Path) -> None:
             with gzip.open(temporary, "wt", encoding="utf-8") as handle:
                 json.dump(data, handle, indent=0, sort_keys=True)
-            temporary.replace(path)
-        finally:
-            temporary.unlink(missing_ok=True)
-        return path
+
+        return atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:

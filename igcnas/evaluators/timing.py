@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from igcnas.files import atomic_write_text
+
 __all__ = ["Timing", "time_call", "time_calls", "probe_us", "reference_us", "note_reference", "steady_memory",
            "FAST_TOLERANCE", "PHASE_TOLERANCE", "MIN_FAST_BLOCKS", "MAX_SECONDS", "MAX_GROUP_SECONDS", "BLOCK_MS"]
 
@@ -138,11 +140,8 @@ def _store_reference() -> None:
     _ProbeState.recorded_us = _ProbeState.seen_us
     path = _reference_path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"key": _reference_key(), "fastest_us": _ProbeState.seen_us,
-                                         "at": time.time()}), encoding="utf-8")
-        temporary.replace(path)
+        atomic_write_text(path, json.dumps({"key": _reference_key(), "fastest_us": _ProbeState.seen_us,
+                                            "at": time.time()}))
     except OSError as exc:  # a read-only home: the reference stays this process's own
         log.debug("timing reference not stored: %s", exc)
 

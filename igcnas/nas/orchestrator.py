@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from igcnas.errors import BadInput, SearchFailed
+from igcnas.files import atomic_write_text
 from igcnas.nas.backends import BACKEND_MODULES, Backend, BackendReport, Prepared, TrialCallback, get_backend
 from igcnas.nas.options import SearchOptions, flag_of
 from igcnas.nas.records import StudyKey, TrialStatus
@@ -225,7 +226,5 @@ def finish(prep: Prepared, report: BackendReport) -> SearchOutcome:
         "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     files["summary"] = run_dir / "summary.json"
-    tmp = files["summary"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(files["summary"])
+    atomic_write_text(files["summary"], json.dumps(summary, indent=2))
     return SearchOutcome(prep.study, run_dir, options.storage_url, report, files, front, hv)

@@ -29,6 +29,7 @@ from igcnas.nas.records import TrialKey
 
 _BASE = [o.name for o in OBJECTIVES]  # val_accuracy, params, macs: the columns every front is over
 from igcnas.errors import BadInput
+from igcnas.files import atomic_write
 
 __all__ = ["ReferencePoint", "trials_frame", "at_search_fidelity", "REFINED_COLUMNS", "pareto_mask", "pareto_front",
            "hypervolume",
@@ -263,11 +264,6 @@ def export_trials(df: pd.DataFrame, path: str | Path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise BadInput(f"export path must end in .csv or .parquet, got {str(path)!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     if suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    else:
-        df.to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path
+        return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))

@@ -23,6 +23,7 @@ from igcnas.nas.pareto import pareto_mask
 from igcnas.nas.records import StudyKey, TrialKey
 from igcnas.nas.budget import LATENCY_CONSTRAINTS, Budget, is_feasible
 from igcnas.errors import BadInput
+from igcnas.files import atomic_write_text
 
 if TYPE_CHECKING:
     from igcnas.models.onnx_export import OnnxCheck
@@ -162,12 +163,6 @@ class PickResult:
 ONNX_CHECK_IMAGES = 256
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def search_evaluation(study: Any) -> dict[str, Any]:
     """How the study's search read its data and trained (recorded by the orchestrator).
 
@@ -277,7 +272,7 @@ def export_model(
             "exported_program": staging / "model.pt2",
             "report": staging / "report.md",
         }
-        _atomic_write(files["config"], json.dumps(config_to_dict(config), indent=2))
+        atomic_write_text(files["config"], json.dumps(config_to_dict(config), indent=2))
         torch.save(model.state_dict(), files["weights"])
         example = torch.zeros(2, config.in_channels, config.input_size, config.input_size)
         exported = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
@@ -333,7 +328,7 @@ def export_model(
                          f"{int(r['params']):,} | {int(r['macs']):,} | {r['structure']} |")
         lines += ["", "Load it with `igcnas.models.load(DIR)` (a ready `nn.Module` in eval mode), or the "
                   "exported program with `torch.export.load(DIR/model.pt2).module()`."]
-        _atomic_write(files["report"], "\n".join(lines) + "\n")
+        atomic_write_text(files["report"], "\n".join(lines) + "\n")
         if target.exists():
             target.rmdir()
         staging.rename(target)
