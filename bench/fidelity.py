@@ -51,6 +51,7 @@ from igcnas.nas.early_stopping import RungEntry, RungSchedule, domination_counts
 from make_long_table import LONG_PARTIAL, LONG_PATH, SEARCH_EPOCHS, read_long  # noqa: E402
 
 BUDGET_QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
+REACH_BOOTSTRAP = 300  # resamples of the replays for the interval of the budget fraction (each redraws a curve)
 ETA = 3
 TOP_SHARE = 0.10
 # The search settings the replays compare (schedule, whether rung and final accuracies are BatchNorm
@@ -275,7 +276,9 @@ def regret_study(nets: list[Net], n_seeds: int, top: int, budget_networks: float
     budget_s = mean_s * budget_networks / workers
     hint = int(round(budget_s * workers / mean_s))
     out: dict[str, Any] = {"budgets_params": budgets, "seeds": n_seeds, "refine_top": top, "budget_s": budget_s}
-    from sampler_comparison import fraction_to_reach
+    from sampler_comparison import BOOTSTRAP_SEED, bootstrap_median, fraction_to_reach
+
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
 
     def replays(arm: str, variant: dict[str, Row], ctx: Any, schedule: RungSchedule | None) -> list[Any]:
         runs = []
@@ -298,17 +301,32 @@ def regret_study(nets: list[Net], n_seeds: int, top: int, budget_networks: float
         # Scored at long fidelity: when does the default sampler's median reach random search's final median?
         random_runs = long_fidelity_runs(replays("random", variant, ctx, schedule), by_id, ctx.reference)
         target = float(np.median([r.final_hv for r in random_runs]))
-        reach = fraction_to_reach(long_fidelity_runs(runs, by_id, ctx.reference), budget_s, target)
+        scored = long_fidelity_runs(runs, by_id, ctx.reference)
+        reach = fraction_to_reach(scored, budget_s, target)
+        draws = [fraction_to_reach([scored[i] for i in rng.integers(0, len(scored), len(scored))], budget_s, target)
+                 for _ in range(REACH_BOOTSTRAP)]
+        reach_ci = [float(np.quantile([2.0 if d is None else d for d in draws], q)) for q in (0.025, 0.975)]
         summary: dict[str, Any] = {}
+        overall_by_mode = {}
         for mode in ("no_refine", "refine"):
             per_budget = {f"{b:.0f}": float(np.median([r[mode][f"{b:.0f}"] for r in per_seed])) for b in budgets}
-            overall = float(np.median([np.mean(list(r[mode].values())) for r in per_seed]))
-            summary[mode] = {"per_budget": per_budget, "overall": overall}
+            overall_by_mode[mode] = np.array([np.mean(list(r[mode].values())) for r in per_seed])
+            median, lo, hi = bootstrap_median(overall_by_mode[mode], rng)
+            summary[mode] = {"per_budget": per_budget, "overall": median, "overall_ci95": [lo, hi]}
+        # Paired by replay seed: the same search, picked with and without refine.
+        paired = overall_by_mode["refine"] - overall_by_mode["no_refine"]
+        median, lo, hi = bootstrap_median(paired, rng)
+        summary["refine_minus_no_refine"] = {"median": median, "ci95": [lo, hi]}
         summary["long_fidelity_fraction_to_reach_random"] = reach
+        summary["long_fidelity_fraction_ci95"] = reach_ci  # 2.0 stands for "never within the budget"
         out[label] = summary
-        print(f"  {label}: median pick regret without refine {summary['no_refine']['overall']:.4f}, with refine "
-              f"{summary['refine']['overall']:.4f}; scored at long fidelity the sampler reaches random search's "
-              f"final hypervolume at {'never' if reach is None else f'{reach:.2f}'} of the budget", flush=True)
+        nr, rf, d = summary["no_refine"], summary["refine"], summary["refine_minus_no_refine"]
+        print(f"  {label}: median pick regret without refine {nr['overall']:.4f} [{nr['overall_ci95'][0]:.4f}, "
+              f"{nr['overall_ci95'][1]:.4f}], with refine {rf['overall']:.4f} [{rf['overall_ci95'][0]:.4f}, "
+              f"{rf['overall_ci95'][1]:.4f}], paired difference {d['median']:+.4f} [{d['ci95'][0]:+.4f}, "
+              f"{d['ci95'][1]:+.4f}]; at long fidelity the sampler reaches random search's final hypervolume at "
+              f"{'never' if reach is None else f'{reach:.2f}'} [{reach_ci[0]:.2f}, {reach_ci[1]:.2f}] of the budget",
+              flush=True)
     return out
 
 
