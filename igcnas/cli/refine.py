@@ -67,7 +67,7 @@ def register(sub: Any) -> None:
 def cmd_refine(args: argparse.Namespace) -> int:
     from igcnas.nas.backends import get_backend
     from igcnas.nas.budget import Budget, parse_count
-    from igcnas.nas.refine import Claims, pending_units, parse_seeds, plan_job, refined_results
+    from igcnas.nas.refine import Claims, pending_units, parse_seeds, plan_job
     from igcnas.nas.study import open_existing_study
 
     seeds = parse_seeds(args.seeds)
@@ -110,13 +110,12 @@ def cmd_refine(args: argparse.Namespace) -> int:
     print(f"refine: {report.trained} trained, {report.failed} failed, {report.already_done} done before, "
           f"{report.elsewhere} under way elsewhere" + (f"; last failure: {report.last_failure}"
                                                        if report.last_failure else ""))
-    _summary(study, chosen)
-    refined = refined_results(study.user_attrs)
+    refined = _summary(study, chosen)
     trained_any = any((r := refined.get(int(n))) is not None and r.accuracies for n in chosen["number"])
     return 1 if report.failed and not trained_any else 0
 
 
-def _summary(study: Any, chosen: Any) -> None:
+def _summary(study: Any, chosen: Any) -> dict[int, Any]:
     """Each finalist's search figure beside its refined one (highest fidelity so far)."""
     from igcnas.nas.refine import refined_results
 
@@ -129,3 +128,4 @@ def _summary(study: Any, chosen: Any) -> None:
                      "how": "-" if got is None else got.words()})
     print_table(rows, [("number", "trial"), ("search", "search acc"), ("refined", "refined acc"),
                        ("how", "refined at")])
+    return refined

@@ -94,7 +94,7 @@ def _history(df: pd.DataFrame, reference: ReferencePoint | None) -> dict[str, li
     if done.empty:
         return out
     # The search's progress: its own figures, not those igc-nas refine added later for a few finalists.
-    accuracy = done["search_val_accuracy" if "search_val_accuracy" in done else "val_accuracy"].to_numpy(dtype=float)
+    accuracy = done["search_val_accuracy"].to_numpy(dtype=float)
     out["accuracy"] = [_num(a) for a in accuracy]
     out["number"] = [int(n) for n in done["number"]]
     out["best_accuracy"] = [_num(a) for a in np.maximum.accumulate(np.nan_to_num(accuracy, nan=0.0))]

@@ -18,6 +18,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from igcnas.nas.refined import fidelity_words
+
 __all__ = ["build_figures"]
 
 GREY = "rgba(150,150,150,0.45)"
@@ -28,7 +30,7 @@ MACS_ONLY = "#9467bd"
 LATENCY_ONLY = "#2ca02c"
 
 # customdata[5] says at which fidelity the accuracy was measured (the search's, or igc-nas refine's with the
-# search's figure beside it), see _fidelity_words.
+# search's figure beside it), see igcnas.nas.refined.fidelity_words.
 HOVER = ("<b>trial %{customdata[0]}</b><br>%{customdata[1]}<br>val acc %{customdata[2]:.4f} (%{customdata[5]})<br>"
          "params %{customdata[3]:,}<br>MACs %{customdata[4]:,} (FLOPs = 2 x MACs)<extra>%{meta}</extra>")
 # With latency: customdata[6] is the latency line (predicted and measured), see _latency_words.
@@ -64,19 +66,9 @@ def _latency_words(t: dict[str, Any]) -> str:
     return words
 
 
-def _fidelity_words(t: dict[str, Any]) -> str:
-    """At which fidelity the trial's accuracy was measured; a refined one shows the search's figure too."""
-    fidelity = t.get("fidelity")
-    fidelity = fidelity if isinstance(fidelity, str) and fidelity else "search"
-    searched = t.get("search_val_accuracy")
-    if fidelity.startswith("refined") and searched is not None:
-        return f"{fidelity}; search {searched:.4f}"
-    return fidelity
-
-
 def _custom(trials: list[dict[str, Any]], latency: bool = False) -> list[list[Any]]:
     return [[t["number"], t["structure"], t["val_accuracy"], int(t["params"] or 0), int(t["macs"] or 0),
-             _fidelity_words(t)] + ([_latency_words(t)] if latency else []) for t in trials]
+             fidelity_words(t.get("fidelity"), t.get("search_val_accuracy"))] + ([_latency_words(t)] if latency else []) for t in trials]
 
 
 def _scatter(trials: list[dict[str, Any]], x: str, *, name: str, role: str, marker: dict[str, Any],

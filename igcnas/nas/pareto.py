@@ -31,7 +31,7 @@ _BASE = [o.name for o in OBJECTIVES]  # val_accuracy, params, macs: the columns 
 from igcnas.errors import BadInput
 from igcnas.files import atomic_write
 
-__all__ = ["ReferencePoint", "trials_frame", "at_search_fidelity", "REFINED_COLUMNS", "pareto_mask", "pareto_front",
+__all__ = ["ReferencePoint", "trials_frame", "at_search_fidelity", "pareto_mask", "pareto_front",
            "hypervolume",
            "hypervolume_history", "export_trials"]
 
@@ -66,9 +66,6 @@ _COLUMNS = ["number", "state", "val_accuracy", "params", "macs", "latency_ms", "
             "family", "width", "arch_id",
             "structure", "epochs", "curve", "config", "feasible", "constraints", "status", "fail_reason",
             "datetime_start", "datetime_complete", "duration_s"]
-# The accuracy columns `igc-nas refine` adds (nas/refine.py): ``val_accuracy`` is the highest fidelity a trial
-# has, ``search_val_accuracy`` the search's own figure (its objective value), ``fidelity`` says which.
-REFINED_COLUMNS = ["search_val_accuracy", "fidelity", "refined_epochs", "refined_seeds", "refined_std"]
 
 # Rows of finished trials already built in this process, per storage object and study: a finished trial
 # never changes, so writing the outputs again (finish, then the dashboard; a live dashboard's every
@@ -101,7 +98,8 @@ def trials_frame(study: Any) -> pd.DataFrame:
 
 
 def _with_refined(df: pd.DataFrame, attrs: dict[str, Any]) -> pd.DataFrame:
-    """``val_accuracy`` at each trial's highest fidelity: refined (mean over seeds) where refine ran."""
+    """``val_accuracy`` at each trial's highest fidelity: refined (mean over seeds) where refine ran, beside
+    ``search_val_accuracy`` (the objective value), ``fidelity`` (which one), ``refined_epochs/seeds/std``."""
     from igcnas.nas.refined import refined_results
 
     refined = refined_results(attrs)

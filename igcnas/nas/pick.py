@@ -88,12 +88,9 @@ def choose(df: pd.DataFrame, budget: Budget) -> pd.Series:
 
 def accuracy_words(row: pd.Series) -> str:
     """At which fidelity a row's ``val_accuracy`` was measured, with the search's figure when it was refined."""
-    fidelity = row.get("fidelity")
-    fidelity = fidelity if isinstance(fidelity, str) and fidelity else "search"
-    searched = row.get("search_val_accuracy")
-    if fidelity.startswith("refined") and searched is not None and searched == searched:
-        return f"{fidelity}; search {float(searched):.4f}"
-    return str(fidelity)
+    from igcnas.nas.refined import fidelity_words
+
+    return fidelity_words(row.get("fidelity"), row.get("search_val_accuracy"))
 
 
 def weights_note(row: pd.Series, retrained: int | None) -> str:

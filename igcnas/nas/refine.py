@@ -307,13 +307,30 @@ def record_result(study: Any, unit: Unit, result: dict[str, Any], report: Refine
 OnResult = Callable[[Unit, dict[str, Any]], None]
 
 
+def begin(job: RefineJob) -> tuple[RefineReport, Claims, list[Unit]]:
+    """Every backend's first step: this run's report, its claims, and the units no one has done or holds."""
+    report = RefineReport()
+    claims = Claims(job.study, interval=job.heartbeat_interval, grace=job.grace_period, settle_s=job.settle_s)
+    todo, report.already_done, report.elsewhere = pending_units(job, claims)
+    return report, claims, todo
+
+
+def finish(job: RefineJob, claims: Claims, unit: Unit, result: dict[str, Any], report: RefineReport,
+           on_result: OnResult | None) -> None:
+    """Every backend's last step for a unit: the result recorded, the claim released, the caller told."""
+    try:
+        record_result(job.study, unit, result, report)
+    finally:
+        claims.release(unit)
+    if on_result is not None:
+        on_result(unit, result)
+
+
 def refine_here(job: RefineJob, *, on_result: OnResult | None = None) -> RefineReport:
     """Train this job's free units in this process, one after another (the Optuna backend's refine)."""
     from igcnas.nas.pick import load_search_data
 
-    report = RefineReport()
-    claims = Claims(job.study, interval=job.heartbeat_interval, grace=job.grace_period, settle_s=job.settle_s)
-    todo, report.already_done, report.elsewhere = pending_units(job, claims)
+    report, claims, todo = begin(job)
     if not todo:
         return report
     data = load_search_data(job.record, data_dir=job.data_dir)
@@ -328,11 +345,10 @@ def refine_here(job: RefineJob, *, on_result: OnResult | None = None) -> RefineR
             try:
                 result = train_unit(job.configs[unit.trial], data, job.record, unit, device=job.device,
                                     progress=job.progress)
-                record_result(job.study, unit, result, report)
-            finally:
-                claims.release(unit)
-            if on_result is not None:
-                on_result(unit, result)
+            except BaseException:
+                claims.release(unit)  # a bug or an interruption: the unit is free for a later run
+                raise
+            finish(job, claims, unit, result, report, on_result)
     finally:
         claims.stop()
     return report

@@ -13,7 +13,7 @@ from typing import Any
 
 from igcnas.nas.records import StudyKey
 
-__all__ = ["Refined", "refined_results"]
+__all__ = ["Refined", "refined_results", "fidelity_words"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,15 @@ class Refined:
         text = f"{self.epochs} epochs, " + (f"mean of {n} seeds (sd {self.std:.4f})" if n > 1 else
                                              f"1 seed ({self.seeds[0]})" if n else "no seed finished")
         return text + (f", {self.failed} failed" if self.failed else "")
+
+
+def fidelity_words(fidelity: Any, search_accuracy: Any) -> str:
+    """At which fidelity an accuracy was measured, with the search's figure beside a refined one (what pick,
+    report.md and the dashboard's hover say)."""
+    words = fidelity if isinstance(fidelity, str) and fidelity else "search"
+    if words.startswith("refined") and search_accuracy is not None and search_accuracy == search_accuracy:
+        return f"{words}; search {float(search_accuracy):.4f}"
+    return words
 
 
 def refined_results(attrs: dict[str, Any]) -> dict[int, Refined]:

@@ -39,11 +39,9 @@ def refine_on_ray(job: Any, *, on_result: Callable[[Any, dict[str, Any]], None] 
     """Run ``job``'s free units on the cluster (``connect`` joins or starts Ray: True when it started it)."""
     import ray
 
-    from igcnas.nas.refine import Claims, RefineReport, pending_units, record_result
+    from igcnas.nas.refine import begin, finish
 
-    report = RefineReport()
-    claims = Claims(job.study, interval=job.heartbeat_interval, grace=job.grace_period, settle_s=job.settle_s)
-    todo, report.already_done, report.elsewhere = pending_units(job, claims)
+    report, claims, todo = begin(job)
     if not todo:
         return report
     started_here = connect(job.address)
@@ -73,10 +71,7 @@ def refine_on_ray(job: Any, *, on_result: Callable[[Any, dict[str, Any]], None] 
                                            f"{(str(exc).strip().splitlines() or [''])[-1]}")
                     claims.release(unit)
                     continue
-                record_result(job.study, unit, result, report)
-                claims.release(unit)
-                if on_result is not None:
-                    on_result(unit, result)
+                finish(job, claims, unit, result, report, on_result)
     finally:
         for ref, unit in refs.items():  # interrupted: cancel what is left and free its units again
             with contextlib.suppress(Exception):
