@@ -62,8 +62,10 @@ def train_twice(config: dict[str, Any], data: Any, seed: int, epochs: int) -> di
 
     network = config_from_dict(config)
     short = train_model(build_model(network, seed=seed), data,
-                        TrainSettings(epochs=SEARCH_EPOCHS, seed=seed, threads=1, recalibrated_curve=True))
-    long = train_model(build_model(network, seed=seed), data, TrainSettings(epochs=epochs, seed=seed, threads=1))
+                        TrainSettings(epochs=SEARCH_EPOCHS, seed=seed, threads=1, recalibrated_curve=True,
+                                     recalibrate_plain=False))
+    long = train_model(build_model(network, seed=seed), data,
+                       TrainSettings(epochs=epochs, seed=seed, threads=1, recalibrate_plain=False))
 
     def r(values: list[float]) -> list[float]:
         return [round(float(v), 6) for v in values]
@@ -111,7 +113,7 @@ def pilot(data: Any, lengths: list[int], per_family: int, seed: int) -> dict[str
         results[row.arch_id] = {}
         for length in lengths:
             out = train_model(build_model(config_from_dict(row.config), seed=0), data,
-                              TrainSettings(epochs=length, seed=0, threads=1))
+                              TrainSettings(epochs=length, seed=0, threads=1, recalibrate_plain=False))
             results[row.arch_id][length] = out.val_accuracy
         print(f"[{i}/{len(chosen)}] {row.family:<10} w{row.width} 4-epoch {row.final_accuracy():.3f} | "
               + " ".join(f"{n}ep {results[row.arch_id][n]:.3f}" for n in lengths), flush=True)

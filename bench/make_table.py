@@ -81,7 +81,7 @@ def train_row(config, data, seeds: tuple[int, ...]) -> Row:
     seconds: dict[int, float] = {}
     for seed in seeds:
         model = build_model(config, seed=seed)
-        result = train_model(model, data, TrainSettings(seed=seed, threads=1))
+        result = train_model(model, data, TrainSettings(seed=seed, threads=1, recalibrate_plain=False))
         curves[seed] = [round(float(a), 6) for a in result.curve]
         seconds[seed] = round(float(result.seconds), 4)
     return Row(arch_id=arch_id(config), config=config_to_dict(config), family=config.family,
@@ -131,7 +131,7 @@ the search's fidelity, so that samplers and early-stopping rules can be compared
 
 * space: `SearchSpec({spec})` (`TABLE_SPEC` in `bench/igc_table.py`)
 * data: `load_dataset("{DATASET}", seed={SPLIT_SEED}, val_fraction={VAL_FRACTION})`: the search's validation split
-* training: `build_model(config, seed=s)`, `train_model(model, data, TrainSettings(seed=s, threads=1))`, i.e. the
+* training: `build_model(config, seed=s)`, `train_model(model, data, TrainSettings(seed=s, threads=1, recalibrate_plain=False))`, i.e. the
   search's defaults (4 epochs, batch 64, lr 0.05, SGD Nesterov, cosine decay), for seeds s in {list(seeds)}
 
 ## Fields (one JSON object per line, sorted by `arch_id`)

@@ -28,8 +28,8 @@ difference of medians (evolution - random) at 50% (arms resampled independently)
 stopping costs: per rung epoch, the rank correlation (Spearman, Kendall) of that epoch's accuracy with
 the final accuracy over the whole table, the share of networks at chance, the share of the table's own
 final Pareto front the rung rule stops (against the whole table, and against 30 random peers, the size of
-a rung population in these replays); and the evolution arm under three schedules (rungs at 1 and 3, the
-default; a first rung at 2; no early stopping).
+a rung population in these replays); and the evolution arm under four schedules (a rung at 3, the
+default; a rung at 2; rungs at 1 and 3; no early stopping), each compared with the default.
 
     python bench/sampler_comparison.py [--seeds 30] [--workers 4] [--budget-s S | --budget-networks 80]
                                        [--arms ...] [--jobs 1] [--json PATH] [--table PATH]
@@ -58,12 +58,15 @@ from tabular import DEFAULT_SCHEDULE, HVReference, Run, replay, table_front_hv  
 ARMS = ("random", "nsga2_plain", "nsga2_genes", "tpe", "evolution_no_preselect", "evolution")
 CHECKPOINTS = (0.25, 0.5, 1.0)
 SCHEDULES: dict[str, RungSchedule | None] = {
-    "rungs 1,3 (min_epochs=1, the old default)": RungSchedule(max_epochs=4, min_epochs=1, eta=3),
-    "rung 2 (min_epochs=2, the default)": RungSchedule(max_epochs=4, min_epochs=2, eta=3),
+    # The default first: the others are compared with it. The table holds accuracy as measured; the search's
+    # default rung is on BatchNorm re-estimated accuracy, which bench/fidelity.py replays.
+    "rung 3 (min_epochs=3, the default)": RungSchedule(max_epochs=4, min_epochs=3, eta=3),
+    "rung 2 (min_epochs=2, the previous default)": RungSchedule(max_epochs=4, min_epochs=2, eta=3),
+    "rungs 1,3 (min_epochs=1, an older default)": RungSchedule(max_epochs=4, min_epochs=1, eta=3),
     "no early stopping": None,
 }
-if DEFAULT_SCHEDULE not in SCHEDULES.values():
-    raise SystemExit(f"the search's default schedule {DEFAULT_SCHEDULE} is not among the compared ones")
+if DEFAULT_SCHEDULE != next(iter(SCHEDULES.values())):
+    raise SystemExit(f"the search's default schedule {DEFAULT_SCHEDULE} is not the first of the compared ones")
 # A network that predicts one class gets 0.098-0.101 on this validation split; "at chance" allows 2 points.
 AT_CHANCE = 0.12
 BOOTSTRAP = 10_000

@@ -30,7 +30,7 @@ import numpy as np
 from igcnas.nas.selection import dominance_matrix
 from igcnas.errors import BadInput
 
-__all__ = ["RungSchedule", "RungEntry", "StoppedAtRung", "domination_counts", "should_promote", "rung_population",
+__all__ = ["RungSchedule", "RungEntry", "StoppedAtRung", "domination_counts", "promotion_threshold", "should_promote", "rung_population",
            "fidelity_key", "study_rung_records", "rung_peers", "RungIndex"]
 
 Record = tuple[Sequence[float], float, float]  # (per-epoch accuracy curve, params, MACs) of one trial
@@ -90,6 +90,13 @@ def domination_counts(entries: Sequence[RungEntry]) -> np.ndarray:
     return dominance_matrix(points).sum(axis=0)
 
 
+def promotion_threshold(counts: np.ndarray, eta: int) -> int:
+    """The largest domination count still promoted in a rung population with these ``counts``: that of its
+    ``ceil(n / eta)``-th best member (ties at the threshold are promoted)."""
+    quota = max(1, math.ceil(len(counts) / eta))
+    return int(np.partition(counts, quota - 1)[quota - 1])
+
+
 def should_promote(own: RungEntry, peers: Sequence[RungEntry], eta: int) -> tuple[bool, int, int]:
     """Whether ``own`` goes on past this rung, given the ``peers`` recorded at the same rung before it.
 
@@ -97,10 +104,8 @@ def should_promote(own: RungEntry, peers: Sequence[RungEntry], eta: int) -> tupl
     the peers plus ``own``; the best ``ceil(n / eta)`` of it by domination count set the threshold, and
     ties at the threshold are promoted. With no peers a trial is always promoted.
     """
-    population = list(peers) + [own]
-    counts = domination_counts(population)
-    quota = max(1, math.ceil(len(population) / eta))
-    threshold = int(np.sort(counts)[quota - 1])
+    counts = domination_counts(list(peers) + [own])
+    threshold = promotion_threshold(counts, eta)
     mine = int(counts[-1])
     return mine <= threshold, mine, threshold
 
@@ -111,7 +116,7 @@ def rung_population(records: Iterable[Record], epoch: int) -> list[RungEntry]:
 
 
 def fidelity_key(*, epochs: int, batch_size: int, lr: float, max_batches_per_epoch: int | None,
-                 recalibrate_plain: bool = False) -> str:
+                 recalibrate_plain: bool) -> str:
     """Trials are comparable at a rung only when trained with the same schedule (the cosine decay spans
     the planned epochs) and evaluated the same way (BatchNorm re-estimated or not), so each trial records
     this key and rung populations are filtered on it."""
@@ -253,8 +258,7 @@ class RungIndex:
         member_counts = counts + _dominating(extra, points).sum(axis=0)
         extra_counts = _dominating(points, extra).sum(axis=0) + _dominating(extra, extra).sum(axis=0)
         everyone = np.concatenate([member_counts, extra_counts])
-        quota = max(1, math.ceil(len(everyone) / self.eta))
-        threshold = int(np.partition(everyone, quota - 1)[quota - 1])
+        threshold = promotion_threshold(everyone, self.eta)
         mine = int(extra_counts[-1])
         return mine <= threshold, mine, threshold, len(everyone)
 

@@ -184,7 +184,8 @@ class SearchOptions:
     recalibrate_bn: bool = option(
         _TRAIN.recalibrate_plain, "re-estimate BatchNorm statistics before every evaluation of plain networks "
         "(each epoch, so every rung, and the end), as Structured Convolution networks always are (default "
-        f"{'on' if _TRAIN.recalibrate_plain else 'off'})", group="search", parse=on_off, metavar="on|off")
+        f"{'on' if _TRAIN.recalibrate_plain else 'off'})",
+        group="search", parse=on_off, metavar="on|off")
     max_batches_per_epoch: int | None = option(
         None, "cap the batches of every epoch (smoke tests and quick looks; default: full epochs)", group="search",
         type=int)
@@ -194,9 +195,9 @@ class SearchOptions:
               "MACs) than dominate the best 1/eta (multi-objective successive halving)", group="search",
         flag="--no-early-stopping", kind="store_false")
     eta: int = option(3, "early stopping: rung spacing and 1/eta quota (default 3)", group="search", type=int)
-    # Epoch 2, not 1: on the tabular benchmark 76% of networks are still at chance after one epoch (rank
-    # correlation with the final accuracy -0.01) and a first rung there stops half of the true front.
-    min_epochs: int = option(2, "early stopping: epochs at the first rung (default 2)", group="search", type=int)
+    # Epoch 3 of 4 (with TrainSettings.recalibrate_plain on): at epoch 1 most networks are still at chance, and at epoch 2 a rung
+    # even on re-estimated accuracy left the sampler slower to random search's long-fidelity hypervolume.
+    min_epochs: int = option(3, "early stopping: epochs at the first rung (default 3)", group="search", type=int)
     # reliability
     trial_timeout: float | None = option(None, "fail a trial whose training runs longer (seconds)",
                                          group="reliability", type=float)

@@ -215,7 +215,7 @@ def export_model(
 
     import torch
 
-    from igcnas.evaluators.settings import RECORDED_SETTINGS
+    from igcnas.evaluators.settings import recorded_settings
     from igcnas.evaluators.train import TrainSettings, evaluate_split, train_model
     from igcnas.models import build_model
     from igcnas.models.onnx_export import check_onnx, export_onnx, onnx_available, report_lines, require_onnx
@@ -245,8 +245,7 @@ def export_model(
 
         retrained = retrain_epochs or record["epochs"]
         settings = TrainSettings(epochs=retrained, batch_size=record["batch_size"], lr=record["lr"], seed=seed,
-                                 progress=True, device=device, **{k: record[k] for k in RECORDED_SETTINGS
-                                                   if k in record})
+                                 progress=True, device=device, **recorded_settings(record))
         model = build_model(config, seed=seed, form=settings.model_form)
         train_model(model, data, settings)
         model = decompose(model.to("cpu"))

@@ -176,7 +176,13 @@ def test_make_long_table_and_fidelity(tmp_path):
     figures = read_json(out)
     assert figures["networks"] == 4 and figures["median_pick_regret"] is None
     assert {"acc@2", "acc@2+bn", "-loss@4"} <= set(figures["rank_correlation"])
-    assert "rung 2, acc@2" in figures["front_stopped_share"]
+    stopped = figures["front_stopped_share"]
+    assert "rung 2, acc@2" in stopped
+    aware = stopped["noise_aware_front"]
+    # Over the seed noise the front is still a front: at least one network, at most the table's.
+    assert 1 <= aware["expected_size"] <= aware["networks_ever_on_it"] <= 4
+    assert all(0.0 <= v <= 1.0 for k, entry in stopped.items() if k.startswith("rung")
+               for v in [entry["noise_aware"], *entry["noise_aware_per_family"].values()])
     after = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in TABLES_DIR.iterdir()}
     assert after == before, "a smoke run touched bench/tables"
 
@@ -206,6 +212,13 @@ def test_fidelity_replays_on_a_complete_ground_truth(tmp_path):
             per_budget = regret[label][mode]["per_budget"]
             assert len(per_budget) == 5 and all(v >= 0 for v in per_budget.values()), (label, mode)
         assert "long_fidelity_fraction_to_reach_random" in regret[label]
+    verdict = read_json(out)["targets"]
+    assert set(verdict) == set(SETTINGS) and next(iter(SETTINGS)).startswith("defaults (rung 3")
+    for label, checks in verdict.items():
+        assert checks["all"] == all(checks[k] for k in ("regret_with_refine", "refine_no_worse", "rung_front_share",
+                                                         "reach_half_budget"))
+        if "no early stopping" in label:
+            assert checks["rung_front_share"] and checks["worst_family_stopped"] == 0.0
 
 
 @pytest.mark.slow

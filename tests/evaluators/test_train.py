@@ -84,7 +84,8 @@ def test_the_recalibrated_curve_measures_without_changing_the_training(digits):
 
     from igcnas.evaluators.train import evaluate_split, recalibrate_batchnorm
 
-    settings = TrainSettings(epochs=2, seed=3, threads=1, max_batches_per_epoch=6, fast=False)
+    settings = TrainSettings(epochs=2, seed=3, threads=1, max_batches_per_epoch=6, fast=False,
+                             recalibrate_plain=False)
     plain_model, with_model = build_model(small_net(), seed=1), build_model(small_net(), seed=1)
     plain = train_model(plain_model, digits, settings)
     measured = train_model(with_model, digits, dataclasses.replace(settings, recalibrated_curve=True))
@@ -103,3 +104,14 @@ def test_the_recalibrated_curve_measures_without_changing_the_training(digits):
     assert kept.curve == measured.recalibrated_curve and kept.train_loss == plain.train_loss
     assert evaluate_split(kept_model, digits, "val") == measured.recalibrated_curve[-1]
 
+
+
+def test_a_record_from_before_a_setting_was_recorded_trains_as_its_search_did():
+    """pick --retrain and refine take the search's settings from its record; a record older than
+    recalibrate_plain's was evaluated without re-estimation, whatever today's default is."""
+    from igcnas.evaluators.settings import recorded_settings
+
+    old = {"epochs": 4, "batch_size": 64, "lr": 0.05, "structured_mode": "direct"}
+    assert TrainSettings().recalibrate_plain is True
+    assert recorded_settings(old) == {"structured_mode": "direct", "recalibrate_plain": False}
+    assert recorded_settings({**old, "recalibrate_plain": True})["recalibrate_plain"] is True

@@ -70,7 +70,8 @@ SEARCH = ["search", "--epochs", "3", "--max-batches-per-epoch", "2", "--width", 
 
 def test_dominated_trials_stop_at_the_first_rung_and_count_as_trained(tmp_path, capsys):
     fidelity = SearchOptions(epochs=3, max_batches_per_epoch=2).fidelity
-    assert fidelity == fidelity_key(epochs=3, batch_size=64, lr=0.05, max_batches_per_epoch=2)
+    assert fidelity == fidelity_key(epochs=3, batch_size=64, lr=0.05, max_batches_per_epoch=2,
+                                    recalibrate_plain=True)
     url = f"sqlite:///{tmp_path / 'es.db'}"
     _dominating_study(url, "es", fidelity)
     code = main([*SEARCH, "--storage", url, "--output-dir", str(tmp_path)])
@@ -97,7 +98,8 @@ def test_dominated_trials_stop_at_the_first_rung_and_count_as_trained(tmp_path, 
 def test_other_schedules_are_not_compared_and_no_early_stopping_trains_to_the_end(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'es.db'}"
     # Dominating trials trained with another schedule do not count at this run's rungs.
-    _dominating_study(url, "es", fidelity_key(epochs=9, batch_size=64, lr=0.05, max_batches_per_epoch=2))
+    _dominating_study(url, "es", fidelity_key(epochs=9, batch_size=64, lr=0.05, max_batches_per_epoch=2,
+                                                recalibrate_plain=True))
     assert main([*SEARCH, "--storage", url, "--output-dir", str(tmp_path), "--n-trials", "1"]) == 0
     url2 = f"sqlite:///{tmp_path / 'es2.db'}"
     _dominating_study(url2, "es", SearchOptions(epochs=3, max_batches_per_epoch=2).fidelity)

@@ -23,8 +23,10 @@ from igcnas.search_space.spec import SearchSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-FIDELITY = fidelity_key(epochs=9, batch_size=64, lr=0.05, max_batches_per_epoch=None)
-OTHER = fidelity_key(epochs=3, batch_size=64, lr=0.05, max_batches_per_epoch=None)
+FIDELITY = fidelity_key(epochs=9, batch_size=64, lr=0.05, max_batches_per_epoch=None,
+                      recalibrate_plain=True)
+OTHER = fidelity_key(epochs=3, batch_size=64, lr=0.05, max_batches_per_epoch=None,
+                      recalibrate_plain=True)
 GENOME = Genome(SearchSpec(widths=(8, 16, 24, 32), blocks=(1, 2), input_size=8, in_channels=1))
 DISTRIBUTIONS = gene_distributions(GENOME)
 STATES = optuna.trial.TrialState

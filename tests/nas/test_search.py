@@ -50,13 +50,13 @@ def test_search_records_everything_needed_to_rebuild_and_continues(tmp_path):
 
 
 def test_recalibrate_bn_is_recorded_and_keeps_its_trials_apart_at_the_rungs(tmp_path, capsys):
-    """--recalibrate-bn on: recorded for pick and refine, and in the fidelity key, so a rung never compares
-    trials evaluated with and without BatchNorm re-estimation."""
+    """--recalibrate-bn (on by default): recorded for pick and refine, and in the fidelity key, so a rung never
+    compares trials evaluated with and without BatchNorm re-estimation."""
     url = f"sqlite:///{tmp_path / 'bn.db'}"
     common = ["search", "--storage", url, "--study", "bn", "--output-dir", str(tmp_path), "--n-trials", "1",
               "--epochs", "1", "--max-batches-per-epoch", "2", "--width", "8", "--blocks", "1"]
-    assert main([*common, "--recalibrate-bn", "on"]) == 0
     assert main([*common]) == 0
+    assert main([*common, "--recalibrate-bn", "off"]) == 0
     study = open_study(open_storage(url, heartbeat=False), "bn", create=False)
     assert study.user_attrs["igcnas:evaluation"]["recalibrate_plain"] is True  # the first run's record stays
     keys = [t.user_attrs["fidelity"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
