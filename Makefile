@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: search test setup clean-venv
+.PHONY: search test setup constraints clean-venv
 
 setup: $(STAMP)
 
@@ -18,10 +18,15 @@ $(VENV)/bin/python:
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 
 # CPU torch first, so the project's torch requirement is already met and pip never pulls a CUDA build.
-$(STAMP): pyproject.toml | $(VENV)/bin/python
+# Then the project with the exact versions CI last tested (constraints.txt; `make constraints` rewrites it
+# from this environment).
+$(STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -q $(TORCH)
-	$(VENV)/bin/python -m pip install -q -e ".[test]"
+	$(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
+
+constraints: $(STAMP)
+	$(VENV)/bin/python .ci/freeze-constraints > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 search: $(STAMP)
 	$(VENV)/bin/igc-nas search $(ARGS)
