@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from igcnas.nas.selection import dominance_matrix
+from igcnas.nas.selection import dominance_matrix, dominates
 from igcnas.errors import BadInput
 
 __all__ = ["RungSchedule", "RungEntry", "StoppedAtRung", "domination_counts", "promotion_threshold", "should_promote", "rung_population",
@@ -157,19 +157,6 @@ def _points(entries: Sequence[RungEntry]) -> np.ndarray:
     return np.array([(-e.accuracy, e.params, e.macs) for e in entries], dtype=float).reshape(-1, 3)
 
 
-def _dominating(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``[i, j]`` is True when ``a[i]`` dominates ``b[j]``: :func:`~igcnas.nas.selection.dominance_matrix`'s
-    relation between two sets (no worse everywhere, better somewhere), a column at a time so that large
-    rungs need no (n, m, 3) temporaries."""
-    no_worse = np.ones((len(a), len(b)), dtype=bool)
-    better = np.zeros((len(a), len(b)), dtype=bool)
-    for k in range(a.shape[1]):
-        column_a, column_b = a[:, k, None], b[None, :, k]
-        no_worse &= column_a <= column_b
-        better |= column_a < column_b
-    return no_worse & better
-
-
 class _Rung:
     """Finished trials at one rung, and how many of them dominate each (kept up to date as members join).
 
@@ -188,8 +175,8 @@ class _Rung:
     def add(self, numbers: Sequence[int], points: np.ndarray) -> None:
         for start in range(0, len(numbers), self.block):
             new = points[start:start + self.block]
-            counts = _dominating(self.points, new).sum(axis=0) + _dominating(new, new).sum(axis=0)
-            self.counts = np.concatenate([self.counts + _dominating(new, self.points).sum(axis=0), counts])
+            counts = dominates(self.points, new).sum(axis=0) + dominates(new, new).sum(axis=0)
+            self.counts = np.concatenate([self.counts + dominates(new, self.points).sum(axis=0), counts])
             self.points = np.vstack([self.points, new])
             for number in numbers[start:start + self.block]:
                 self.position[number] = len(self.numbers)
@@ -251,12 +238,12 @@ class RungIndex:
         points, counts = rung.points, rung.counts
         if exclude is not None and exclude in rung.position:  # a finished member asked about itself
             keep = np.arange(len(points)) != rung.position[exclude]
-            counts = counts[keep] - _dominating(points[~keep], points[keep])[0]
+            counts = counts[keep] - dominates(points[~keep], points[keep])[0]
             points = points[keep]
         extra = _points([e for _, e in self._unfinished_at(epoch, exclude)] + [own])
         # Counts within peers + own: the kept members' counts plus the unfinished and own that dominate them.
-        member_counts = counts + _dominating(extra, points).sum(axis=0)
-        extra_counts = _dominating(points, extra).sum(axis=0) + _dominating(extra, extra).sum(axis=0)
+        member_counts = counts + dominates(extra, points).sum(axis=0)
+        extra_counts = dominates(points, extra).sum(axis=0) + dominates(extra, extra).sum(axis=0)
         everyone = np.concatenate([member_counts, extra_counts])
         threshold = promotion_threshold(everyone, self.eta)
         mine = int(extra_counts[-1])

@@ -1,7 +1,7 @@
 """Dominance, non-dominated fronts and crowding: the ranking both the early-stopping rule and the sampler use.
 
-Points are in minimisation form (accuracy negated). ``dominance_matrix`` is the one place that says
-what "dominates" means here: no worse in every objective and better in at least one.
+Points are in minimisation form (accuracy negated). ``dominates`` is the one place that says what
+"dominates" means here: no worse in every objective and better in at least one.
 """
 
 from __future__ import annotations
@@ -12,14 +12,24 @@ import math
 
 import numpy as np
 
-__all__ = ["dominance_matrix", "nondominated_ranks", "crowding_distance", "constrained_ranks", "hypervolume_gains"]
+__all__ = ["dominates", "dominance_matrix", "nondominated_ranks", "crowding_distance", "constrained_ranks", "hypervolume_gains"]
+
+
+def dominates(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[i, j]`` is True when ``a[i]`` dominates ``b[j]`` (minimisation: no worse in every objective, better in
+    at least one). Built an objective at a time, so large sets need no (n, m, objectives) temporaries."""
+    no_worse = np.ones((len(a), len(b)), dtype=bool)
+    better = np.zeros((len(a), len(b)), dtype=bool)
+    for k in range(a.shape[1] if a.ndim == 2 else 0):
+        column_a, column_b = a[:, k, None], b[None, :, k]
+        no_worse &= column_a <= column_b
+        better |= column_a < column_b
+    return no_worse & better
 
 
 def dominance_matrix(points: np.ndarray) -> np.ndarray:
-    """``[i, j]`` is True when point i dominates point j (minimisation)."""
-    no_worse = (points[:, None, :] <= points[None, :, :]).all(axis=2)
-    better = (points[:, None, :] < points[None, :, :]).any(axis=2)
-    return no_worse & better
+    """``[i, j]`` is True when point i dominates point j: :func:`dominates` within one set."""
+    return dominates(points, points)
 
 
 def nondominated_ranks(points: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ import random
 import re
 import warnings
 
+import numpy as np
 import optuna
 import pytest
 
@@ -358,3 +359,17 @@ def test_every_sampler_survives_the_pickling_ray_tune_does_and_keeps_sampling(na
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [type(sampler).__name__, "6"]
+
+
+def test_one_dominance_relation_for_sets_and_within_a_set():
+    """selection.dominates is the relation everything ranks by (the rung rule, the sampler's fronts): checked
+    against the definition written out pair by pair, with ties and duplicates."""
+    from igcnas.nas.selection import dominance_matrix, dominates
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 3, size=(40, 3)).astype(float)  # few values: many ties and duplicates
+    b = rng.integers(0, 3, size=(25, 3)).astype(float)
+    expected = np.array([[all(x <= y) and any(x < y) for y in b] for x in a])
+    assert (dominates(a, b) == expected).all()
+    assert (dominance_matrix(a) == dominates(a, a)).all() and not dominance_matrix(a).diagonal().any()
+    assert dominates(a[:0], b).shape == (0, 25)
