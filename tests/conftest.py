@@ -76,3 +76,15 @@ def synthetic_study(tmp_path):
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# Fixtures that start a Ray cluster, a browser or a dashboard server: every test that uses one is slow, marked
+# or not, so that `pytest -m "not slow"` (the inner loop) never waits for them. Tests slow for other reasons
+# (a second or more on the 2-core machine) carry @pytest.mark.slow themselves.
+SLOW_FIXTURES = frozenset({"ray_cluster", "loopback_env", "browser", "live_server", "dashboard"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

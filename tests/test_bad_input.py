@@ -89,6 +89,7 @@ def study_url(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, argv, files, expected", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_bad_input(name, argv, files, expected, tmp_path, study_url, capsys):
     for rel, content in files.items():
         path = tmp_path / rel

@@ -15,6 +15,7 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_zoo_json_lists_every_network_with_counts(capsys):
     code, out, _ = run_cli(capsys, "zoo", "--json")
     assert code == 0
@@ -36,6 +37,7 @@ def test_space_lists_complementary_options_and_count(capsys):
     assert len(data["samples"]) == 5
 
 
+@pytest.mark.slow
 def test_space_check_and_count_on_a_config_file(tmp_path, capsys):
     path = tmp_path / "net.json"
     path.write_text(json.dumps(config_to_dict(ZOO["igcv2_c64_d8"].config)))
@@ -86,6 +88,7 @@ def test_bad_config_files_exit_2(tmp_path, capsys, content, expected):
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_console_script_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "igcnas.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "zoo" in out.stdout

@@ -59,6 +59,7 @@ def front_numbers(page, figure: str) -> list[int]:
         f"document.getElementById('{figure}').data.find(t => t.meta === 'front').customdata.map(c => c[0])"))
 
 
+@pytest.mark.slow
 def test_live_dashboard_front_budget_pick_and_screenshot(browser, live_server, synthetic_study, artifacts_dir,
                                                           capsys):
     page_url, storage_url = live_server
@@ -103,6 +104,7 @@ def test_live_dashboard_front_budget_pick_and_screenshot(browser, live_server, s
     assert errors == []
 
 
+@pytest.mark.slow
 def test_static_report_opens_offline_and_shows_the_same_front(browser, synthetic_study, tmp_path):
     url, study = synthetic_study
     report = tmp_path / "report.html"
@@ -123,6 +125,7 @@ def test_static_report_opens_offline_and_shows_the_same_front(browser, synthetic
     context.close()
 
 
+@pytest.mark.slow
 def test_latency_view_beside_macs_and_budget_names_the_runtime(browser, tmp_path, artifacts_dir):
     from tests.dashboards.test_latency_view import DESCRIBE, make_latency_study
 
@@ -157,6 +160,7 @@ def test_latency_view_beside_macs_and_budget_names_the_runtime(browser, tmp_path
     assert errors == []
 
 
+@pytest.mark.slow
 def test_live_page_refreshes_while_the_study_grows(browser, live_server, synthetic_study):
     import optuna
 
@@ -172,6 +176,7 @@ def test_live_page_refreshes_while_the_study_grows(browser, live_server, synthet
     assert page.evaluate("window.igcnas.pick") == len(study.trials) - 1  # the new unbeatable trial
 
 
+@pytest.mark.slow
 def test_empty_study_page_and_missing_study_and_bad_storage(browser, tmp_path, capsys):
     import optuna
 
@@ -193,6 +198,7 @@ def test_empty_study_page_and_missing_study_and_bad_storage(browser, tmp_path, c
     assert "cannot be opened" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_binding_elsewhere_is_announced(tmp_path, synthetic_study):
     url, _ = synthetic_study
     port = free_port()
@@ -214,6 +220,7 @@ def test_binding_elsewhere_is_announced(tmp_path, synthetic_study):
     assert any("warning: serving on 0.0.0.0" in line for line in seen), seen
 
 
+@pytest.mark.slow
 def test_the_page_admits_a_trial_exactly_on_every_budget_as_pick_does(browser, tmp_path):
     """Budgets typed as one trial's own params, MACs and latency: the page's pick is igc-nas pick's (inclusive)."""
     from tests.dashboards.test_latency_view import make_latency_study
@@ -246,6 +253,7 @@ def test_the_page_admits_a_trial_exactly_on_every_budget_as_pick_does(browser, t
         assert expected != str(row.number) and page.get_attribute("#pick", "data-trial") == expected
 
 
+@pytest.mark.slow
 def test_a_refined_trial_shows_both_figures_in_the_table_and_the_pick(browser, synthetic_study, tmp_path):
     """After igc-nas refine the page compares at the highest fidelity, as pick does, and shows the search's
     figure beside the refined one (results written as refine writes them: one study attribute per seed)."""

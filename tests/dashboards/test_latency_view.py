@@ -59,6 +59,7 @@ def _front_by_brute_force(trials: list[dict], cost: str) -> set[int]:
     return {t["number"] for t, d in zip(pool, dominated) if not d}
 
 
+@pytest.mark.slow
 def test_payload_has_latency_record_timings_and_both_fronts(latency_study):
     _, study = latency_study
     payload = collect(study)
@@ -82,6 +83,7 @@ def test_payload_has_latency_record_timings_and_both_fronts(latency_study):
     assert not any(by_number[n]["feasible"] is False for n in view["front"])
 
 
+@pytest.mark.slow
 def test_latency_figure_front_rings_and_title(latency_study):
     _, study = latency_study
     data = dashboard_data(study)
@@ -116,6 +118,7 @@ def test_study_without_latency_has_no_latency_figure(tmp_path):
         "dominated", "infeasible", "front", "zoo", "pick"]
 
 
+@pytest.mark.slow
 def test_latency_without_a_record_is_shown_as_unnamed_measurement(tmp_path):
     """Latency timed before training (no table) or an older study: shown, and said to be unnamed."""
     study = make_latency_study(f"sqlite:///{tmp_path / 'old.db'}", record=False)

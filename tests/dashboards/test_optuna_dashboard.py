@@ -119,6 +119,7 @@ def numbers_in(trace: dict[str, Any]) -> list[int]:
     return sorted(json.loads(text.replace("<br>", ""))["number"] for text in trace["text"])
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_shows_objective_names_and_infeasible_trials(browser, searched, dashboard):  # noqa: F811
     url, name, limit = searched
     study = optuna.load_study(study_name=name, storage=url)

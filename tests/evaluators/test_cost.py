@@ -53,6 +53,7 @@ def assert_closed_form_matches_fvcore(config) -> None:
     assert measured.torch_flops == 2 * measured.macs
 
 
+@pytest.mark.slow
 def test_closed_form_equals_fvcore_on_200_sampled_configs():
     configs = sampled_configs(200, seed=0)
     assert len({c.family for c in configs}) == 7

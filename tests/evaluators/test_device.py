@@ -52,6 +52,7 @@ def digits():
     return load_dataset("digits", seed=0)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_the_cpu_trains_and_follows_fp32(digits):
     """Over 3 epochs of digits the bf16 run's per-epoch training loss stays within 0.15 of fp32's (the
     bf16 mantissa has 8 bits: the runs drift apart, they do not diverge) and it learns as well."""
@@ -94,6 +95,7 @@ def test_a_search_on_cuda_records_its_device(tmp_path):
     assert done and all(t.user_attrs["device"].startswith("cuda") for t in done)
 
 
+@pytest.mark.slow
 def test_devices_pool_gives_each_trial_a_listed_device_and_records_it(tmp_path):
     """--devices on this CPU-only machine: the pool logic (one trial per listed device) with the CPU listed."""
     import optuna

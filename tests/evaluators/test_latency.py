@@ -91,6 +91,7 @@ def test_covering_with_a_budget_drops_only_parts_no_fitting_network_uses():
     assert fitting and all(k.key in covered for c in fitting for k in part_keys(c))
 
 
+@pytest.mark.slow
 def test_table_predicts_from_its_entries_and_round_trips(small_table):
     table = LatencyTable.load(small_table)
     assert table.entries and all(v > 0 for v in table.entries.values())
@@ -162,6 +163,7 @@ class NoisyRunner:
         return slowed
 
 
+@pytest.mark.slow
 def test_a_table_built_under_noise_warns_and_says_what_it_measured(caplog):
     spec = SearchSpec.for_data(**DIGITS, families=("igcv3",), widths=(8,), blocks=(1,))
     with caplog.at_level("WARNING", logger="igcnas.evaluators.latency"):
@@ -256,6 +258,7 @@ def latency_study(small_table, tmp_path_factory):
     return run_search(options), table, limit
 
 
+@pytest.mark.slow
 def test_search_never_trains_a_network_predicted_over_the_latency_budget(latency_study):
     from igcnas.search_space.config import config_from_dict
 
@@ -299,6 +302,7 @@ def test_pick_by_a_latency_table_re_predicts_and_times_the_pick_again(latency_st
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.slow
 def test_a_table_built_for_a_budget_serves_a_search_with_that_budget(tmp_path):
     """Parts only over-budget networks use are not in such a table: those networks are pruned, not failed."""
     spec = SearchSpec.for_data(**DIGITS, families=("igcv2",), widths=(8, 16), blocks=(1,))

@@ -109,6 +109,7 @@ print(json.dumps({"kept": steady_memory(), "mapped": mapped, "free_in_heap": lib
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc settings are glibc's")
 @pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.slow
 def test_timing_keeps_freed_memory_in_the_heap_unless_told_not_to(keep):
     """After the timer ran, a 16 MiB block comes from the heap and stays there once freed, so that PyTorch's
     per-call activations are not faulted in afresh on every call; IGCNAS_TIMER_KEEP_MEMORY=0 leaves glibc's

@@ -24,6 +24,7 @@ def structured_net():
                                        for s in config.stages))
 
 
+@pytest.mark.slow
 def test_reported_accuracy_is_the_projected_networks_and_the_gap_is_recorded(digits):
     model = build_model(structured_net(), seed=0)
     result = train_model(model, digits, TrainSettings(epochs=3, seed=0, threads=1))
@@ -35,6 +36,7 @@ def test_reported_accuracy_is_the_projected_networks_and_the_gap_is_recorded(dig
     assert abs(result.projection_gap) < 0.2
 
 
+@pytest.mark.slow
 def test_the_regulariser_pulls_kernels_towards_their_structure(digits):
     gaps = {}
     for lam in (0.0, 100.0):

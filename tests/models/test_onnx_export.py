@@ -46,6 +46,7 @@ def network(case: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("case", CASES)
+@pytest.mark.slow
 def test_every_family_exports_to_onnx_that_matches_pytorch(case, tmp_path):
     model = network(case)
     path = export_onnx(model, tmp_path / "model.onnx", (3, 32, 32))
@@ -91,6 +92,7 @@ def test_a_single_unit_exports_with_either_exporter_and_its_own_tensor_names(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamo.onnx", "torchscript.onnx"]
 
 
+@pytest.mark.slow
 def test_a_model_in_training_mode_is_exported_in_eval_mode_and_left_as_it_was(tmp_path):
     model = network("igcv1").train()
     path = export_onnx(model, tmp_path / "m.onnx", (3, 32, 32))

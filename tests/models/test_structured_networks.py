@@ -70,6 +70,7 @@ def structured_samples(n: int, seed: int):
     return out
 
 
+@pytest.mark.slow
 def test_closed_form_equals_fvcore_on_the_deployed_form_of_200_sampled_structured_configs():
     configs = structured_samples(200, seed=11)
     assert len({c.family for c in configs}) == 7

@@ -44,6 +44,7 @@ def test_every_backend_meets_the_protocol(name):
     assert all(hasattr(defaults, option) for option in backend.unsupported)
 
 
+@pytest.mark.slow
 def test_a_small_search_records_the_same_things(backend, tmp_path):
     name, extra = backend
     outcome = run_search(small(tmp_path, name, extra))
@@ -70,6 +71,7 @@ def test_a_small_search_records_the_same_things(backend, tmp_path):
     assert outcome.files["trials"].is_file() and outcome.files["summary"].is_file()
 
 
+@pytest.mark.slow
 def test_over_budget_samples_are_not_counted_as_trials(backend, tmp_path):
     name, extra = backend
     limit = 2000
@@ -97,6 +99,7 @@ def test_options_a_backend_does_not_honour_are_refused(name, tmp_path):
     assert not list(tmp_path.rglob("*.db"))  # refused before anything is written
 
 
+@pytest.mark.slow
 def test_a_failed_weight_upload_fails_the_trial(backend, tmp_path, monkeypatch):
     name, extra = backend
     import igcnas.nas.study as study_module
@@ -117,6 +120,7 @@ def test_a_failed_weight_upload_fails_the_trial(backend, tmp_path, monkeypatch):
                if t.state.is_finished())
 
 
+@pytest.mark.slow
 def test_per_trial_limits_are_honoured(backend, tmp_path):
     name, extra = backend
     with pytest.raises(Exception, match="trials failed and none completed"):
@@ -130,6 +134,7 @@ def test_per_trial_limits_are_honoured(backend, tmp_path):
     assert failed and all("time limit" in t.user_attrs[TrialKey.FAIL_REASON] for t in failed)
 
 
+@pytest.mark.slow
 def test_refine_records_each_unit_beside_the_search_and_resumes(backend, tmp_path):
     """Both backends refine the same finalists, write one result per (trial, epochs, seed) on the study and
     never touch the trial; a second run finds everything done and trains nothing."""

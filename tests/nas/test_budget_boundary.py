@@ -98,6 +98,7 @@ def boundary_search(table_path, tmp_path_factory):
     return outcome, config, budget, table
 
 
+@pytest.mark.slow
 def test_the_search_trains_and_records_a_network_exactly_on_every_budget(boundary_search):
     outcome, config, budget, table = boundary_search
     (trial,) = outcome.study.trials

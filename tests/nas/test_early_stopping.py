@@ -95,6 +95,7 @@ def test_dominated_trials_stop_at_the_first_rung_and_count_as_trained(tmp_path, 
     assert f"this run trained {len(new) - 3} to the end and stopped 3 early" in out
 
 
+@pytest.mark.slow
 def test_other_schedules_are_not_compared_and_no_early_stopping_trains_to_the_end(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'es.db'}"
     # Dominating trials trained with another schedule do not count at this run's rungs.

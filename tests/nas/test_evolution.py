@@ -128,6 +128,7 @@ def inherited_fraction(genome, study, proposals, min_options=4):
     return hits / total
 
 
+@pytest.mark.slow
 def test_children_inherit_their_stages_from_recorded_parents_over_1000_proposals():
     study = seeded_study(EvolutionarySampler(genome=GENOME, seed=0))
     evolved, ids = [], set(t.user_attrs[TrialKey.ARCH_ID] for t in study.trials)
@@ -173,6 +174,7 @@ def test_every_gene_is_in_the_relative_search_space_even_for_plain_nsga2():
     assert set(nsga2) == set(GENOME.gene_names)
 
 
+@pytest.mark.slow
 def test_stopped_early_trials_are_parents_by_their_rung_accuracy():
     sampler = EvolutionarySampler(genome=GENOME, seed=0, min_parents=4, window=32)
     study = seeded_study(sampler, n=8)
@@ -229,6 +231,7 @@ def test_infeasible_trials_rank_after_feasible_ones():
     assert parents and trial.number not in parents  # it loses every tournament to a feasible trial
 
 
+@pytest.mark.slow
 def test_no_child_exceeds_the_budget():
     probe = [closed_form_costs(GENOME.decode(GENOME.random_params(random.Random(i)))) for i in range(200)]
     max_params = sorted(c.params for c in probe)[len(probe) // 3]
@@ -334,6 +337,7 @@ def test_make_sampler_defaults_to_evolution_and_keeps_the_plain_samplers():
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.slow
 def test_every_sampler_survives_the_pickling_ray_tune_does_and_keeps_sampling(name, tmp_path):
     """Tune pickles OptunaSearch with its sampler (Optuna 5.1's NSGA-II holds a thread lock that does not pickle).
 

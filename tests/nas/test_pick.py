@@ -38,6 +38,7 @@ def searched(tmp_path_factory):
     return out, f"sqlite:///{out / 'p' / 'study.db'}"
 
 
+@pytest.mark.slow
 def test_pick_export_and_load_reproduce_the_trained_weights(searched, tmp_path, capsys):
     out, url = searched
     assert main(["pick", "--storage", url, "--max-params", "50k", "--export", str(tmp_path / "m")]) == 0
@@ -66,6 +67,7 @@ def test_pick_export_and_load_reproduce_the_trained_weights(searched, tmp_path, 
     assert f"trial {number}" in report and "test accuracy" in report and "MACs" in report
 
 
+@pytest.mark.slow
 def test_pick_retrains_on_request(searched, tmp_path, capsys):
     _, url = searched
     assert main(["pick", "--storage", url, "--export", str(tmp_path / "r"), "--retrain-epochs", "1"]) == 0
@@ -95,6 +97,7 @@ def test_pick_bad_input(searched, capsys, argv, expected):
     assert expected in capsys.readouterr()[1]
 
 
+@pytest.mark.slow
 def test_load_refuses_bad_export_directories(searched, tmp_path):
     _, url = searched
     assert main(["pick", "--storage", url, "--export", str(tmp_path / "ok")]) == 0
@@ -126,6 +129,7 @@ def test_load_refuses_bad_export_directories(searched, tmp_path):
         load(broken)
 
 
+@pytest.mark.slow
 def test_pick_scores_on_the_search_validation_split_not_its_own(tmp_path):
     """A study searched with --seed 3: pick evaluates on that split's images (checked by index)."""
     from igcnas.evaluators.data import load_dataset
@@ -161,6 +165,7 @@ def test_pick_refuses_a_study_that_does_not_record_its_split(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_a_structured_pick_exports_the_deployed_form_and_loads_back(tmp_path, capsys):
     import optuna
     from optuna.artifacts import FileSystemArtifactStore, download_artifact

@@ -24,6 +24,7 @@ def searched(tmp_path_factory):
     return out, f"sqlite:///{out / 'o' / 'study.db'}"
 
 
+@pytest.mark.slow
 def test_pick_exports_model_onnx_that_onnx_runtime_runs_like_pytorch(searched, tmp_path, capsys):
     _, url = searched
     assert main(["pick", "--storage", url, "--export", str(tmp_path / "m")]) == 0  # --onnx auto: installed here
@@ -49,6 +50,7 @@ def test_pick_exports_model_onnx_that_onnx_runtime_runs_like_pytorch(searched, t
     assert "DOES NOT MATCH" not in report
 
 
+@pytest.mark.slow
 def test_export_model_returns_the_check(searched, tmp_path):
     import optuna
 
@@ -96,6 +98,7 @@ def test_onnx_on_without_the_extra_exits_2_before_writing_anything(searched, tmp
     assert "ONNX: not written (onnx/onnxruntime not installed)" in (tmp_path / "a" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_mismatching_onnx_file_is_still_written_with_a_warning(searched, tmp_path, capsys, monkeypatch, caplog):
     """A mismatch is a defect of the export, not bad input: the files stay, the report and the log say so."""
     import dataclasses

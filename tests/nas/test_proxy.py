@@ -28,6 +28,7 @@ def tau_b(a, b):
     return (concordant - discordant) / denominator if denominator else math.nan
 
 
+@pytest.mark.slow
 def test_proxy_check_ranks_configurations_at_two_fidelities(capsys):
     result = proxy_check(n_configs=4, short_epochs=1, long_epochs=2, max_batches_per_epoch=4, seed=0)
     assert len(result.rows) == 4 and all(0 <= r["short"] <= 1 and 0 <= r["long"] <= 1 for r in result.rows)

@@ -76,6 +76,7 @@ def _study(url: str, name: str):
     return open_study(open_storage(url, heartbeat=False), name, create=False)
 
 
+@pytest.mark.slow
 def test_weights_come_back_from_a_node_that_shares_no_disk(private_cluster, tmp_path, capsys):
     out = private_cluster.runs / "nodisk"
     code = main(["search", "--backend", "ray", "--address", private_cluster.address, "--n-trials", "3", "--epochs", "1",
@@ -104,6 +105,7 @@ def test_weights_come_back_from_a_node_that_shares_no_disk(private_cluster, tmp_
     assert "the trial's own" in (tmp_path / "m" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_node_that_cannot_load_the_data_is_named_before_any_trial(private_cluster, capsys):
     from PIL import Image
 
@@ -131,6 +133,7 @@ def _trials(url: str, study: str) -> list:
         return []
 
 
+@pytest.mark.slow
 def test_a_killed_driver_is_recovered_by_the_next_run(private_cluster, tmp_path):
     """SIGKILL the ``igc-nas search --backend ray`` process mid-search, then run the same command again."""
     n_trials = 4
@@ -180,6 +183,7 @@ def test_a_killed_driver_is_recovered_by_the_next_run(private_cluster, tmp_path)
           f"completed after {len(after)}")
 
 
+@pytest.mark.slow
 def test_a_driver_elsewhere_is_gone_only_once_its_lease_is_older_than_the_grace_period(tmp_path):
     """Which RUNNING Ray trials a new driver takes for orphans (no cluster needed: the study alone)."""
     storage = open_storage(f"sqlite:///{tmp_path / 'lease.db'}", heartbeat=False)

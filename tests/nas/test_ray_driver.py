@@ -19,6 +19,7 @@ from igcnas.search_space.enumerate import arch_id
 from tests.nas.conftest import CLUSTERS, LOOPBACK_ENV, free_port
 
 
+@pytest.mark.slow
 def test_ray_backend_writes_every_trial_into_the_optuna_study(ray_cluster, tmp_path, capsys):
     code = main(["search", "--backend", "ray", "--address", ray_cluster, "--n-trials", "4", "--epochs", "1",
                  "--max-batches-per-epoch", "3", "--width", "8", "--blocks", "1", "--output-dir", str(tmp_path),
@@ -77,6 +78,7 @@ def test_unreachable_ray_address_is_a_clear_error(tmp_path, capsys):
 
 
 
+@pytest.mark.slow
 def test_ray_scheduler_stops_dominated_trials_at_the_first_rung(ray_cluster, tmp_path, capsys):
     from igcnas.nas.options import SearchOptions
     from tests.nas.test_early_stopping import _dominating_study
@@ -114,6 +116,7 @@ def _trials_training_on(raylet: int) -> dict[str, str]:
     return {line.split()[0]: line for line in children.splitlines() if "ImplicitFunc.train" in line}
 
 
+@pytest.mark.slow
 def test_killed_worker_node_loses_no_completed_trial(ray_cluster, tmp_path):
     """The worker node's raylet is SIGKILLed while trials run on it (last test of the module: it breaks
     the module's cluster, which the fixture then stops). Its ``ray start --block`` process then stops

@@ -44,6 +44,7 @@ def test_finalists_are_the_most_accurate_front_trials_within_the_budget_by_searc
     assert list(chosen["number"]) == list(inside["number"].head(3))
 
 
+@pytest.mark.slow
 def test_refine_then_pick_uses_the_refined_accuracy_and_says_so(study_url, capsys):
     url, study = study_url
     assert _refine(url) == 0
@@ -76,6 +77,7 @@ def test_the_hypervolume_stays_the_searchs_own(study_url):
     assert hypervolume(trials_frame(study), reference) == before
 
 
+@pytest.mark.slow
 def test_a_second_run_resumes_and_a_dead_workers_claim_is_taken_over(study_url, capsys):
     url, study = study_url
     job, _ = plan_job(study, budget=Budget(), top=2, epochs=2, seeds=(0, 1), settle_s=0.0)
@@ -94,6 +96,7 @@ def test_a_second_run_resumes_and_a_dead_workers_claim_is_taken_over(study_url, 
     assert "4 units: 3 done, 1 under way elsewhere, 0 to train" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_claims_go_to_the_last_writer_and_expire_with_the_grace_period(study_url):
     _, study = study_url
     now = [1000.0]
@@ -109,6 +112,7 @@ def test_claims_go_to_the_last_writer_and_expire_with_the_grace_period(study_url
     assert a.take(unit) == "done"
 
 
+@pytest.mark.slow
 def test_two_workers_on_one_storage_share_the_units_without_training_one_twice(study_url, tmp_path):
     url, study = study_url
     command = [sys.executable, "-m", "igcnas.cli", "refine", "--storage", url, "--study", "r", "--epochs", "3",
@@ -140,6 +144,7 @@ def test_bad_input_is_one_line_and_writes_nothing(study_url, capsys, args, messa
     assert dict(study.user_attrs) == before
 
 
+@pytest.mark.slow
 def test_the_dashboard_shows_both_figures_of_a_refined_trial(study_url):
     from igcnas.dashboards.data import collect
     from igcnas.dashboards.figures import build_figures

@@ -127,6 +127,7 @@ def complete_trials(storage: str, study: str) -> dict[int, tuple]:
 
 
 @pytest.mark.parametrize("storage_url", STORAGE_KINDS, indirect=True)
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_loses_nothing(storage_url, tmp_path, capsys, request):
     storage, kind = storage_url, request.node.callspec.params["storage_url"]
     study = f"kill-{uuid.uuid4().hex[:8]}"
@@ -167,6 +168,7 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(storage_url, tmp_pa
           f"{len(failed)}, lost 0")
 
 
+@pytest.mark.slow
 def test_sigint_stops_cleanly_and_records_the_running_trial(tmp_path):
     storage = f"sqlite:///{tmp_path / 'i.db'}"
     proc = subprocess.Popen(search_cmd(storage, "int", tmp_path, "--n-trials", "50", "--epochs", "40"),
@@ -192,6 +194,7 @@ def test_sigint_stops_cleanly_and_records_the_running_trial(tmp_path):
 
 
 @needs_postgres
+@pytest.mark.slow
 def test_four_workers_share_one_postgres_study_exactly(tmp_path, capsys):
     study = f"workers-{uuid.uuid4().hex[:8]}"
     target = 8
@@ -215,6 +218,7 @@ def test_four_workers_share_one_postgres_study_exactly(tmp_path, capsys):
     assert from_csv == sorted(df[pareto_mask(df)]["number"])
 
 
+@pytest.mark.slow
 def test_trial_faults_fail_that_trial_with_a_reason_and_the_study_goes_on(tmp_path, monkeypatch):
     import igcnas.nas.objective as objective_module
 
@@ -242,6 +246,7 @@ def test_trial_faults_fail_that_trial_with_a_reason_and_the_study_goes_on(tmp_pa
     ({"trial_timeout": 1e-6}, "time limit"),
     ({"trial_memory_mb": 1.0}, "memory limit"),
 ])
+@pytest.mark.slow
 def test_diverging_slow_or_hungry_trials_are_failed_with_the_reason(tmp_path, monkeypatch, changes, reason):
     if "trial_memory_mb" in changes:
         # A trial that keeps allocating: its resident set grows 50 MB per batch (the measurement itself is
@@ -260,6 +265,7 @@ def test_diverging_slow_or_hungry_trials_are_failed_with_the_reason(tmp_path, mo
 
 
 @pytest.mark.parametrize("storage_url", [*STORAGE_KINDS, "grpc-sqlite"], indirect=True)
+@pytest.mark.slow
 def test_dead_workers_trials_are_failed_marked_stale_and_rerun(storage_url, tmp_path):
     """Two dead workers: one killed between taking its trial and the first beat (a RUNNING trial that never
     beat, which Optuna alone never fails: with --total-trials it would hold its slot forever), one killed
@@ -290,6 +296,7 @@ def test_dead_workers_trials_are_failed_marked_stale_and_rerun(storage_url, tmp_
 
 
 @pytest.mark.parametrize("storage_url", [*STORAGE_KINDS, "grpc-sqlite"], indirect=True)
+@pytest.mark.slow
 def test_stale_failure_whose_worker_died_before_requeuing_it_is_requeued_once(storage_url):
     """Optuna fails a stale trial, then re-queues it in a second step; a worker killed between the two
     (seen once in CI) must not lose the trial. An error failure is never re-queued by this repair."""

@@ -124,6 +124,7 @@ def grow(study, other, rng, running, step):
             running.remove((trial, a))
 
 
+@pytest.mark.slow
 def test_incremental_rung_peers_and_decisions_match_the_full_scan(handles):
     study, other = handles
     rng = random.Random(7)
@@ -146,6 +147,7 @@ def test_incremental_rung_peers_and_decisions_match_the_full_scan(handles):
     assert len(index.peers(1)) > 40  # the rung grew well past a handful
 
 
+@pytest.mark.slow
 def test_feed_returns_each_trial_once_finished_and_the_unfinished_as_they_are(handles):
     study, other = handles
     rng = random.Random(3)
@@ -167,6 +169,7 @@ def test_feed_returns_each_trial_once_finished_and_the_unfinished_as_they_are(ha
 
 
 @pytest.mark.parametrize("handles", ["sqlite"], indirect=True)
+@pytest.mark.slow
 def test_sampler_view_matches_the_full_scan(handles):
     study, other = handles
     rng = random.Random(11)
@@ -186,6 +189,7 @@ def test_sampler_view_matches_the_full_scan(handles):
 
 
 @pytest.mark.parametrize("handles", ["sqlite"], indirect=True)
+@pytest.mark.slow
 def test_trial_counts_match_the_full_scan(handles, monkeypatch):
     study, other = handles
     rng = random.Random(5)
@@ -225,6 +229,7 @@ def seeded_copies(tmp_path, n=40):
     return studies
 
 
+@pytest.mark.slow
 def test_the_sampler_proposes_the_same_children_either_way(tmp_path, monkeypatch):
     proposals = []
     for study, full_scan in zip(seeded_copies(tmp_path), (False, True)):
@@ -250,6 +255,7 @@ def test_the_sampler_proposes_the_same_children_either_way(tmp_path, monkeypatch
     assert proposals[0] == proposals[1]
 
 
+@pytest.mark.slow
 def test_a_search_promotes_and_stops_the_same_trials_either_way(tmp_path, monkeypatch):
     """The real objective (sampler, genome, budget, rung checks, records) with the benchmark's synthetic
     training, on two copies of a preloaded study: the incremental reads change no outcome."""

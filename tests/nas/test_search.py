@@ -24,6 +24,7 @@ def quick(tmp_path, **changes):
     return SearchOptions(**base)
 
 
+@pytest.mark.slow
 def test_search_records_everything_needed_to_rebuild_and_continues(tmp_path):
     first = run_search(quick(tmp_path))
     study = first.study
@@ -82,6 +83,7 @@ def test_budget_some_meet_trains_only_those(tmp_path):
     assert all(t.user_attrs["status"] == "over_budget" for t in skipped)
 
 
+@pytest.mark.slow
 def test_cli_search_on_the_real_cifar_sample(tmp_path, capsys):
     if not SAMPLE.is_dir():
         pytest.skip("shared CIFAR-10 sample not present")
@@ -124,6 +126,7 @@ def test_search_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, expected
     assert not list(tmp_path.rglob("*.db"))  # nothing written
 
 
+@pytest.mark.slow
 def test_trials_on_a_missing_study_is_a_clear_error(tmp_path, capsys):
     run_search(quick(tmp_path, n_trials=1))
     code = main(["trials", "--storage", f"sqlite:///{tmp_path / 't' / 'study.db'}", "--study", "nope"])

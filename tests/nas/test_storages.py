@@ -35,6 +35,7 @@ from tests.nas.test_reliability import (  # noqa: F401 - fixtures
 DIRECTIONS = [o.direction for o in OBJECTIVES]
 
 
+@pytest.mark.slow
 def test_bad_storage_urls_are_one_line_bad_input_and_create_nothing(tmp_path):
     not_a_journal = tmp_path / "study.db"
     not_a_journal.write_bytes(b"SQLite format 3\x00" + bytes(range(256)))
@@ -66,6 +67,7 @@ def test_search_with_a_bad_journal_url_exits_2_on_one_line_and_writes_nothing(tm
     assert "does not exist" in capsys.readouterr().err and not missing.exists()
 
 
+@pytest.mark.slow
 def test_journal_file_serves_many_worker_processes_exactly(tmp_path, capsys):
     url, study, target = f"journal://{tmp_path / 'study.log'}", "many", 5
     procs = [subprocess.Popen([sys.executable, "-m", "igcnas.cli", "search", "--storage", url, "--study", study,
@@ -86,6 +88,7 @@ def test_journal_file_serves_many_worker_processes_exactly(tmp_path, capsys):
 
 @pytest.mark.parametrize("storage_url", ["journal", pytest.param("postgresql", marks=needs_postgres),
                                          pytest.param("grpc-postgresql", marks=needs_postgres)], indirect=True)
+@pytest.mark.slow
 def test_workers_that_find_one_stale_trial_together_fail_and_requeue_it_once(storage_url):  # noqa: F811
     """Each thread is a worker with its own connection; all look for stale trials at the same moment."""
     name = f"race-{uuid.uuid4().hex[:8]}"
@@ -177,6 +180,7 @@ def test_storage_proxy_refuses_what_it_cannot_serve(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_storage_proxy_serves_a_study_and_ctrl_c_stops_it_cleanly(tmp_path):
     db = f"sqlite:///{tmp_path / 'served.db'}"
     proc, url = start_proxy(db)

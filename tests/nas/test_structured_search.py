@@ -25,6 +25,7 @@ def structured(trial):
                for stage in trial.user_attrs["config"]["stages"])
 
 
+@pytest.mark.slow
 def test_structured_search_trains_structured_and_plain_networks(tmp_path, capsys):
     # 4 plain seed networks (balance-condition IGC-V2 and Xception at both widths), then bred children.
     study = run(tmp_path, capsys, "s", "--n-trials", "10", "--structured", "on")
@@ -45,6 +46,7 @@ def test_structured_search_trains_structured_and_plain_networks(tmp_path, capsys
             assert "projection_gap" not in t.user_attrs
 
 
+@pytest.mark.slow
 def test_structured_search_in_direct_mode_completes(tmp_path, capsys):
     study = run(tmp_path, capsys, "d", "--n-trials", "3", "--structured", "on", "--structured-mode", "direct",
                 "--no-seed-balanced")

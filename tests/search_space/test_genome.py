@@ -59,6 +59,7 @@ def test_l_is_the_number_of_group_convolutions_per_family():
     assert option_l("igcv3", {"expansion": 6, "groups": 2}, 16) == 3
 
 
+@pytest.mark.slow
 def test_round_trip_builds_the_same_network_for_every_network_of_a_small_space():
     spec = small_spec()
     genome = Genome(spec)
