@@ -118,12 +118,11 @@ def worker(args: argparse.Namespace) -> dict:
         os.sched_setaffinity(0, {0})
     torch.set_num_threads(args.threads)
     configs = _networks(args.input_size, args.n)
-    shape_of = lambda c: (c.in_channels, c.input_size, c.input_size)  # noqa: E731
     models = [build_model(c, seed=0, form="deployed") for c in configs]
     calls = []
     for c, m in zip(configs, models):
         with as_designed(m):
-            calls.append(_call_for(args.runtime, m, shape_of(c), args.batch, args.threads))
+            calls.append(_call_for(args.runtime, m, c.input_shape, args.batch, args.threads))
     out: dict[str, list[float]] = {v: [math.inf] * len(configs) for v in VARIANTS}
     for _ in range(args.passes):
         for i, (c, m, call) in enumerate(zip(configs, models, calls)):
@@ -146,7 +145,7 @@ def worker(args: argparse.Namespace) -> dict:
                     for _ in range(args.copies):
                         fresh = copy.deepcopy(m)
                         with as_designed(fresh):
-                            fresh_call = _call_for(args.runtime, fresh, shape_of(c), args.batch, args.threads)
+                            fresh_call = _call_for(args.runtime, fresh, c.input_shape, args.batch, args.threads)
                         per_copy.append(statistics.median(_blocks(fresh_call, args.run_time / args.copies,
                                                                   args.threads)))
                     ms = statistics.median(per_copy)

@@ -63,7 +63,7 @@ def measure(mode: str, names: list[str], repeats: int, steps: int, batch: int) -
     out: dict = {"mode": mode, "threads": torch.get_num_threads(), "train": {}}
     for name in names:
         config = network(name)
-        shape = (config.in_channels, config.input_size, config.input_size)
+        shape = config.input_shape
         model = build_model(config, seed=0)
         fast = mode == "fast"
         if fast:
@@ -201,7 +201,7 @@ def measure_inference(names: list[str], repeats: int, large_batch: int = 128) ->
     out: dict = {}
     for name in names:
         config = network(name)
-        shape = (config.in_channels, config.input_size, config.input_size)
+        shape = config.input_shape
         model = build_model(config, seed=0).eval()
         out[name] = {}
         for b in (1, large_batch):

@@ -114,7 +114,7 @@ def cmd_count(args: argparse.Namespace) -> int:
     config = config_or_zoo(args.target)
     closed = closed_form_costs(config)
     model = build_model(config, seed=0, form="deployed")  # what is counted and deployed
-    shape = (config.in_channels, config.input_size, config.input_size)
+    shape = config.input_shape
     measured = measure_costs(model, shape)
     structured = config.structured
     result: dict[str, Any] = {

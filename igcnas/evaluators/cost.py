@@ -139,4 +139,4 @@ def measure_config(config: NetworkConfig, *, form: str = "deployed") -> Measured
     from igcnas.models import build_model
 
     model = build_model(config, seed=0, form=form)
-    return measure_costs(model, (config.in_channels, config.input_size, config.input_size))
+    return measure_costs(model, config.input_shape)

@@ -259,6 +259,11 @@ class DataSplits:
         return int(self._storage("train").shape[2])
 
     @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One image as networks take it, (channels, height, width): what NetworkConfig.input_shape must match."""
+        return (self.in_channels, self.input_size, self.input_size)
+
+    @property
     def streamed(self) -> bool:
         """True when the training images stay on disk (read batch by batch from the cache)."""
         return isinstance(self._storage("train"), CachedImages)

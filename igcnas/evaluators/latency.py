@@ -42,7 +42,7 @@ from igcnas.search_space.families import get_family
 from igcnas.search_space.plan import resolve
 
 __all__ = ["RUNTIMES", "TABLE_FORMAT", "Fingerprint", "Part", "PartKey", "LatencyTable", "Runner", "network_parts",
-           "part_keys", "runtime_runner", "time_modules", "input_shape", "cpu_name", "measure_networks",
+           "part_keys", "runtime_runner", "time_modules", "cpu_name", "measure_networks",
            "measure_network_ms", "measure_networks_ms", "build_table", "space_configs", "sample_configs",
            "choose_calibration", "Calibration"]
 
@@ -244,10 +244,6 @@ def time_modules(runner: Runner, items: Sequence[tuple[nn.Module, tuple[int, ...
     return out
 
 
-def input_shape(config: NetworkConfig) -> tuple[int, int, int]:
-    return (config.in_channels, config.input_size, config.input_size)
-
-
 def measure_networks(configs: Sequence[NetworkConfig], fingerprint: Fingerprint,
                      models: Sequence[nn.Module] | None = None, *,
                      runner: Runner | None = None) -> list[Timing]:
@@ -261,7 +257,7 @@ def measure_networks(configs: Sequence[NetworkConfig], fingerprint: Fingerprint,
     with contextlib.ExitStack() as stack:
         for model in models:  # as the table's parts run (and as deployed), not the training fast path
             stack.enter_context(as_designed(model))
-        return time_modules(runner, [(m, input_shape(c)) for c, m in zip(configs, models, strict=True)],
+        return time_modules(runner, [(m, c.input_shape) for c, m in zip(configs, models, strict=True)],
                             fingerprint.batch)
 
 

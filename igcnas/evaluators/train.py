@@ -194,7 +194,7 @@ def train_model(
     if settings.fast:
         from igcnas.models.fast import prepare_for_training
 
-        prepare_for_training(model, (data.in_channels, data.input_size, data.input_size),
+        prepare_for_training(model, data.input_shape,
                              batch=min(settings.batch_size, data.n_train), device=device)
         memory_format = torch.channels_last
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,

@@ -153,7 +153,7 @@ def evaluate_config(
     if latency_fingerprint is None and latency_table is not None:
         latency_fingerprint = latency_table.fingerprint
     model = build_model(config, seed=model_seed, form=train_settings.model_form)
-    shape = (config.in_channels, config.input_size, config.input_size)
+    shape = config.input_shape
     if measure_latency and latency_fingerprint is None:
         deployed = model
         if config.structured:

@@ -270,7 +270,7 @@ def export_model(
         }
         atomic_write_text(files["config"], json.dumps(config_to_dict(config), indent=2))
         torch.save(model.state_dict(), files["weights"])
-        example = torch.zeros(2, config.in_channels, config.input_size, config.input_size)
+        example = torch.zeros(2, *config.input_shape)
         exported = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
         torch.export.save(exported, str(files["exported_program"]))
         check = None

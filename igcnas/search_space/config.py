@@ -149,6 +149,11 @@ class NetworkConfig:
         return any(stage.structured for stage in self.stages)
 
     @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One input image as the network takes it: (channels, height, width)."""
+        return (self.in_channels, self.input_size, self.input_size)
+
+    @property
     def depth(self) -> int:
         """Weighted layers as the paper counts them: stem + blocks + classifier (3B + 2)."""
         return sum(s.blocks for s in self.stages) + 2
