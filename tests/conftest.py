@@ -88,3 +88,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+def plain_accuracy(model, x, y, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` in eval mode on tensors as given: an oracle independent of the product's
+    own evaluation (evaluators.train.evaluate_split), which tests compare it with."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            correct += int((model(x[start:start + batch_size]).argmax(1) == y[start:start + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(len(x), 1)

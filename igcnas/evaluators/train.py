@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from igcnas.evaluators.data import DataSplits, iterate_batches
+from igcnas.evaluators.data import DataSplits
 from igcnas.evaluators.settings import TrainSettings
-from igcnas.errors import BadInput
 
-__all__ = ["TrainSettings", "TrainResult", "recalibrate_batchnorm", "evaluate_split", "TrialDiverged", "TrialLimitExceeded", "train_model", "evaluate", "EpochCallback"]
+__all__ = ["TrainSettings", "TrainResult", "recalibrate_batchnorm", "evaluate_split", "TrialDiverged", "TrialLimitExceeded", "train_model", "EpochCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +75,6 @@ class TrainResult:
     projection_gap: float | None = None
     device: str = "cpu"  # where it trained
     precision: str = "fp32"
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
-             memory_format: torch.memory_format = torch.contiguous_format) -> float:
-    """Top-1 accuracy of ``model`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for xb, yb in iterate_batches(x, y, batch_size):
-        correct += int((model(xb.contiguous(memory_format=memory_format)).argmax(1) == yb).sum())
-    model.train(was_training)
-    return correct / max(len(x), 1)
 
 
 @torch.no_grad()

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from igcnas.evaluators.data import load_dataset
-from igcnas.evaluators.train import TrainSettings, TrialDiverged, evaluate, train_model
+from igcnas.evaluators.train import TrainSettings, TrialDiverged, train_model
 from igcnas.models import build_model
 from igcnas.search_space.zoo import cifar_network
+from tests.conftest import plain_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def small_net():
 
 def test_training_learns_digits_and_reports_each_epoch(digits):
     model = build_model(small_net(), seed=0)
-    before = evaluate(model, digits.val_x, digits.val_y)
+    before = plain_accuracy(model, digits.val_x, digits.val_y)
     caller_threads = 2 if torch.get_num_threads() != 2 else 3
     torch.set_num_threads(caller_threads)
     seen = []

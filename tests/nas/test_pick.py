@@ -148,9 +148,9 @@ def test_pick_scores_on_the_search_validation_split_not_its_own(tmp_path):
     assert result.val_index != load_dataset("digits", seed=0, val_fraction=0.25).val_index
     assert result.val_index != load_dataset("digits", seed=3, val_fraction=0.2).val_index
     # and on those images the exported model scores what evaluating it directly on them gives
-    from igcnas.evaluators.train import evaluate
+    from tests.conftest import plain_accuracy
 
-    assert result.val_accuracy == evaluate(load(tmp_path / "out"), searched.val_x, searched.val_y)
+    assert result.val_accuracy == plain_accuracy(load(tmp_path / "out"), searched.val_x, searched.val_y)
     assert "fraction 0.25" in (tmp_path / "out" / "report.md").read_text()
 
 
