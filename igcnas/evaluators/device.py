@@ -12,18 +12,16 @@ Latency is not measured here: it stays a deployment measurement on the CPU
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Any, Iterator
 
 import torch
 
 from igcnas.errors import BadInput
-from igcnas.evaluators.settings import DEVICE_CHOICES, PRECISIONS
+from igcnas.evaluators.settings import CONCRETE_DEVICE, DEVICE_CHOICES, DEVICE_NAME, PRECISIONS
 
 __all__ = ["DEVICE_CHOICES", "PRECISIONS", "resolve_device", "resolve_precision", "autocast", "grad_scaler"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-_CUDA = re.compile(r"^cuda(?::(\d+))?$")
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
@@ -40,14 +38,14 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         if backend is None or not backend.is_available():
             raise BadInput("--device mps: Apple's MPS backend is not available on this machine")
         return torch.device("mps")
-    match = _CUDA.match(text)
-    if match is None:
+    if not DEVICE_NAME.fullmatch(text):
         raise BadInput(f"--device must be one of {DEVICE_CHOICES}, got {spec!r}")
+    match = CONCRETE_DEVICE.fullmatch(text)  # cuda:N, or None for a bare "cuda"
     if not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
         raise BadInput(f"--device {text}: no CUDA device is available to this process (torch {torch.__version__}, "
                        f"{build}); use --device cpu or auto")
-    index = int(match.group(1) or 0)
+    index = int(match.group(1)) if match else 0
     count = torch.cuda.device_count()
     if index >= count:
         raise BadInput(f"--device {text}: this machine has {count} CUDA device(s), indices 0..{count - 1}")

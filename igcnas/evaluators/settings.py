@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from igcnas.errors import BadInput
 
-__all__ = ["TrainSettings", "STRUCTURED_MODES", "PRECISIONS", "DEVICE_CHOICES", "RECORDED_SETTINGS", "recorded_settings"]
+__all__ = ["TrainSettings", "STRUCTURED_MODES", "PRECISIONS", "DEVICE_CHOICES", "DEVICE_NAME", "CONCRETE_DEVICE", "RECORDED_SETTINGS", "recorded_settings"]
 
 # Training devices and precisions (evaluators/device.py resolves them; kept here, torch-free, so that
 # options and the command line can name them without importing torch).
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+# The device grammar, said once: one device (cpu, mps, cuda:N; group 1 the CUDA index), and what --device
+# takes (those, "auto" and a bare "cuda"). Both fullmatch lower-cased text.
+CONCRETE_DEVICE = re.compile(r"cpu|mps|cuda:(\d+)")
+DEVICE_NAME = re.compile(rf"auto|cuda|{CONCRETE_DEVICE.pattern}")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 # How structured stages (Structured Convolutions) train: "regularised" trains full kernels with the

@@ -9,14 +9,14 @@ option and the allowed values.
 
 from __future__ import annotations
 
-import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from igcnas.errors import BadInput
 from igcnas.evaluators.latency_fit import check_min_share
-from igcnas.evaluators.settings import DEVICE_CHOICES, PRECISIONS, STRUCTURED_MODES, TrainSettings
+from igcnas.evaluators.settings import (CONCRETE_DEVICE, DEVICE_CHOICES, DEVICE_NAME, PRECISIONS, STRUCTURED_MODES,
+                                       TrainSettings)
 from igcnas.nas.early_stopping import RungSchedule, fidelity_key
 from igcnas.nas.objectives import Objective, objectives_for
 from igcnas.nas.samplers import SAMPLERS
@@ -65,7 +65,7 @@ def parse_devices(raw: str, flag: str) -> tuple[str, ...]:
         part = part.strip().lower()
         if part.isdigit():
             part = f"cuda:{part}"
-        if not re.fullmatch(r"cuda:\d+|cpu|mps", part):
+        if not CONCRETE_DEVICE.fullmatch(part):
             raise BadInput(f"{flag} must be a comma-separated list of CUDA indices (0,1,2) or devices "
                            f"(cuda:N, cpu, mps), got {raw!r}")
         names.append(part)
@@ -248,7 +248,7 @@ class SearchOptions:
             raise BadInput(f"--structured must be one of on, off, got {self.structured!r}")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise BadInput(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(self.device).lower()):
+        if not DEVICE_NAME.fullmatch(str(self.device).lower()):
             raise BadInput(f"--device must be one of {DEVICE_CHOICES}, got {self.device!r}")
         if self.devices is not None:
             object.__setattr__(self, "n_jobs", len(self.devices))

@@ -106,3 +106,15 @@ def test_devices_pool_gives_each_trial_a_listed_device_and_records_it(tmp_path):
     study = optuna.load_study(study_name="d", storage=f"sqlite:///{tmp_path / 'd' / 'study.db'}")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert done and all(t.user_attrs["device"] == "cpu" and t.user_attrs["precision"] == "fp32" for t in done)
+
+
+def test_the_device_grammar_is_said_once():
+    """Which device names exist is one pattern pair (evaluators/settings.py): no other module of igcnas
+    spells a device regular expression of its own."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "igcnas"
+    own = [p for p in package.rglob("*.py") if p.name != "settings.py"
+           and re.search(r"re\.(compile|fullmatch|match|search)\([^)]*cuda", p.read_text(encoding="utf-8"))]
+    assert own == []
