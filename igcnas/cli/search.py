@@ -8,6 +8,7 @@ from typing import Any
 
 from igcnas.cli._common import fmt_count, print_table
 from igcnas.evaluators.settings import DEVICE_CHOICES
+from igcnas.nas.objectives import ACCURACY, MACS, PARAMS
 from igcnas.nas.options import SearchOptions, cli_fields
 
 __all__ = ["register", "options_from_args", "trial_line", "print_front"]
@@ -96,8 +97,8 @@ def trial_line(study: Any, trial: Any) -> None:
 
 
 def print_front(front: Any, limit: int = 30) -> None:
-    rows = [{"number": r["number"], "acc": f"{r['val_accuracy']:.4f}", "params": fmt_count(r["params"]),
-             "macs": fmt_count(r["macs"]), "flops": fmt_count(2 * r["macs"]), "structure": r["structure"]}
+    rows = [{"number": r["number"], "acc": f"{r[ACCURACY.name]:.4f}", "params": fmt_count(r[PARAMS.name]),
+             "macs": fmt_count(r[MACS.name]), "flops": fmt_count(2 * r[MACS.name]), "structure": r["structure"]}
             for _, r in front.head(limit).iterrows()]
     print_table(rows, [("number", "trial"), ("acc", "val acc"), ("params", "params"), ("macs", "MACs"),
                        ("flops", "FLOPs=2*MACs"), ("structure", "architecture (family, blocks, C:L K per stage)")])

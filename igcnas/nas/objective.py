@@ -40,10 +40,11 @@ class Evaluation:
     model: Any = field(default=None, repr=False)  # the trained module (not recorded in the study)
 
     def objective_values(self, objectives: Any) -> tuple[float, ...]:
-        """The values told to Optuna, in the order of ``objectives`` (igcnas.nas.objectives)."""
-        measured = {"val_accuracy": self.val_accuracy, "params": self.params, "macs": self.macs,
-                    "latency_ms": self.latency_ms}
-        return tuple(float(measured[o.name] or 0.0) for o in objectives)
+        """The values told to Optuna, in the order of ``objectives`` (igcnas.nas.objectives).
+
+        Each objective is the field of its own name, so an objective added to the table is read here without
+        an edit (a test checks that every objective has its field)."""
+        return tuple(float(getattr(self, o.name) or 0.0) for o in objectives)
 
 
 def precheck(config: NetworkConfig, budget: Budget, latency_table: Any = None) -> Evaluation:

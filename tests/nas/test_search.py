@@ -145,3 +145,20 @@ def test_metric_names_include_latency_when_searched(tmp_path):
     outcome = run_search(quick(tmp_path, n_trials=1, latency_objective=True, study="lat"))
     assert outcome.study.metric_names == [o.name for o in objectives_for(latency=True)]
     assert outcome.study.metric_names == ["val_accuracy", "params", "macs", "latency_ms"]
+
+
+def test_every_objective_is_read_from_the_evaluation_by_its_name():
+    """The objectives table is the one edit: an evaluation tells Optuna each objective's field of the same
+    name, in the table's order, latency included."""
+    import dataclasses
+
+    from igcnas.nas.objective import Evaluation
+    from igcnas.search_space.zoo import cifar_network
+
+    everything = objectives_for(latency=True)
+    fields = {f.name for f in dataclasses.fields(Evaluation)}
+    assert {o.name for o in everything} <= fields
+    ev = Evaluation(config=cifar_network("xception", 35, 20), status="complete", val_accuracy=0.5, params=7, macs=11,
+                    latency_ms=0.25)
+    assert ev.objective_values(everything) == (0.5, 7.0, 11.0, 0.25)
+    assert ev.objective_values(tuple(reversed(OBJECTIVES))) == (11.0, 7.0, 0.5)
