@@ -67,34 +67,28 @@ FRONT_MEMBERS_MIN = 0.5  # a family "has front members" when it holds at least t
 OLD_DEFAULTS = "old defaults (rung 2, as measured)"
 
 
-def _default_label() -> str:
-    """The search's own defaults (``SearchOptions``, their one home), named the way the replays are."""
-    from igcnas.nas.options import SearchOptions
-
-    d = SearchOptions.__dataclass_fields__
-    rung = d["min_epochs"].default
-    bn = d["recalibrate_bn"].default
-    return f"defaults (rung {rung}, {'BatchNorm re-estimated' if bn else 'as measured'})"
-
-
 def _settings() -> dict[str, tuple[RungSchedule | None, bool]]:
     """The search settings the replays compare: (schedule, whether rung and final accuracies are BatchNorm
     re-estimated). Today's defaults first, then each of their parts switched off with all else equal, then
-    the old defaults."""
+    the old defaults. The defaults are read from ``SearchOptions``, their one home."""
     from igcnas.nas.options import SearchOptions
 
     d = SearchOptions.__dataclass_fields__
     rung, bn, eta = d["min_epochs"].default, d["recalibrate_bn"].default, d["eta"].default
 
+    def words(re_estimated: bool) -> str:
+        return "BatchNorm re-estimated" if re_estimated else "as measured"
+
     def schedule(first: int) -> RungSchedule:
         return RungSchedule(max_epochs=SEARCH_EPOCHS, min_epochs=first, eta=eta)
 
-    out: dict[str, tuple[RungSchedule | None, bool]] = {_default_label(): (schedule(rung), bn)}
-    out[f"rung {rung}, {'as measured' if bn else 'BatchNorm re-estimated'}"] = (schedule(rung), not bn)
     other = 2 if rung != 2 else 3
-    out[f"rung {other}, {'BatchNorm re-estimated' if bn else 'as measured'}"] = (schedule(other), bn)
-    out[f"no early stopping, {'BatchNorm re-estimated' if bn else 'as measured'}"] = (None, bn)
-    out[f"no early stopping, {'as measured' if bn else 'BatchNorm re-estimated'}"] = (None, not bn)
+    out: dict[str, tuple[RungSchedule | None, bool]] = {
+        f"defaults (rung {rung}, {words(bn)})": (schedule(rung), bn),
+        f"rung {rung}, {words(not bn)}": (schedule(rung), not bn),
+        f"rung {other}, {words(bn)}": (schedule(other), bn),
+        f"no early stopping, {words(bn)}": (None, bn),
+        f"no early stopping, {words(not bn)}": (None, not bn)}
     if (schedule(2), False) not in out.values():
         out[OLD_DEFAULTS] = (schedule(2), False)
     return out

@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as _name
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,12 +21,6 @@ def _pins() -> dict[str, str]:
             name, version = line.split("==")
             pins[name] = version
     return pins
-
-
-def _name(value: str) -> str:
-    import re
-
-    return re.sub(r"[-_.]+", "-", value).lower()
 
 
 def test_every_declared_dependency_is_pinned_inside_its_range():

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from igcnas.errors import BadInput
 
-__all__ = ["TrainSettings", "STRUCTURED_MODES", "PRECISIONS", "DEVICE_CHOICES", "DEVICE_NAME", "CONCRETE_DEVICE", "RECORDED_SETTINGS", "recorded_settings"]
+__all__ = ["TrainSettings", "STRUCTURED_MODES", "PRECISIONS", "DEVICE_CHOICES", "DEVICE_NAME", "CONCRETE_DEVICE", "RECORDED_SETTINGS", "recorded_settings",
+           "settings_from_record"]
 
 # Training devices and precisions (evaluators/device.py resolves them; kept here, torch-free, so that
 # options and the command line can name them without importing torch).
@@ -94,3 +95,10 @@ def recorded_settings(record: dict[str, object]) -> dict[str, object]:
     evaluation record, so that it trains and evaluates them as the search did."""
     out = {k: record[k] for k in RECORDED_SETTINGS if k in record}
     return {**{k: v for k, v in BEFORE_RECORDED.items() if k not in out}, **out}
+
+
+def settings_from_record(record: dict[str, object], *, epochs: int, seed: int, **overrides: object) -> TrainSettings:
+    """How a later training of a study's networks (pick --retrain, refine) trains: the search's batch size,
+    learning rate and recorded settings, for ``epochs`` with ``seed``, plus what the caller sets itself."""
+    return TrainSettings(epochs=epochs, batch_size=int(record["batch_size"]), lr=float(record["lr"]), seed=seed,
+                         **recorded_settings(record), **overrides)

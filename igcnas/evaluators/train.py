@@ -168,6 +168,9 @@ def train_model(
 
     structured = bool(structured_layers(model))
     deployed_structure = any(isinstance(m, SumPoolConv2d) for m in model.modules())  # the "direct" mode
+    # Evaluated with BatchNorm statistics re-estimated first, without projection: deployed structured modules
+    # always, plain networks when asked (structured ones are projected first, below).
+    re_estimated = deployed_structure or settings.recalibrate_plain
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     previous_threads = torch.get_num_threads()
@@ -252,17 +255,14 @@ def train_model(
                 with projected(model):
                     recalibrate(model)
                     accuracy = validate()
-            elif deployed_structure:
-                recalibrate(model)
-                accuracy = validate()
-            elif settings.recalibrate_plain:
+            elif re_estimated:
                 recalibrate(model)
                 accuracy = validate()
             else:
                 accuracy = validate()
                 if settings.recalibrated_curve:
                     result.recalibrated_curve.append(recalibrated_accuracy(model, recalibrate, validate))
-            if settings.recalibrated_curve and (structured or deployed_structure or settings.recalibrate_plain):
+            if settings.recalibrated_curve and (structured or re_estimated):
                 result.recalibrated_curve.append(accuracy)
             result.curve.append(accuracy)
             result.train_loss.append(running / max(batches, 1))

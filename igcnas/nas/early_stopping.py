@@ -30,8 +30,8 @@ import numpy as np
 from igcnas.nas.selection import dominance_matrix, dominates
 from igcnas.errors import BadInput
 
-__all__ = ["RungSchedule", "RungEntry", "StoppedAtRung", "domination_counts", "promotion_threshold", "should_promote", "rung_population",
-           "fidelity_key", "study_rung_records", "rung_peers", "RungIndex"]
+__all__ = ["RungSchedule", "RungEntry", "StoppedAtRung", "domination_counts", "promotion_threshold", "should_promote",
+           "rung_population", "fidelity_key", "study_rung_records", "rung_peers", "RungIndex"]
 
 Record = tuple[Sequence[float], float, float]  # (per-epoch accuracy curve, params, MACs) of one trial
 

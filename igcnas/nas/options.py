@@ -195,8 +195,9 @@ class SearchOptions:
               "MACs) than dominate the best 1/eta (multi-objective successive halving)", group="search",
         flag="--no-early-stopping", kind="store_false")
     eta: int = option(3, "early stopping: rung spacing and 1/eta quota (default 3)", group="search", type=int)
-    # Epoch 3 of 4 (with TrainSettings.recalibrate_plain on): at epoch 1 most networks are still at chance, and at epoch 2 a rung
-    # even on re-estimated accuracy left the sampler slower to random search's long-fidelity hypervolume.
+    # Epoch 3 of 4 (with TrainSettings.recalibrate_plain on): at epoch 1 most networks are still at chance,
+    # and at epoch 2 a rung even on re-estimated accuracy left the sampler slower to random search's
+    # long-fidelity hypervolume (bench/fidelity.py).
     min_epochs: int = option(3, "early stopping: epochs at the first rung (default 3)", group="search", type=int)
     # reliability
     trial_timeout: float | None = option(None, "fail a trial whose training runs longer (seconds)",

@@ -215,8 +215,8 @@ def export_model(
 
     import torch
 
-    from igcnas.evaluators.settings import recorded_settings
-    from igcnas.evaluators.train import TrainSettings, evaluate_split, train_model
+    from igcnas.evaluators.settings import settings_from_record
+    from igcnas.evaluators.train import evaluate_split, train_model
     from igcnas.models import build_model
     from igcnas.models.onnx_export import check_onnx, export_onnx, onnx_available, report_lines, require_onnx
     from igcnas.nas.study import load_weights
@@ -244,8 +244,7 @@ def export_model(
         from igcnas.models.structured import decompose
 
         retrained = retrain_epochs or record["epochs"]
-        settings = TrainSettings(epochs=retrained, batch_size=record["batch_size"], lr=record["lr"], seed=seed,
-                                 progress=True, device=device, **recorded_settings(record))
+        settings = settings_from_record(record, epochs=retrained, seed=seed, progress=True, device=device)
         model = build_model(config, seed=seed, form=settings.model_form)
         train_model(model, data, settings)
         model = decompose(model.to("cpu"))

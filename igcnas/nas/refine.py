@@ -270,16 +270,14 @@ def train_unit(config: dict[str, Any], data: Any, record: dict[str, Any], unit: 
     training loss, seconds and where it ran. A training that fails by its own limits (diverged, over its
     time or memory) gives ``val_accuracy`` None and the reason; anything else raises.
     """
-    from igcnas.evaluators.settings import TrainSettings, recorded_settings
+    from igcnas.evaluators.settings import settings_from_record
     from igcnas.evaluators.train import TrialDiverged, TrialLimitExceeded, train_model
     from igcnas.models import build_model
     from igcnas.search_space.config import config_from_dict
 
     network = config_from_dict(config)
-    settings = TrainSettings(epochs=unit.epochs, batch_size=int(record["batch_size"]), lr=float(record["lr"]),
-                             seed=unit.seed, max_batches_per_epoch=record.get("max_batches_per_epoch"),
-                             device=device, progress=progress, threads=threads,
-                             **recorded_settings(record))
+    settings = settings_from_record(record, epochs=unit.epochs, seed=unit.seed, device=device, progress=progress,
+                                    threads=threads, max_batches_per_epoch=record.get("max_batches_per_epoch"))
     model = build_model(network, seed=unit.seed, form=settings.model_form)
     start = time.perf_counter()
     where = socket.gethostname()
