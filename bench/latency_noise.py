@@ -48,7 +48,7 @@ VARIANTS = ("min_3ms", "median_blocks", "min_blocks", "median_copies", "gated_mi
 
 
 def _networks(input_size: int, n: int) -> list:
-    from igcnas.evaluators.latency import sample_configs
+    from igcnas.evaluators.latency_build import sample_configs
     from igcnas.search_space.spec import SearchSpec
 
     channels = 1 if input_size == 8 else 3
@@ -69,7 +69,7 @@ def _call_for(runtime: str, model, shape: tuple[int, ...], batch: int, threads: 
             with torch.inference_mode():
                 model(x)
         return call
-    from igcnas.evaluators.latency import onnx_bytes
+    from igcnas.evaluators.latency_runtime import onnx_bytes
     from igcnas.models.onnx_export import ort_session
 
     session = ort_session(onnx_bytes(model.eval(), shape, batch), threads=threads)

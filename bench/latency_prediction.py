@@ -44,8 +44,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from igcnas.evaluators.latency import build_table, measure_networks, sample_configs, space_configs  # noqa: E402
+from igcnas.evaluators.latency_build import build_table, sample_configs, space_configs  # noqa: E402
 from igcnas.evaluators.latency_fit import Calibration, predict_from_features  # noqa: E402
+from igcnas.evaluators.latency_runtime import measure_networks  # noqa: E402
 from igcnas.search_space.costs import closed_form_costs  # noqa: E402
 from igcnas.search_space.enumerate import arch_id  # noqa: E402
 from igcnas.search_space.spec import SearchSpec  # noqa: E402
@@ -87,7 +88,7 @@ def validation_networks(spec: SearchSpec, n: int) -> list:
     """
     from dataclasses import replace
 
-    from igcnas.search_space.enumerate import DesignSpace
+    from igcnas.search_space.design_space import DesignSpace
 
     sizes: dict[tuple[str, int], int] = {}
     out = []

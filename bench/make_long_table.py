@@ -58,7 +58,7 @@ def train_twice(config: dict[str, Any], data: Any, seed: int, epochs: int) -> di
     from igcnas.evaluators.settings import TrainSettings
     from igcnas.evaluators.train import train_model
     from igcnas.models import build_model
-    from igcnas.search_space.config import config_from_dict
+    from igcnas.search_space.config_io import config_from_dict
 
     network = config_from_dict(config)
     short = train_model(build_model(network, seed=seed), data,
@@ -100,7 +100,7 @@ def pilot(data: Any, lengths: list[int], per_family: int, seed: int) -> dict[str
     from igcnas.evaluators.settings import TrainSettings
     from igcnas.evaluators.train import train_model
     from igcnas.models import build_model
-    from igcnas.search_space.config import config_from_dict
+    from igcnas.search_space.config_io import config_from_dict
 
     table = load_table()
     rng = random.Random(seed)
@@ -212,9 +212,10 @@ def main() -> int:
 
     import torch
 
-    from igcnas.evaluators.data import load_dataset
-    from igcnas.search_space.config import config_to_dict
-    from igcnas.search_space.enumerate import DesignSpace, arch_id
+    from igcnas.evaluators.datasets import load_dataset
+    from igcnas.search_space.config_io import config_to_dict
+    from igcnas.search_space.design_space import DesignSpace
+    from igcnas.search_space.enumerate import arch_id
 
     torch.set_num_threads(1)
     out_dir: Path = args.out_dir.resolve()

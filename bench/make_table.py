@@ -71,7 +71,7 @@ def train_row(config, data, seeds: tuple[int, ...]) -> Row:
 
     from igcnas.evaluators.train import TrainSettings, train_model
     from igcnas.models import build_model
-    from igcnas.search_space.config import config_to_dict
+    from igcnas.search_space.config_io import config_to_dict
     from igcnas.search_space.costs import closed_form_costs
     from igcnas.search_space.enumerate import arch_id
 
@@ -162,7 +162,7 @@ def main() -> int:
     if not 0 <= shard < n_shards:
         parser.error(f"--shard must be i/n with 0 <= i < n, got {args.shard}")
 
-    from igcnas.search_space.enumerate import DesignSpace
+    from igcnas.search_space.design_space import DesignSpace
 
     space = DesignSpace(TABLE_SPEC)
     total = space.count()
@@ -174,7 +174,7 @@ def main() -> int:
 
     import torch
 
-    from igcnas.evaluators.data import load_dataset
+    from igcnas.evaluators.datasets import load_dataset
 
     torch.set_num_threads(1)
     data = load_dataset(DATASET, seed=SPLIT_SEED, val_fraction=VAL_FRACTION)

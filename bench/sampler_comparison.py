@@ -355,7 +355,7 @@ def main() -> int:
     import optuna
     import torch
 
-    from igcnas.search_space.enumerate import DesignSpace
+    from igcnas.search_space.design_space import DesignSpace
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -129,6 +129,7 @@ def run_nsga2_plain(ds: str, seed: int, budget: float, t0: float) -> list:
     from igcnas.evaluators.train import TrainSettings
     from igcnas.nas.objective import evaluate_config
     from igcnas.nas.budget import Budget
+    from igcnas.search_space.plan import resolve
 
     spec, data = _spec_and_data(ds, seed)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -139,6 +140,7 @@ def run_nsga2_plain(ds: str, seed: int, budget: float, t0: float) -> list:
     def objective(trial):
         try:
             config = _plain_config(trial, spec)
+            resolve(config)  # the layer plan checks every stage's parameters
         except ValueError as exc:  # the rules reject it: only now, at run time
             raise optuna.TrialPruned(str(exc)) from None
         settings = TrainSettings(epochs=EPOCHS[ds], batch_size=BATCH, lr=LR, seed=seed + trial.number, device=DEVICE)
@@ -166,7 +168,7 @@ def _ray_trainable(config):
 
     from igcnas.evaluators.train import TrainSettings, train_model
     from igcnas.models import build_model
-    from igcnas.search_space.config import config_from_dict
+    from igcnas.search_space.config_io import config_from_dict
     from igcnas.search_space.costs import closed_form_costs
 
     torch.set_num_threads(1)
@@ -190,7 +192,7 @@ _RAY_DATA: dict = {}
 
 def _ray_data(ds: str, seed: int):
     if (ds, seed) not in _RAY_DATA:
-        from igcnas.evaluators.data import load_dataset
+        from igcnas.evaluators.datasets import load_dataset
 
         where = dataset_args(ds)
         _RAY_DATA[(ds, seed)] = load_dataset(where["dataset"], data_dir=where["data_dir"], seed=seed)
@@ -204,7 +206,7 @@ class _RaySpace:
     def __call__(self, trial):
         from igcnas.nas.space import suggest_config
         from igcnas.search_space.genome import genome_for
-        from igcnas.search_space.config import config_to_dict
+        from igcnas.search_space.config_io import config_to_dict
 
         return {"network": config_to_dict(suggest_config(trial, genome_for(self.spec))), "number": trial.number,
                 "run": self.run}

@@ -31,7 +31,7 @@ import numpy as np
 
 from igcnas.nas.early_stopping import RungEntry, RungSchedule, fidelity_key, should_promote
 from igcnas.nas.options import SearchOptions
-from igcnas.nas.records import TrialKey, TrialStatus
+from igcnas.nas.records import TrialKey, TrialRecorder, TrialStatus
 
 if TYPE_CHECKING:
     import optuna
@@ -192,8 +192,8 @@ def replay(*, table: dict[str, Row], spec: SearchSpec, sampler: optuna.samplers.
     run = Run(budget_s=budget_s, n_workers=n_workers, study=study)
     tracker = FrontTracker()
     rung_entries: dict[int, list[RungEntry]] = {e: [] for e in rungs}
-    # Per running trial: (optuna trial, row, training seed, curve so far, log index).
-    running: dict[int, tuple[Any, Row, int, list[float], int]] = {}
+    # Per running trial: (optuna trial, its recorder, row, training seed, curve so far, log index).
+    running: dict[int, tuple[Any, Any, Row, int, list[float], int]] = {}
     events: list[tuple[float, int, int, int]] = []  # (time, sequence, trial number, epoch reached)
     sequence = 0
 
@@ -208,17 +208,13 @@ def replay(*, table: dict[str, Row], spec: SearchSpec, sampler: optuna.samplers.
         if row is None:
             raise KeyError(f"trial {trial.number} asked for {aid} ({config.family}), which is not in the table")
         train_seed = rng.choice(sorted(row.curves))
-        trial.set_user_attr(TrialKey.ARCH_ID, aid)
-        trial.set_user_attr(TrialKey.FAMILY, row.family)
-        trial.set_user_attr(TrialKey.WIDTH, row.width)
-        trial.set_user_attr(TrialKey.BLOCKS, row.blocks)
-        trial.set_user_attr(TrialKey.PARAMS, row.params)
-        trial.set_user_attr(TrialKey.MACS, row.macs)
-        trial.set_user_attr(TrialKey.FIDELITY, TABLE_FIDELITY)
-        trial.set_user_attr(TrialKey.STATUS, TrialStatus.RUNNING.value)
+        record = TrialRecorder(trial)
+        record.write({TrialKey.ARCH_ID: aid, TrialKey.FAMILY: row.family, TrialKey.WIDTH: row.width,
+                      TrialKey.BLOCKS: row.blocks, TrialKey.PARAMS: row.params, TrialKey.MACS: row.macs,
+                      TrialKey.FIDELITY: TABLE_FIDELITY, TrialKey.STATUS: TrialStatus.RUNNING})
         run.trials.append(TrialLog(number=trial.number, arch_id=aid, seed=train_seed, start_s=now, end_s=math.nan,
                                    status=TrialStatus.RUNNING.value, epochs=0, accuracy=math.nan))
-        running[trial.number] = (trial, row, train_seed, [], len(run.trials) - 1)
+        running[trial.number] = (trial, record, row, train_seed, [], len(run.trials) - 1)
         per_epoch = row.seconds[train_seed] / max_epochs
         heapq.heappush(events, (now + per_epoch, sequence, trial.number, 1))
         sequence += 1
@@ -229,10 +225,10 @@ def replay(*, table: dict[str, Row], spec: SearchSpec, sampler: optuna.samplers.
         now, _, number, epoch = heapq.heappop(events)
         if now > budget_s:
             break  # the heap is ordered by time: nothing later fits in the budget either
-        trial, row, train_seed, curve, log_index = running[number]
+        trial, record, row, train_seed, curve, log_index = running[number]
         accuracy = row.curves[train_seed][epoch - 1]
         curve.append(accuracy)
-        trial.set_user_attr(TrialKey.CURVE, list(curve))
+        record.write({TrialKey.CURVE: list(curve)})
         log = run.trials[log_index]
         log.epochs, log.accuracy = epoch, accuracy
         finished = False
@@ -241,15 +237,14 @@ def replay(*, table: dict[str, Row], spec: SearchSpec, sampler: optuna.samplers.
             peers = rung_entries[epoch]
             promote, _, _ = should_promote(own, peers, schedule.eta)  # type: ignore[union-attr]
             peers.append(own)  # recorded whatever the decision, as the search's curve attribute is
-            trial.set_user_attr(TrialKey.RUNGS, {str(e): curve[e - 1] for e in sorted(rungs) if e <= epoch})
+            record.write({TrialKey.RUNGS: {str(e): curve[e - 1] for e in sorted(rungs) if e <= epoch}})
             if not promote:
-                trial.set_user_attr(TrialKey.STATUS, TrialStatus.STOPPED_EARLY.value)
-                trial.set_user_attr(TrialKey.STOPPED_AT_EPOCH, epoch)
+                record.write({TrialKey.STATUS: TrialStatus.STOPPED_EARLY, TrialKey.STOPPED_AT_EPOCH: epoch})
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 log.status, log.end_s = TrialStatus.STOPPED_EARLY.value, now
                 finished = True
         if not finished and epoch == max_epochs:
-            trial.set_user_attr(TrialKey.STATUS, TrialStatus.COMPLETE.value)
+            record.write({TrialKey.STATUS: TrialStatus.COMPLETE})
             study.tell(trial, (accuracy, float(row.params), float(row.macs)))
             log.status, log.end_s = TrialStatus.COMPLETE.value, now
             run.times.append(now)

@@ -100,7 +100,7 @@ def cifar_shaped(seed: int = 0):
     """50,000 random uint8 32x32 RGB images with 10 labels, held as the trainer holds real CIFAR-10."""
     import torch
 
-    from igcnas.evaluators.data import DataSplits
+    from igcnas.evaluators.data_splits import DataSplits
 
     g = torch.Generator().manual_seed(seed)
     n = CIFAR_SHAPE[0]

@@ -17,12 +17,13 @@ import pytest
 
 from igcnas.nas.objectives import OBJECTIVES
 from igcnas.nas.study import open_storage
-from igcnas.nas.records import StudyKey
+from igcnas.nas.records import RECORD_ATTR, StudyKey, TrialKey, TrialStatus, check_record
 from igcnas.search_space.describe import describe_structure
-from igcnas.search_space.config import config_to_dict
+from igcnas.search_space.config_io import config_to_dict
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.families import FAMILIES
-from igcnas.search_space.enumerate import DesignSpace, arch_id
+from igcnas.search_space.design_space import DesignSpace
+from igcnas.search_space.enumerate import arch_id
 from igcnas.search_space.spec import SearchSpec
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -48,9 +49,11 @@ def make_study(url: str, name: str, n: int, *, seed: int = 0, infeasible_every: 
             system_attrs["constraints:max_params"] = 0.5
         trials.append(optuna.trial.create_trial(
             values=[accuracy, float(costs.params), float(costs.macs)],
-            user_attrs={"config": config_to_dict(config), "arch_id": arch_id(config), "family": config.family,
-                        "width": config.stages[0].width, "structure": describe_structure(config),
-                        "params": costs.params, "macs": costs.macs, "curve": curve, "status": "complete"},
+            user_attrs={RECORD_ATTR: check_record({
+                TrialKey.CONFIG: config_to_dict(config), TrialKey.ARCH_ID: arch_id(config),
+                TrialKey.FAMILY: config.family, TrialKey.WIDTH: config.stages[0].width,
+                TrialKey.STRUCTURE: describe_structure(config), TrialKey.PARAMS: costs.params,
+                TrialKey.MACS: costs.macs, TrialKey.CURVE: curve, TrialKey.STATUS: TrialStatus.COMPLETE})},
             system_attrs=system_attrs,
         ))
     study.add_trials(trials)

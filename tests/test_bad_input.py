@@ -114,7 +114,7 @@ def test_an_internal_value_error_is_not_reported_as_bad_input(monkeypatch, tmp_p
     """A bug that raises ValueError inside the search is an internal error: exit 1, said so, traceback with -v."""
     import igcnas.nas.orchestrator as orchestrator
 
-    def broken(options):
+    def broken(options, **seams):
         raise ValueError("an internal bug, not the user's input")
 
     monkeypatch.setattr(orchestrator, "prepare", broken)
@@ -131,7 +131,7 @@ def test_an_internal_value_error_is_not_reported_as_bad_input(monkeypatch, tmp_p
 def test_model_file_that_is_not_a_state_dict(tmp_path):
     from igcnas.models import load
     from igcnas.search_space.zoo import ZOO
-    from igcnas.search_space.config import config_to_dict
+    from igcnas.search_space.config_io import config_to_dict
 
     (tmp_path / "config.json").write_text(json.dumps(config_to_dict(ZOO["igcv2_c64_d8"].config)))
     (tmp_path / "model.pt").write_bytes(pickle.dumps({"a": 1}))

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from igcnas.cli import main
-from igcnas.search_space.config import config_to_dict
+from igcnas.search_space.config_io import config_to_dict
 from igcnas.search_space.zoo import ZOO
 
 

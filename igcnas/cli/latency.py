@@ -9,16 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from igcnas.errors import BadInput
+from igcnas.evaluators.datasets import DATA_SHAPES, DATASETS
 
-__all__ = ["register", "DATA_SHAPES"]
-
-# (in_channels, input_size, num_classes) of the built-in data sets: a table is built for their networks
-# without loading the data. Image folders give --input-size and --num-classes.
-DATA_SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "tinyimagenet": (3, 64, 200)}
+__all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    from igcnas.evaluators.latency import RUNTIMES
+    from igcnas.evaluators.latency_runtime import RUNTIMES
     from igcnas.search_space.spec import DEFAULT_BLOCKS, DEFAULT_FAMILIES, DEFAULT_MAX_L
 
     p = sub.add_parser(
@@ -34,6 +31,7 @@ def register(sub: Any) -> None:
     p.add_argument("--runtime", default="torch", help=f"{' or '.join(RUNTIMES)} (default torch: PyTorch eager)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads the runtime may use (default 1)")
     p.add_argument("--batch", type=int, default=1, help="images per forward pass (default 1)")
+    # A table is built for a data set's networks without loading the data; an image folder gives the shape.
     p.add_argument("--dataset", default="digits", help=f"whose image shape to use: {', '.join(DATA_SHAPES)} "
                    "(default digits), or give --input-size, --in-channels and --num-classes")
     p.add_argument("--input-size", type=int, help="image side in pixels (default: the data set's)")
@@ -64,8 +62,8 @@ def register(sub: Any) -> None:
 
 
 def _shape(args: argparse.Namespace) -> tuple[int, int, int]:
-    if args.dataset not in (*DATA_SHAPES, "imagefolder"):
-        raise BadInput(f"--dataset must be one of {', '.join(DATA_SHAPES)}, imagefolder, got {args.dataset!r}")
+    if args.dataset not in DATASETS:
+        raise BadInput(f"--dataset must be one of {', '.join(DATASETS)}, got {args.dataset!r}")
     channels, size, classes = DATA_SHAPES.get(args.dataset, (None, None, None))
     shape = (args.in_channels or channels, args.input_size or size, args.num_classes or classes)
     for flag, value, low in (("--in-channels", shape[0], 1), ("--input-size", shape[1], 1),
@@ -79,7 +77,9 @@ def _shape(args: argparse.Namespace) -> tuple[int, int, int]:
 
 def cmd_latency_table(args: argparse.Namespace) -> int:
     from igcnas.cli._common import progress_bar
-    from igcnas.evaluators.latency import LatencyTable, build_table, runtime_runner
+    from igcnas.evaluators.latency_build import build_table
+    from igcnas.evaluators.latency_runtime import runtime_runner
+    from igcnas.evaluators.latency_table import LatencyTable
     from igcnas.nas.budget import Budget, parse_count
     from igcnas.nas.options import on_off
     from igcnas.search_space.spec import SearchSpec

@@ -133,7 +133,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _latency_table(args: argparse.Namespace, study: Any) -> Any:
     """The --latency-table, checked against this machine for the study's image shape."""
-    from igcnas.evaluators.latency import LatencyTable
+    from igcnas.evaluators.latency_table import LatencyTable
     from igcnas.evaluators.latency_fit import require_share
     from igcnas.nas.records import StudyKey
 
@@ -149,24 +149,10 @@ def _latency_table(args: argparse.Namespace, study: Any) -> Any:
 
 def cmd_pick(args: argparse.Namespace) -> int:
     from igcnas.nas.pareto import pareto_front, trials_frame
-    from igcnas.nas.pick import (NothingFits, accuracy_words, choose, export_model, latency_check,
-                                 weights_note, with_predicted_latency)
-    from igcnas.evaluators.latency_fit import check_min_share
-    from igcnas.nas.budget import Budget, parse_count
+    from igcnas.nas.pick import NothingFits, accuracy_words, choose, export_model, with_predicted_latency
     from igcnas.nas.study import open_existing_study
 
-    budget = Budget(max_params=parse_count(args.max_params, "--max-params"),
-                    max_macs=parse_count(args.max_macs, "--max-macs"),
-                    max_latency_ms=parse_count(args.max_latency_ms, "--max-latency-ms"))
-    if args.force_latency_table and not args.latency_table:
-        raise BadInput("--force-latency-table needs --latency-table PATH")
-    check_min_share(args.latency_table_min_share, has_table=bool(args.latency_table))
-    if args.retrain_epochs is not None and args.retrain_epochs < 1:
-        raise BadInput(f"--retrain-epochs must be >= 1, got {args.retrain_epochs}")
-    if args.retrain or args.retrain_epochs is not None:
-        from igcnas.evaluators.device import resolve_device
-
-        resolve_device(args.device)
+    budget = _pick_budget(args)
     _, study = open_existing_study(args.storage, args.study)
     df = trials_frame(study)
     table = _latency_table(args, study) if args.latency_table else None
@@ -182,14 +168,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
     print(f"picked trial {int(row['number'])}: val acc {row['val_accuracy']:.4f} ({accuracy_words(row)}), "
           f"params {int(row['params']):,}, MACs {int(row['macs']):,} (FLOPs = 2*MACs = {2 * int(row['macs']):,}) "
           f"- {row['structure']}")
-    notes: list[str] = []
-    if table is not None:
-        from igcnas.search_space.config import config_from_dict
-
-        _, notes = latency_check(config_from_dict(json.loads(row["config"])), table, float(row["latency_ms"]))
-        notes += [f"- the latency table's {line}" for line in table.quality_lines()]
-        for note in notes:
-            print(note.removeprefix("- "))
+    notes = _latency_notes(row, table) if table is not None else []
     if not args.export:
         return 0
     front = pareto_front(df, with_latency=budget.max_latency_ms is not None)  # the front the pick was taken on
@@ -197,6 +176,46 @@ def cmd_pick(args: argparse.Namespace) -> int:
                           artifacts_dir=args.artifacts, retrain=args.retrain, retrain_epochs=args.retrain_epochs,
                           data_dir=args.data_dir, seed=args.seed, device=args.device,
                           onnx=ONNX_CHOICES[args.onnx], report_notes=tuple(notes))
+    _print_export(result, row)
+    return 0
+
+
+def _pick_budget(args: argparse.Namespace) -> Any:
+    """The budget of ``igc-nas pick``, after refusing flags that do not go together (before the study is read)."""
+    from igcnas.evaluators.latency_fit import check_min_share
+    from igcnas.nas.budget import Budget, parse_count
+
+    budget = Budget(max_params=parse_count(args.max_params, "--max-params"),
+                    max_macs=parse_count(args.max_macs, "--max-macs"),
+                    max_latency_ms=parse_count(args.max_latency_ms, "--max-latency-ms"))
+    if args.force_latency_table and not args.latency_table:
+        raise BadInput("--force-latency-table needs --latency-table PATH")
+    check_min_share(args.latency_table_min_share, has_table=bool(args.latency_table))
+    if args.retrain_epochs is not None and args.retrain_epochs < 1:
+        raise BadInput(f"--retrain-epochs must be >= 1, got {args.retrain_epochs}")
+    if args.retrain or args.retrain_epochs is not None:
+        from igcnas.evaluators.device import resolve_device
+
+        resolve_device(args.device)
+    return budget
+
+
+def _latency_notes(row: Any, table: Any) -> list[str]:
+    """The pick timed again on the latency table's runtime, and the table's quality, printed (report lines)."""
+    from igcnas.nas.pick import latency_check
+    from igcnas.search_space.config_io import config_from_dict
+
+    _, notes = latency_check(config_from_dict(json.loads(row["config"])), table, float(row["latency_ms"]))
+    notes += [f"- the latency table's {line}" for line in table.quality_lines()]
+    for note in notes:
+        print(note.removeprefix("- "))
+    return notes
+
+
+def _print_export(result: Any, row: Any) -> None:
+    """Where the export went and how it scored (and, with model.onnx, how it matched PyTorch)."""
+    from igcnas.nas.pick import weights_note
+
     test = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
     print(f"exported to {result.directory}: val acc {result.val_accuracy:.4f} (the search's validation split, "
           f"{len(result.val_index)} images), test acc {test}{weights_note(row, result.retrained_epochs)}")
@@ -207,4 +226,3 @@ def cmd_pick(args: argparse.Namespace) -> int:
         print(f"ONNX Runtime {check.ort_version}: max |difference| of logits {check.max_abs_diff:.2e}, top-1 "
               f"agreement {check.top1_agreement:.4f} on {check.batch} validation images"
               + ("" if check.passed else " - DOES NOT MATCH PyTorch (see report.md)"))
-    return 0

@@ -75,9 +75,9 @@ def options_from_args(args: argparse.Namespace) -> SearchOptions:
 
 def trial_line(study: Any, trial: Any) -> None:
     """One line per finished trial on stderr (progress of a long search)."""
-    from igcnas.nas.records import TrialKey, TrialStatus
+    from igcnas.nas.records import TrialKey, TrialStatus, record_of
 
-    attrs = trial.user_attrs
+    attrs = record_of(trial.user_attrs)
     status = attrs.get(TrialKey.STATUS)
     if trial.state.name == "COMPLETE" and trial.values:
         acc, params, macs = trial.values[:3]

@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
 def cmd_space(args: argparse.Namespace) -> int:
     from igcnas.search_space.config import StageConfig
     from igcnas.search_space.describe import stage_report, stage_structure_text
-    from igcnas.search_space.enumerate import DesignSpace, arch_id
+    from igcnas.search_space.design_space import DesignSpace
+    from igcnas.search_space.enumerate import arch_id
     from igcnas.search_space.spec import SearchSpec
 
     if args.family is None or args.width is None:
@@ -72,7 +73,7 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def cmd_space_check(args: argparse.Namespace) -> int:
-    from igcnas.search_space.config import config_to_dict, load_config
+    from igcnas.search_space.config_io import config_to_dict, load_config
     from igcnas.search_space.costs import closed_form_costs
     from igcnas.search_space.describe import stage_report
     from igcnas.search_space.enumerate import arch_id

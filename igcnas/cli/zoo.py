@@ -95,7 +95,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 def config_or_zoo(text: str) -> Any:
     """A zoo network by name, or a configuration file."""
-    from igcnas.search_space.config import load_config
+    from igcnas.search_space.config_io import load_config
     from igcnas.search_space.zoo import ZOO
 
     if text in ZOO:

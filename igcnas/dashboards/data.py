@@ -155,46 +155,12 @@ def collect(study: Any) -> dict[str, Any]:
     mask = pareto_mask(df) if len(df) else np.zeros(0, dtype=bool)
     # With a latency budget the pick is taken on the front that also counts latency (as igc-nas pick does).
     mask_latency = pareto_mask(df, with_latency=True) if len(df) else np.zeros(0, dtype=bool)
-    spec = attrs.get(StudyKey.SEARCH_SPEC) or {}
-    shape = None
-    if spec:
-        shape = {k: int(spec[k]) for k in ("in_channels", "input_size", "num_classes") if k in spec}
-        if len(shape) != 3:
-            shape = None
     latency = _latency_record(attrs)
     view = latency_view(df)
     on_latency_front = set(view["front"]) if view else set()
     default_source = latency["source"] if latency else "measured"
-    trials = []
-    for row, on_front, on_front_latency in zip(df.itertuples(index=False), mask, mask_latency):
-        config = json.loads(row.config) if on_front and isinstance(row.config, str) else None
-        number = int(row.number)
-        latency_ms = _num(row.latency_ms)
-        entry = {
-            "number": number,
-            "state": row.state,
-            "status": row.status,
-            "val_accuracy": _num(row.val_accuracy),  # the highest fidelity the trial has (igc-nas refine)
-            "search_val_accuracy": _num(row.search_val_accuracy),
-            "fidelity": row.fidelity if isinstance(row.fidelity, str) else "search",
-            "params": _num(row.params),
-            "macs": _num(row.macs),
-            "latency_ms": latency_ms,
-            "latency_measured_ms": _num(row.latency_measured_ms),
-            # Searches without a table time the network before training and did not write the source.
-            "latency_source": (row.latency_source or default_source) if latency_ms is not None else None,
-            "feasible": bool(row.feasible),
-            "front": bool(on_front),
-            "front_latency": number in on_latency_front,
-            "front_with_latency": bool(on_front_latency),
-            "family": row.family,
-            "structure": row.structure or "",
-            "curve": json.loads(row.curve) if isinstance(row.curve, str) else [],
-        }
-        if on_front:
-            entry["stages"] = stage_details(config)
-            entry["config"] = config
-        trials.append(entry)
+    trials = [_trial_entry(row, on_front, on_front_latency, on_latency_front, default_source)
+              for row, on_front, on_front_latency in zip(df.itertuples(index=False), mask, mask_latency)]
     front_numbers = [t["number"] for t in trials if t["front"]]
     return {
         "study": study.study_name,
@@ -206,9 +172,50 @@ def collect(study: Any) -> dict[str, Any]:
         "trials": trials,
         "front": front_numbers,
         "history": _history(df, reference),
-        "zoo": zoo_references(shape, df),
+        "zoo": zoo_references(_input_shape(attrs.get(StudyKey.SEARCH_SPEC) or {}), df),
         # Whether any trial has a latency figure, predicted or measured (the name predates prediction).
         "latency_measured": view is not None,
         "latency": latency,
         "latency_view": view,
     }
+
+
+def _input_shape(spec: dict[str, Any]) -> dict[str, int] | None:
+    """The study's input shape (channels, size, classes) from its recorded search space; None when incomplete."""
+    if not spec:
+        return None
+    shape = {k: int(spec[k]) for k in ("in_channels", "input_size", "num_classes") if k in spec}
+    return shape if len(shape) == 3 else None
+
+
+def _trial_entry(row: Any, on_front: bool, on_front_latency: bool, on_latency_front: set[int],
+                 default_source: str) -> dict[str, Any]:
+    """One trial of the payload: its figures, which fronts it is on and, on the front, its stages and config."""
+    config = json.loads(row.config) if on_front and isinstance(row.config, str) else None
+    number = int(row.number)
+    latency_ms = _num(row.latency_ms)
+    entry = {
+        "number": number,
+        "state": row.state,
+        "status": row.status,
+        "val_accuracy": _num(row.val_accuracy),  # the highest fidelity the trial has (igc-nas refine)
+        "search_val_accuracy": _num(row.search_val_accuracy),
+        "fidelity": row.fidelity if isinstance(row.fidelity, str) else "search",
+        "params": _num(row.params),
+        "macs": _num(row.macs),
+        "latency_ms": latency_ms,
+        "latency_measured_ms": _num(row.latency_measured_ms),
+        # Searches without a table time the network before training and did not write the source.
+        "latency_source": (row.latency_source or default_source) if latency_ms is not None else None,
+        "feasible": bool(row.feasible),
+        "front": bool(on_front),
+        "front_latency": number in on_latency_front,
+        "front_with_latency": bool(on_front_latency),
+        "family": row.family,
+        "structure": row.structure or "",
+        "curve": json.loads(row.curve) if isinstance(row.curve, str) else [],
+    }
+    if on_front:
+        entry["stages"] = stage_details(config)
+        entry["config"] = config
+    return entry

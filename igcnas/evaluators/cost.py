@@ -117,7 +117,7 @@ def measure_latency(
     ``threads``: intra-op threads while timing (default: the process's setting). The model is left in
     the mode it was in.
     """
-    from igcnas.evaluators.latency import TorchRunner, time_modules
+    from igcnas.evaluators.latency_runtime import TorchRunner, time_modules
 
     used = threads if threads is not None else torch.get_num_threads()
     if isinstance(used, bool) or not isinstance(used, int) or used < 1:

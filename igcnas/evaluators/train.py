@@ -8,19 +8,21 @@ epoch upward. Seeds fix initialisation, data order and augmentation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from igcnas.evaluators.data import DataSplits
+from igcnas.evaluators.data_splits import DataSplits
 from igcnas.evaluators.settings import TrainSettings
 
 __all__ = ["TrainSettings", "TrainResult", "recalibrate_batchnorm", "evaluate_split", "TrialDiverged", "TrialLimitExceeded", "train_model", "EpochCallback"]
@@ -149,28 +151,48 @@ def recalibrated_accuracy(model: nn.Module, recalibrate: Callable[[nn.Module], N
             m.num_batches_tracked.copy_(count)
 
 
-def train_model(
-    model: nn.Module,
-    data: DataSplits,
-    settings: TrainSettings,
-    *,
-    on_epoch: EpochCallback | None = None,
-) -> TrainResult:
-    """Train ``model`` on ``data.train`` and report validation accuracy after every epoch.
+@dataclass
+class _Run:
+    """One training run's fixed parts, set up once: what trains where, how it steps, how an epoch is judged.
 
-    A model with Structured Convolutions in training form (full kernels) is trained with the
-    structural regulariser (``settings.structure_lambda``), and every reported accuracy (each epoch,
-    so every early-stopping rung, and the end) is measured on its projected weights: the network
-    that decomposition deploys, not the one the optimiser holds.
+    ``structured``: the model holds Structured Convolutions in training form (full kernels): it is trained
+    with the regulariser and judged on its projected weights. ``re_estimated``: judged with BatchNorm
+    statistics re-estimated first, without projection (deployed structured modules always, plain networks
+    when asked).
     """
-    from igcnas.evaluators.device import autocast, grad_scaler, resolve_device, resolve_precision
-    from igcnas.models.structured import SumPoolConv2d, projected, structural_penalty, structured_layers
+
+    model: nn.Module
+    data: DataSplits
+    settings: TrainSettings
+    device: torch.device
+    precision: str
+    memory_format: torch.memory_format
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+    scaler: Any  # torch.amp.GradScaler for fp16, else None
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    steps_per_epoch: int
+    total_steps: int
+    structured: bool
+    re_estimated: bool
+    previous_threads: int  # the caller's torch thread count, restored when the run ends
+
+    def recalibrate(self, net: nn.Module) -> None:
+        recalibrate_batchnorm(net, self.data, batch_size=self.settings.batch_size, device=self.device,
+                              memory_format=self.memory_format)
+
+    def validate(self) -> float:
+        return evaluate_split(self.model, self.data, "val", device=self.device, precision=self.precision,
+                              memory_format=self.memory_format)
+
+
+def _set_up(model: nn.Module, data: DataSplits, settings: TrainSettings) -> _Run:
+    """Threads, generator, device, fast path, optimiser and schedule, in the order seeded results depend on."""
+    from igcnas.evaluators.device import grad_scaler, resolve_device, resolve_precision
+    from igcnas.models.structured import SumPoolConv2d, structured_layers
 
     structured = bool(structured_layers(model))
     deployed_structure = any(isinstance(m, SumPoolConv2d) for m in model.modules())  # the "direct" mode
-    # Evaluated with BatchNorm statistics re-estimated first, without projection: deployed structured modules
-    # always, plain networks when asked (structured ones are projected first, below).
-    re_estimated = deployed_structure or settings.recalibrate_plain
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     previous_threads = torch.get_num_threads()
@@ -196,76 +218,145 @@ def train_model(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
-    result = TrainResult(val_accuracy=0.0, device=str(device), precision=precision)
+    return _Run(model=model, data=data, settings=settings, device=device, precision=precision,
+                memory_format=memory_format, generator=generator, optimizer=optimizer, scaler=scaler,
+                scheduler=scheduler, steps_per_epoch=steps_per_epoch, total_steps=total_steps, structured=structured,
+                re_estimated=deployed_structure or settings.recalibrate_plain, previous_threads=previous_threads)
 
-    def recalibrate(net: nn.Module) -> None:
-        recalibrate_batchnorm(net, data, batch_size=settings.batch_size, device=device, memory_format=memory_format)
 
-    def validate() -> float:
-        return evaluate_split(model, data, "val", device=device, precision=precision, memory_format=memory_format)
+def _check_limits(settings: TrainSettings, start: float, baseline_mb: float, epoch: int, batch: int) -> None:
+    """TrialLimitExceeded once the run is past its wall time, or has grown the process past its memory limit.
 
-    bar = None
-    if settings.progress:
-        from tqdm import tqdm
+    The memory limit is on what this trial adds to the process (threads of --n-jobs share it).
+    """
+    if settings.time_limit_s is not None and time.perf_counter() - start > settings.time_limit_s:
+        raise TrialLimitExceeded(f"time limit of {settings.time_limit_s:g} s exceeded at epoch "
+                                 f"{epoch + 1}, batch {batch + 1}")
+    if settings.memory_limit_mb is not None:
+        grown = current_rss_mb() - baseline_mb
+        if grown > settings.memory_limit_mb:
+            raise TrialLimitExceeded(f"memory limit of {settings.memory_limit_mb:g} MB exceeded: the "
+                                     f"trial grew the process by {grown:.0f} MB")
 
-        bar = tqdm(total=total_steps, desc="training", unit="batch", file=sys.stderr, leave=False)
+
+def _step(run: _Run, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss`` (through the gradient scaler under fp16), then the schedule's."""
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        run.optimizer.step()
+    run.scheduler.step()
+
+
+def _train_epoch(run: _Run, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], epoch: int, start: float,
+                 baseline_mb: float, bar: Any) -> tuple[float, int, int]:
+    """Train on ``batches`` (at most ``steps_per_epoch``); returns (summed loss, batches, images)."""
+    from igcnas.evaluators.device import autocast
+    from igcnas.models.structured import structural_penalty
+
+    settings = run.settings
+    running, steps, images = 0.0, 0, 0
+    for xb, yb in batches:
+        if steps >= run.steps_per_epoch:
+            break
+        xb = xb.contiguous(memory_format=run.memory_format)
+        with autocast(run.device, run.precision):
+            loss = F.cross_entropy(run.model(xb), yb)
+        if run.structured and settings.structure_lambda > 0:
+            loss = loss + settings.structure_lambda * structural_penalty(run.model)
+        value = loss.item()  # one sync per step: the divergence check needs it
+        if not math.isfinite(value):
+            raise TrialDiverged(f"loss became {value} at epoch {epoch + 1}, batch {steps + 1}")
+        _check_limits(settings, start, baseline_mb, epoch, steps)
+        _step(run, loss)
+        running += value
+        steps += 1
+        images += len(xb)
+        if bar is not None:
+            bar.update(1)
+    return running, steps, images
+
+
+def _judge_epoch(run: _Run, result: TrainResult) -> float:
+    """The epoch's validation accuracy: of the projected network for structured training, after BatchNorm
+    re-estimation where the run asks for it; the recalibrated curve is recorded alongside when asked."""
+    from igcnas.models.structured import projected
+
+    model, settings = run.model, run.settings
+    if run.structured:
+        with projected(model):
+            run.recalibrate(model)
+            accuracy = run.validate()
+    elif run.re_estimated:
+        run.recalibrate(model)
+        accuracy = run.validate()
+    else:
+        accuracy = run.validate()
+        if settings.recalibrated_curve:
+            result.recalibrated_curve.append(recalibrated_accuracy(model, run.recalibrate, run.validate))
+    if settings.recalibrated_curve and (run.structured or run.re_estimated):
+        result.recalibrated_curve.append(accuracy)
+    return accuracy
+
+
+def _finish_structured(run: _Run, result: TrainResult) -> None:
+    """Record the full-kernel network's accuracy and the projection gap, and leave the projected network's
+    BatchNorm statistics in the model: it is what is decomposed next."""
+    from igcnas.models.structured import projected
+
+    run.recalibrate(run.model)
+    result.unprojected_accuracy = run.validate()
+    result.projection_gap = result.unprojected_accuracy - result.val_accuracy
+    with projected(run.model):
+        run.recalibrate(run.model)
+
+
+def _progress_bar(settings: TrainSettings, total_steps: int) -> Any:
+    """A tqdm bar over the run's batches on stderr when ``settings.progress``, else None."""
+    if not settings.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total_steps, desc="training", unit="batch", file=sys.stderr, leave=False)
+
+
+def train_model(
+    model: nn.Module,
+    data: DataSplits,
+    settings: TrainSettings,
+    *,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data.train`` and report validation accuracy after every epoch.
+
+    A model with Structured Convolutions in training form (full kernels) is trained with the
+    structural regulariser (``settings.structure_lambda``), and every reported accuracy (each epoch,
+    so every early-stopping rung, and the end) is measured on its projected weights: the network
+    that decomposition deploys, not the one the optimiser holds.
+    """
+    run = _set_up(model, data, settings)
+    result = TrainResult(val_accuracy=0.0, device=str(run.device), precision=run.precision)
+    bar = _progress_bar(settings, run.total_steps)
     start = time.perf_counter()
     baseline_mb = current_rss_mb()  # the limit is on what this trial adds (threads of --n-jobs share it)
     images, loop_seconds = 0, 0.0
     try:
         model.train()
         for epoch in range(settings.epochs):
-            running, batches = 0.0, 0
             epoch_start = time.perf_counter()
-            for xb, yb in data.train_batches(settings.batch_size, generator=generator, device=device):
-                if batches >= steps_per_epoch:
-                    break
-                xb = xb.contiguous(memory_format=memory_format)
-                with autocast(device, precision):
-                    loss = F.cross_entropy(model(xb), yb)
-                if structured and settings.structure_lambda > 0:
-                    loss = loss + settings.structure_lambda * structural_penalty(model)
-                value = loss.item()  # one sync per step: the divergence check needs it
-                if not math.isfinite(value):
-                    raise TrialDiverged(f"loss became {value} at epoch {epoch + 1}, batch {batches + 1}")
-                if settings.time_limit_s is not None and time.perf_counter() - start > settings.time_limit_s:
-                    raise TrialLimitExceeded(f"time limit of {settings.time_limit_s:g} s exceeded at epoch "
-                                             f"{epoch + 1}, batch {batches + 1}")
-                if settings.memory_limit_mb is not None:
-                    grown = current_rss_mb() - baseline_mb
-                    if grown > settings.memory_limit_mb:
-                        raise TrialLimitExceeded(f"memory limit of {settings.memory_limit_mb:g} MB exceeded: the "
-                                                 f"trial grew the process by {grown:.0f} MB")
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                scheduler.step()
-                running += value
-                batches += 1
-                images += len(xb)
-                if bar is not None:
-                    bar.update(1)
+            # closing: a streamed split's reader stops as soon as the epoch's last step is taken
+            with contextlib.closing(run.data.train_batches(settings.batch_size, generator=run.generator,
+                                                           device=run.device)) as batches:
+                running, steps, seen = _train_epoch(run, batches, epoch, start, baseline_mb, bar)
             loop_seconds += time.perf_counter() - epoch_start
-            if structured:
-                with projected(model):
-                    recalibrate(model)
-                    accuracy = validate()
-            elif re_estimated:
-                recalibrate(model)
-                accuracy = validate()
-            else:
-                accuracy = validate()
-                if settings.recalibrated_curve:
-                    result.recalibrated_curve.append(recalibrated_accuracy(model, recalibrate, validate))
-            if settings.recalibrated_curve and (structured or re_estimated):
-                result.recalibrated_curve.append(accuracy)
+            images += seen
+            accuracy = _judge_epoch(run, result)
             result.curve.append(accuracy)
-            result.train_loss.append(running / max(batches, 1))
+            result.train_loss.append(running / max(steps, 1))
             result.val_accuracy = accuracy
             log.debug("epoch %d: loss %.4f, val accuracy %.4f", epoch + 1, result.train_loss[-1], accuracy)
             if on_epoch is not None:
@@ -273,13 +364,9 @@ def train_model(
     finally:
         if bar is not None:
             bar.close()
-        torch.set_num_threads(previous_threads)
-    if structured:
-        recalibrate(model)
-        result.unprojected_accuracy = validate()
-        result.projection_gap = result.unprojected_accuracy - result.val_accuracy
-        with projected(model):
-            recalibrate(model)  # leave the statistics of the projected network: it is what is decomposed next
+        torch.set_num_threads(run.previous_threads)
+    if run.structured:
+        _finish_structured(run, result)
     result.seconds = time.perf_counter() - start
     result.train_seconds = loop_seconds
     # Training speed: images over the time of the training batches only (evaluation excluded).

@@ -257,7 +257,7 @@ def fuse_batchnorm(model: nn.Module, *, compose: bool | str = "auto") -> nn.Modu
         for name, child in parent.named_children():
             if isinstance(child, InterleavedBlock) and isinstance(child.spatial, nn.Conv2d) and child.composable:
                 # (a deployed Structured Convolution block runs as it is: sum-pool + small kernel; see
-                # models/structured.decompose(fold_bn=True) for its own BN folding)
+                # models/decomposition.decompose(fold_bn=True) for its own BN folding)
                 use = (getattr(child, "strategy", "chain") == "composed") if compose == "auto" else bool(compose)
                 setattr(parent, name, FusedInterleavedBlock(child, compose=use))
             else:

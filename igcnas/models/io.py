@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from igcnas.models.network import IGCNet, build_model
-from igcnas.search_space.config import load_config
+from igcnas.search_space.config_io import load_config
 from igcnas.errors import BadInput
 
 __all__ = ["load", "load_state_dict_file"]

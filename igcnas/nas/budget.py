@@ -13,7 +13,7 @@ from typing import Any
 
 from igcnas.errors import BadInput
 
-__all__ = ["CONSTRAINT_NAMES", "CONSTRAINTS_LIST_KEY", "LATENCY_CONSTRAINTS", "Budget", "is_feasible",
+__all__ = ["CONSTRAINT_NAMES", "LATENCY_CONSTRAINTS", "Budget", "is_feasible",
            "named_constraints", "parse_count", "record_constraints", "violation"]
 
 # The one order of the constraints: Budget.violations yields them in it, and the list form that
@@ -25,9 +25,6 @@ CONSTRAINT_NAMES: tuple[str, ...] = ("max_params", "max_macs", "max_latency_ms",
 # training, against the same latency budget as the prediction did before training.
 _BOUND_OF = {"max_params": "max_params", "max_macs": "max_macs", "max_latency_ms": "max_latency_ms",
              "max_latency_ms_measured": "max_latency_ms"}
-# Optuna's system attribute of the list form (optuna.study._constrained_optimization._CONSTRAINTS_KEY):
-# what optuna-dashboard reads, and what Optuna's own samplers write from a ``constraints_func``.
-CONSTRAINTS_LIST_KEY = "constraints"
 
 
 def parse_count(text: str | int | float | None, what: str) -> float | None:
@@ -127,23 +124,27 @@ def named_constraints(constraints: Mapping[str, float]) -> dict[str, float]:
     return named if named else {key: float(value) for key, value in constraints.items()}
 
 
-def record_constraints(trial: Any, constraints: Mapping[str, float]) -> None:
+def record_constraints(trial: Any, constraints: Mapping[str, float],
+                       already: Mapping[str, float] | None = None) -> None:
     """Record budget constraints on an Optuna trial in both of Optuna's forms.
 
-    Per key (``trial.set_constraint``: what Optuna 5 writes and igcnas reads back by name), and as
-    the list under the ``constraints`` system attribute in ``CONSTRAINT_NAMES`` order, which is the
+    Per key (Optuna 5's ``constraints:<name>`` system attributes, which igcnas reads back by name), and
+    as the list under the ``constraints`` system attribute in ``CONSTRAINT_NAMES`` order, which is the
     only form optuna-dashboard reads to tell feasible from infeasible trials. Keys already recorded
-    keep their value (Optuna refuses to overwrite one), so it may be called again with more
+    keep their value (as Optuna's ``set_constraint`` has it), so it may be called again with more
     constraints (the latency one, once measured); the list is rewritten from everything recorded.
+    ``already``: what the caller recorded on this trial before (a writer knows it), so the storage is
+    not read back; None reads it.
     """
+    from igcnas.nas.optuna_adapter import set_constraints
+
     unknown = set(constraints) - set(CONSTRAINT_NAMES)
     if unknown:
         raise ValueError(f"unknown constraint(s) {sorted(unknown)}; known: {list(CONSTRAINT_NAMES)}")
-    recorded = named_constraints(trial.constraints)
-    for key, value in constraints.items():
-        if key not in recorded:
-            trial.set_constraint(key, value)
-            recorded[key] = float(value)
-    ordered = [recorded[name] for name in CONSTRAINT_NAMES if name in recorded]
-    if ordered:  # no budget: nothing to write (optuna-dashboard reads a missing list as feasible)
-        trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_LIST_KEY, ordered)
+    if not constraints:
+        return  # nothing new; no budget writes no list (optuna-dashboard reads a missing list as feasible)
+    recorded = named_constraints(trial.constraints) if already is None else dict(already)
+    new = {key: float(value) for key, value in constraints.items() if key not in recorded}
+    recorded.update(new)
+    if new:
+        set_constraints(trial, new, [recorded[name] for name in CONSTRAINT_NAMES if name in recorded])

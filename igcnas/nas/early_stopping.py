@@ -126,9 +126,9 @@ def fidelity_key(*, epochs: int, batch_size: int, lr: float, max_batches_per_epo
 
 def rung_record(t: Any, fidelity: str) -> Record | None:
     """(curve, params, MACs) of trial ``t`` when it was trained with schedule ``fidelity``, else None."""
-    from igcnas.nas.records import TrialKey
+    from igcnas.nas.records import TrialKey, record_of
 
-    attrs = t.user_attrs
+    attrs = record_of(t.user_attrs)
     if attrs.get(TrialKey.FIDELITY) != fidelity or TrialKey.PARAMS not in attrs or TrialKey.MACS not in attrs:
         return None
     return attrs.get(TrialKey.CURVE) or [], attrs[TrialKey.PARAMS], attrs[TrialKey.MACS]

@@ -37,7 +37,7 @@ import logging
 import math
 import random
 import threading
-from typing import Any, Container, Sequence
+from typing import Any, Callable, Container, Sequence
 
 import numpy as np
 import optuna
@@ -47,17 +47,17 @@ from optuna.trial import FrozenTrial
 
 from igcnas.errors import BadInput
 from igcnas.nas.budget import Budget
-from igcnas.nas import population
-from igcnas.nas.population import Member, StudyView, finished_trials, members_of, tried_architectures
+from igcnas.nas.optuna_adapter import set_trial_system_attr, storage_of, study_id_of
+from igcnas.nas.records import SystemKey
+from igcnas.nas.population import Member, StudyView, members_of
 from igcnas.nas.selection import constrained_ranks, hypervolume_gains
 from igcnas.nas.space import gene_distributions
 from igcnas.search_space.genome import Genome
 
-__all__ = ["EvolutionarySampler", "EVOLUTION_ATTR", "population_size_for"]
+__all__ = ["EvolutionarySampler", "population_size_for"]
 
 log = logging.getLogger(__name__)
 
-EVOLUTION_ATTR = "evolution"  # trial system attribute: how the sampler made the trial's genes
 
 
 def population_size_for(n_trials: int | None) -> int:
@@ -94,14 +94,15 @@ class EvolutionarySampler(BaseSampler):
     population size; ``crossover_rate`` is the share of two-parent children; ``budget_params`` and
     ``budget_macs`` bound bred children (closed form); ``min_parents`` finished trials are needed before
     breeding (before that: random valid networks); ``candidates`` children are bred per proposal and the
-    most promising one on the known costs is trained (1: no pre-selection). No lambdas or locks: it pickles.
+    most promising one on the known costs is trained (1: no pre-selection); ``view`` makes its reader of a
+    study (``population.StudyView``, incremental; a class, so that it pickles). No lambdas or locks: it pickles.
     """
 
     def __init__(self, *, genome: Genome, seed: int | None = None, population_size: int | None = None,
                  n_trials_hint: int | None = None, window: int | None = None, mutation_rate: float | None = None,
                  crossover_rate: float = 0.9, family_bias: float = 0.75, budget_params: float | None = None,
                  budget_macs: float | None = None, min_parents: int | None = None, max_tries: int = 50,
-                 candidates: int = 4) -> None:
+                 candidates: int = 4, view: Callable[[Genome, optuna.Study], Any] = StudyView) -> None:
         if not isinstance(genome, Genome):
             raise BadInput(f"genome must be a Genome, got {type(genome).__name__}")
         _check_int("seed", seed, 0)
@@ -120,6 +121,7 @@ class EvolutionarySampler(BaseSampler):
                 raise BadInput(f"{name} must be a number > 0 or None, got {value!r}")
         self.genome = genome
         self.seed = seed
+        self.view = view  # how the sampler reads a study (population.StudyView; tests pass a full-scan oracle)
         self.population_size = population_size if population_size is not None else population_size_for(
             n_trials_hint)
         self.window = window if window is not None else self.population_size
@@ -178,24 +180,18 @@ class EvolutionarySampler(BaseSampler):
         if trial.system_attrs.get("fixed_params"):
             return {}  # an enqueued seed: Optuna applies its fixed genes, the rest are drawn independently
         with self._lock:  # n_jobs threads share one sampler (and its view and RNG)
-            if population.FULL_SCAN:
-                trials = study.get_trials(deepcopy=False)
-                tried: Container[str] = tried_architectures(self.genome, trials, trial.number)
-                finished = finished_trials(self.genome, study, trials)
-                count, recent = len(finished), finished[-self.window:]
-            else:
-                view = self._views.get(study._study_id)
-                if view is None or view.storage is not study._storage:
-                    view = self._views[study._study_id] = StudyView(self.genome, study)
-                view.refresh()
-                tried, count, recent = view.tried(trial.number), view.parent_count, view.parents(self.window)
+            view = self._views.get(study_id_of(study))
+            if view is None or view.storage is not storage_of(study):
+                view = self._views[study_id_of(study)] = self.view(self.genome, study)
+            view.refresh()
+            tried, count, recent = view.tried(trial.number), view.parent_count, view.parents(self.window)
             members = members_of(self.genome, recent)
             if count < self.min_parents or not members:
                 child, record = self._random_child(tried, reason=f"{count} of {self.min_parents} parents")
             else:
                 child, record = self._breed(members, tried)
         log.debug("trial %d: %s", trial.number, record)
-        study._storage.set_trial_system_attr(trial._trial_id, EVOLUTION_ATTR, record)
+        set_trial_system_attr(study, trial, SystemKey.EVOLUTION, record)
         return {name: child[name] for name in search_space if name in child}
 
     # -- the population ---------------------------------------------------------------------------------

@@ -3,17 +3,17 @@
 A worker killed by SIGKILL, the OOM killer or a lost node leaves its trial RUNNING for ever; with
 ``--total-trials`` that trial holds a slot and the search never ends. Optuna's answer, the heartbeat,
 exists only for RDB storages, so journal files and the gRPC proxy get the project's own *lease*: a
-system attribute (:data:`LEASE_KEY`) holding the wall-clock time of the trial's last beat, written by
+system attribute (:data:`SystemKey.LEASE`) holding the wall-clock time of the trial's last beat, written by
 Optuna's own heartbeat thread (through :meth:`StaleTrialRecovery.record_heartbeat`) every
 ``--heartbeat-interval`` seconds while the trial runs. RDB storages keep Optuna's heartbeat rows and
 write the lease too, so that workers on the database and workers behind a proxy judge each other's
 trials alike.
 
-Before each trial (Optuna's ``fail_stale_trials``, before ``ask``) a worker finds the RUNNING trials
-whose worker is gone: the last sign of life (the later of its start and its lease, or Optuna's
-heartbeat row where it has one) is older than ``--grace-period``. That covers a worker killed between
-taking a trial and its first beat, which Optuna alone never fails. Each is marked
-:attr:`TrialKey.STALE` while still RUNNING (so a stale failure can be told from a trial that failed by
+Before each trial (Optuna's ``fail_stale_trials``, before ``ask``; at most once per heartbeat interval)
+a worker finds the RUNNING trials whose worker is gone: the last sign of life (the later of its start
+and its lease, or Optuna's heartbeat row where it has one) is older than ``--grace-period``. That covers
+a worker killed between taking a trial and its first beat, which Optuna alone never fails. Each is marked
+:attr:`SystemKey.STALE` while still RUNNING (so a stale failure can be told from a trial that failed by
 its own error), failed by exactly one worker (the storage refuses to finish a finished trial: the
 others get ``UpdateFinishedTrialError``) and re-queued with the same parameters by that worker, at
 most :data:`MAX_STALE_RETRIES` times. A worker killed between failing a stale trial and re-queuing it
@@ -28,28 +28,26 @@ from __future__ import annotations
 import copy
 import datetime
 import logging
+import math
 import time
 from typing import Any, Callable
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
-from igcnas.nas.records import TrialKey
+from igcnas.nas.optuna_adapter import StaleTrialHook, trial_id_of
+from igcnas.nas.records import SystemKey, TrialKey, record_of
 
-__all__ = ["LEASE_KEY", "MAX_STALE_RETRIES", "RETRY_HISTORY", "RetryStaleTrial", "StaleTrialRecovery"]
+__all__ = ["MAX_STALE_RETRIES", "RetryStaleTrial", "StaleTrialRecovery"]
 
 log = logging.getLogger(__name__)
 
-# System attribute of a RUNNING trial: time.time() of its worker's last beat (see the module docstring).
-LEASE_KEY = TrialKey.LEASE.value
 # A trial whose worker died this many times in a row is left failed (it may be what kills them).
 MAX_STALE_RETRIES = 3
-RETRY_HISTORY = "retry_history"  # written by Optuna's RetryHeartbeatStaleTrialCallback
 # What a retry must not inherit from the trial it repeats: that trial's stale mark and last beats
 # (a worker's lease, a Ray driver's lease).
-_NOT_INHERITED = (TrialKey.STALE.value, LEASE_KEY, TrialKey.DRIVER_LEASE.value)
+_NOT_INHERITED = (SystemKey.STALE, SystemKey.LEASE, SystemKey.DRIVER_LEASE)
 
 
 class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
@@ -66,7 +64,7 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         super().__call__(study, trial)
 
 
-class StaleTrialRecovery(BaseHeartbeat):
+class StaleTrialRecovery(StaleTrialHook):
     """Mixin of every storage class the project opens: the lease, the liveness rule and the repair.
 
     The storage sets ``heartbeat_interval`` (None: no beats and no recovery, for read-only use),
@@ -92,7 +90,7 @@ class StaleTrialRecovery(BaseHeartbeat):
     def _renew_lease(self, trial_id: int) -> None:
         """Write the lease; never raises, since an exception would end Optuna's heartbeat thread."""
         try:
-            self.set_trial_system_attr(trial_id, LEASE_KEY, time.time())  # type: ignore[attr-defined]
+            self.set_trial_system_attr(trial_id, SystemKey.LEASE, time.time())  # type: ignore[attr-defined]
         except UpdateFinishedTrialError:
             lost: set[int] = self.__dict__.setdefault("_lost_leases", set())
             if trial_id not in lost:  # said once, not at every beat until the trial ends
@@ -109,8 +107,22 @@ class StaleTrialRecovery(BaseHeartbeat):
         """RUNNING trials this storage judges by beats of its own (trial id -> stale); none by default."""
         return {}
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        """The one recovery rule of every storage (called by Optuna's ``fail_stale_trials``).
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        """What Optuna's ``fail_stale_trials`` (before every trial) gets: :meth:`find_stale_trials`, at most once
+        per heartbeat interval per storage object and study.
+
+        A trial is found stale only once its last beat is a grace period (several intervals) old, so a look
+        more often than a beat finds nothing new; with short trials it would be most of a trial's queries.
+        """
+        checked: dict[int, float] = self.__dict__.setdefault("_stale_checked", {})
+        now = time.monotonic()
+        if now - checked.get(study_id, -math.inf) < float(self.heartbeat_interval or 0):
+            return []
+        checked[study_id] = now
+        return self.find_stale_trials(study_id)
+
+    def find_stale_trials(self, study_id: int) -> list[int]:
+        """The one recovery rule of every storage.
 
         Returns the RUNNING trials whose worker is gone, each marked STALE; Optuna then fails them and
         runs the retry callback. Also re-queues stale failures whose re-queue was lost.
@@ -121,17 +133,17 @@ class StaleTrialRecovery(BaseHeartbeat):
         stale = []
         for trial in self.get_all_trials(study_id, deepcopy=False,  # type: ignore[attr-defined]
                                          states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get(TrialKey.BACKEND) == "ray":
+            if record_of(trial.user_attrs).get(TrialKey.BACKEND) == "ray":
                 continue
-            verdict = own.get(trial._trial_id)
+            verdict = own.get(trial_id_of(trial))
             if verdict is None:
                 verdict = now - last_sign_of_life(trial) > grace
             if verdict:
-                stale.append(trial._trial_id)
+                stale.append(trial_id_of(trial))
         marked = []
         for trial_id in stale:
             try:
-                self.set_trial_system_attr(trial_id, TrialKey.STALE, True)  # type: ignore[attr-defined]
+                self.set_trial_system_attr(trial_id, SystemKey.STALE, True)  # type: ignore[attr-defined]
                 marked.append(trial_id)
             except UpdateFinishedTrialError:
                 pass  # another worker failed it meanwhile; it is that worker's to retry
@@ -141,9 +153,10 @@ class StaleTrialRecovery(BaseHeartbeat):
     def _stale_failures(self, study_id: int) -> tuple[list[tuple[int, int]], set[int]]:
         """(trial id, number) of every stale failure, and the numbers that some retry already repeats."""
         trials = self.get_all_trials(study_id, deepcopy=False)  # type: ignore[attr-defined]
-        failed = [(t._trial_id, t.number) for t in trials
-                  if t.state == TrialState.FAIL and t.system_attrs.get(TrialKey.STALE)]
-        retried = {number for t in trials for number in t.system_attrs.get(RETRY_HISTORY, [])} if failed else set()
+        failed = [(trial_id_of(t), t.number) for t in trials
+                  if t.state == TrialState.FAIL and t.system_attrs.get(SystemKey.STALE)]
+        retried = ({number for t in trials for number in t.system_attrs.get(SystemKey.RETRY_HISTORY, [])}
+                   if failed else set())
         return failed, retried
 
     def _requeue_lost_retries(self, study_id: int, grace: float) -> None:
@@ -160,11 +173,11 @@ class StaleTrialRecovery(BaseHeartbeat):
                              storage=self)  # type: ignore[arg-type]
         for trial_id in orphans:
             trial = self.get_trial(trial_id)  # type: ignore[attr-defined]
-            if trial.user_attrs.get(TrialKey.BACKEND) == "ray":
+            if record_of(trial.user_attrs).get(TrialKey.BACKEND) == "ray":
                 continue  # Ray's recovery (backends/ray_parts.py) re-queues its own trials
             if trial.datetime_complete is None or trial.datetime_complete > cutoff:
                 continue  # failed moments ago: the worker that failed it may be re-queuing it now
-            if len(trial.system_attrs.get(RETRY_HISTORY, [])) >= MAX_STALE_RETRIES:
+            if len(trial.system_attrs.get(SystemKey.RETRY_HISTORY, [])) >= MAX_STALE_RETRIES:
                 continue  # its retries are spent: the callback would not re-queue it either
             log.warning("trial %d failed as stale but was never re-queued (its worker died meanwhile): "
                         "re-queuing it now", trial.number)
@@ -177,5 +190,5 @@ def last_sign_of_life(trial: FrozenTrial) -> float:
     A lease older than the start is a previous run's (a retry popped again), not this one's.
     """
     started = trial.datetime_start.timestamp() if trial.datetime_start is not None else 0.0
-    lease: Any = trial.system_attrs.get(LEASE_KEY)
+    lease: Any = trial.system_attrs.get(SystemKey.LEASE)
     return max(started, float(lease)) if isinstance(lease, (int, float)) else started

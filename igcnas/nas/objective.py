@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from igcnas.nas.records import TrialKey, TrialStatus
+from igcnas.nas.records import TrialKey, TrialRecorder, TrialStatus
 from igcnas.nas.budget import Budget, is_feasible, record_constraints
-from igcnas.search_space.config import NetworkConfig, config_to_dict
+from igcnas.search_space.config import NetworkConfig
+from igcnas.search_space.config_io import config_to_dict
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.describe import describe_structure
 from igcnas.search_space.enumerate import arch_id
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Evaluation:
-    """Everything a trial records; ``status`` is a :class:`TrialStatus` (or ``pending`` before training)."""
+    """Everything a trial records (``attrs``: its record, keys of :class:`TrialKey`); ``status`` is a
+    :class:`TrialStatus` (or ``pending`` before training)."""
 
     config: NetworkConfig
     status: str
@@ -96,7 +98,7 @@ def _time_trained(config: NetworkConfig, model: Any, fingerprint: Any, budget: B
     over the latency budget is infeasible) only where this process runs on the table's own device and
     runtime -- not on a Ray node of another kind, nor with a table forced from elsewhere.
     """
-    from igcnas.evaluators.latency import Fingerprint, measure_network_ms
+    from igcnas.evaluators.latency_runtime import Fingerprint, measure_network_ms
     from igcnas.models import build_model
 
     deployed = build_model(config, seed=None, form="deployed")
@@ -106,22 +108,65 @@ def _time_trained(config: NetworkConfig, model: Any, fingerprint: Any, budget: B
                             input_size=fingerprint.input_size, in_channels=fingerprint.in_channels)
     evaluation.attrs[TrialKey.LATENCY_MEASURED_MS] = timed
     if here != fingerprint:
-        evaluation.attrs["latency_measured_on"] = here.describe()
+        evaluation.attrs[TrialKey.LATENCY_MEASURED_ON] = here.describe()
         return {}
     return {k: v for k, v in budget.violations(params=evaluation.params, macs=evaluation.macs,
                                                measured_latency_ms=timed).items() if k == "max_latency_ms_measured"}
 
 
-def suggest_and_record(trial: Any, genome: Any, budget: Budget, latency_table: Any = None) -> Evaluation:
-    """Both backends' first step: a valid config from the trial, its closed-form costs and budget slack
-    recorded on the trial (user attributes and ``budget.record_constraints``)."""
+def suggest_and_record(trial: Any, genome: Any, budget: Budget, recorder: TrialRecorder, latency_table: Any = None,
+                       **more: Any) -> Evaluation:
+    """Both backends' first step: a valid config from the trial, its closed-form costs (and ``more``) written
+    as the trial's record in one call, over budget or not, and its budget slack as Optuna constraints."""
     from igcnas.nas.space import suggest_config
 
     pre = precheck(suggest_config(trial, genome), budget, latency_table)
-    for key, value in pre.attrs.items():
-        trial.set_user_attr(key, value)
-    record_constraints(trial, pre.constraints)
+    recorder.update(pre.attrs, **more)
+    if pre.status == TrialStatus.OVER_BUDGET:
+        recorder.update(status=TrialStatus.OVER_BUDGET)
+    recorder.write()
+    record_constraints(trial, pre.constraints, already={})
     return pre
+
+
+def _time_before_training(config: NetworkConfig, model: Any, budget: Budget, evaluation: Evaluation) -> None:
+    """Latency without a table: the untrained deployed network on this process's CPU at a fixed thread count,
+    before training touches any accelerator (a deployment figure, never the training device's speed); over
+    the latency budget, the evaluation ends over budget."""
+    from igcnas.evaluators.cost import measure_latency as time_model
+
+    deployed = model
+    if config.structured:
+        from igcnas.models.decomposition import decompose
+
+        deployed = decompose(model)  # latency belongs to what is deployed, not to the training form
+    latency = time_model(deployed, config.input_shape, batch_sizes=(1,))
+    evaluation.latency_ms = latency.ms_by_batch[1]
+    evaluation.attrs.update({TrialKey.LATENCY_MS: evaluation.latency_ms, TrialKey.LATENCY_SOURCE: "measured",
+                             TrialKey.LATENCY_THREADS: latency.threads, TrialKey.LATENCY_DEVICE: "cpu"})
+    evaluation.constraints = budget.violations(params=evaluation.params, macs=evaluation.macs,
+                                               latency_ms=evaluation.latency_ms)
+    if not is_feasible(evaluation.constraints):
+        evaluation.status = TrialStatus.OVER_BUDGET
+        evaluation.reason = (f"over budget before training: latency {evaluation.latency_ms!r} ms > "
+                             f"{budget.max_latency_ms!r} ms")
+
+
+def _count_trained(model: Any, shape: tuple[int, int, int], evaluation: Evaluation) -> None:
+    """fvcore's counts of the trained (deployed) network, which become the evaluation's params and MACs.
+
+    The closed form decided the budget and the rungs, and the two agree exactly (tests check it); a
+    disagreement is logged, and fvcore's figure kept: it is the design's required counter.
+    """
+    from igcnas.evaluators.cost import measure_costs
+
+    measured = measure_costs(model, shape)
+    evaluation.attrs.update({TrialKey.FVCORE_MACS: measured.macs, TrialKey.FVCORE_TOTAL: measured.fvcore_total,
+                             TrialKey.FVCORE_PARAMS: measured.params})
+    if measured.macs != evaluation.macs or measured.params != evaluation.params:
+        log.warning("closed form and fvcore disagree for %s: %s vs %s MACs", evaluation.attrs[TrialKey.ARCH_ID],
+                    evaluation.macs, measured.macs)
+    evaluation.macs, evaluation.params = measured.macs, measured.params
 
 
 def evaluate_config(
@@ -143,8 +188,6 @@ def evaluate_config(
     alone does only that: Ray trials, predicted on the driver). Without either, ``measure_latency``
     times the untrained network before training, on this process's CPU.
     """
-    from igcnas.evaluators.cost import measure_costs
-    from igcnas.evaluators.cost import measure_latency as time_model
     from igcnas.evaluators.train import train_model
     from igcnas.models import build_model
 
@@ -156,53 +199,29 @@ def evaluate_config(
     model = build_model(config, seed=model_seed, form=train_settings.model_form)
     shape = config.input_shape
     if measure_latency and latency_fingerprint is None:
-        deployed = model
-        if config.structured:
-            from igcnas.models.structured import decompose
-
-            deployed = decompose(model)  # latency belongs to what is deployed, not to the training form
-        latency = time_model(deployed, shape, batch_sizes=(1,))
-        evaluation.latency_ms = latency.ms_by_batch[1]
-        evaluation.attrs[TrialKey.LATENCY_MS] = evaluation.latency_ms
-        evaluation.attrs[TrialKey.LATENCY_SOURCE] = "measured"
-        evaluation.attrs["latency_threads"] = latency.threads
-        # A deployment figure: the untrained network on this process's CPU at a fixed thread count, before
-        # training touches any accelerator (never the training device's speed).
-        evaluation.attrs[TrialKey.LATENCY_DEVICE] = "cpu"
-        evaluation.constraints = budget.violations(params=evaluation.params, macs=evaluation.macs,
-                                                   latency_ms=evaluation.latency_ms)
-        if not is_feasible(evaluation.constraints):
-            evaluation.status = TrialStatus.OVER_BUDGET
-            evaluation.reason = (f"over budget before training: latency {evaluation.latency_ms!r} ms > "
-                                 f"{budget.max_latency_ms!r} ms")
+        _time_before_training(config, model, budget, evaluation)
+        if evaluation.status == TrialStatus.OVER_BUDGET:
             return evaluation
     start = time.perf_counter()
     result = train_model(model, data, train_settings, on_epoch=on_epoch)
     model = model.to("cpu")  # counted, stored and deployed from the CPU whatever it trained on
     evaluation.attrs.update({TrialKey.DEVICE: result.device, TrialKey.PRECISION: result.precision})
     if config.structured:
-        from igcnas.models.structured import decompose
+        from igcnas.models.decomposition import decompose
 
         # What a structured trial keeps and counts is the deployed network (sum-pool + small kernels).
         model = decompose(model)
-        evaluation.attrs.update(structured_mode=train_settings.structured_mode,
-                                unprojected_accuracy=result.unprojected_accuracy,
-                                projection_gap=result.projection_gap)
-    # fvcore counts the trained model (tens to hundreds of ms), so trials stopped early never pay for it;
-    # the closed form decided the budget and the rungs, and the two agree exactly (tests check it).
+        evaluation.attrs.update({TrialKey.STRUCTURED_MODE: train_settings.structured_mode,
+                                 TrialKey.UNPROJECTED_ACCURACY: result.unprojected_accuracy,
+                                 TrialKey.PROJECTION_GAP: result.projection_gap})
     if latency_fingerprint is not None:
         evaluation.constraints.update(_time_trained(config, model, latency_fingerprint, budget, evaluation))
-    measured = measure_costs(model, shape)
-    evaluation.attrs.update(fvcore_macs=measured.macs, fvcore_total=measured.fvcore_total,
-                            fvcore_params=measured.params)
-    if measured.macs != evaluation.macs or measured.params != evaluation.params:
-        log.warning("closed form and fvcore disagree for %s: %s vs %s MACs", evaluation.attrs[TrialKey.ARCH_ID],
-                    evaluation.macs, measured.macs)
-    evaluation.macs, evaluation.params = measured.macs, measured.params  # the design's required counter
+    _count_trained(model, shape, evaluation)  # after training (tens to hundreds of ms): stopped trials never pay
     evaluation.val_accuracy = result.val_accuracy
     evaluation.model = model
     evaluation.status = TrialStatus.COMPLETE
-    evaluation.attrs.update(curve=result.curve, train_loss=result.train_loss, epochs=len(result.curve),
-                            train_seconds=round(time.perf_counter() - start, 3),
-                            images_per_second=round(result.images_per_second, 1))
+    evaluation.attrs.update({TrialKey.CURVE: result.curve, TrialKey.TRAIN_LOSS: result.train_loss,
+                             TrialKey.EPOCHS: len(result.curve),
+                             TrialKey.TRAIN_SECONDS: round(time.perf_counter() - start, 3),
+                             TrialKey.IMAGES_PER_SECOND: round(result.images_per_second, 1)})
     return evaluation

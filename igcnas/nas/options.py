@@ -25,7 +25,9 @@ from igcnas.search_space.spec import DEFAULT_BLOCKS, DEFAULT_FAMILIES, DEFAULT_M
 
 __all__ = ["SearchOptions", "BACKENDS", "option", "cli_fields"]
 
-BACKENDS = ("optuna", "ray")
+# The backends by name -> the module defining its BACKEND (nas/backends/); imported lazily, by name, so that
+# `import igcnas.nas` never imports ray. The one list of backend names.
+BACKENDS: dict[str, str] = {"optuna": "igcnas.nas.backends.optuna_backend", "ray": "igcnas.nas.backends.ray_backend"}
 _TRAIN = TrainSettings()  # the trainer's defaults are the search's
 
 
@@ -235,7 +237,7 @@ class SearchOptions:
                                         type=int)
 
     def __post_init__(self) -> None:
-        from igcnas.evaluators.data import DATASETS
+        from igcnas.evaluators.datasets import DATASETS
 
         for name in ("families", "widths", "blocks"):
             value = getattr(self, name)

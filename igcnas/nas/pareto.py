@@ -25,7 +25,9 @@ import pandas as pd
 
 from igcnas.nas.budget import is_feasible, named_constraints
 from igcnas.nas.objectives import LATENCY, OBJECTIVES
-from igcnas.nas.records import TrialKey
+from igcnas.nas.optuna_adapter import compute_hypervolume, storage_of, study_id_of, trial_id_of
+from igcnas.nas.records import TrialKey, record_of
+from igcnas.nas.selection import dominates
 
 _BASE = [o.name for o in OBJECTIVES]  # val_accuracy, params, macs: the columns every front is over
 from igcnas.errors import BadInput
@@ -79,7 +81,7 @@ def trials_frame(study: Any) -> pd.DataFrame:
     """One row per trial with objectives, costs, architecture fields, constraints and feasibility."""
     try:
         with _ROWS_LOCK:
-            cache = _FINISHED_ROWS.setdefault(study._storage, {}).setdefault(study._study_id, {})
+            cache = _FINISHED_ROWS.setdefault(storage_of(study), {}).setdefault(study_id_of(study), {})
     except TypeError:  # a storage that cannot be weakly referenced: nothing kept
         cache = {}
     n_objectives = len(study.directions)
@@ -87,12 +89,12 @@ def trials_frame(study: Any) -> pd.DataFrame:
     for t in study.get_trials(deepcopy=False):
         kept = cache.get(t.number)
         # The same trial only: a study deleted and created again may reuse the number (and the id).
-        if kept is not None and kept[0] == (t._trial_id, t.datetime_complete):
+        if kept is not None and kept[0] == (trial_id_of(t), t.datetime_complete):
             rows.append(kept[1])
             continue
         row = _row(t, n_objectives)
         if t.state.is_finished():
-            cache[t.number] = ((t._trial_id, t.datetime_complete), row)
+            cache[t.number] = ((trial_id_of(t), t.datetime_complete), row)
         rows.append(row)
     return _with_refined(pd.DataFrame(rows, columns=_COLUMNS), study.user_attrs)
 
@@ -135,7 +137,7 @@ def at_search_fidelity(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _row(t: Any, n_objectives: int) -> dict[str, Any]:
-    attrs = t.user_attrs
+    attrs = record_of(t.user_attrs)
     constraints = named_constraints(t.constraints)
     values = t.values if t.values is not None else [math.nan] * n_objectives
     row: dict[str, Any] = {
@@ -186,15 +188,14 @@ def _losses(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
 
 def pareto_mask(df: pd.DataFrame, *, with_latency: bool = False) -> np.ndarray:
     """Boolean mask over ``df``: complete, feasible and not dominated by another such trial."""
-    from optuna.study._multi_objective import _is_pareto_front
-
     mask = np.zeros(len(df), dtype=bool)
     candidates = (df["state"] == "COMPLETE") & df["feasible"].astype(bool)
     cols = _objective_columns(df, with_latency)
     candidates &= df[cols].notna().all(axis=1)
     idx = np.flatnonzero(candidates.to_numpy())
     if len(idx):
-        mask[idx] = _is_pareto_front(_losses(df.iloc[idx], cols), assume_unique_lexsorted=False)
+        losses = _losses(df.iloc[idx], cols)
+        mask[idx] = ~dominates(losses, losses).any(axis=0)  # dominated by none of the others
     return mask
 
 
@@ -218,8 +219,6 @@ def _normalised(df: pd.DataFrame, reference: ReferencePoint, with_latency: bool)
 
 def hypervolume(df: pd.DataFrame, reference: ReferencePoint, *, with_latency: bool = False) -> float:
     """Hypervolume of the feasible complete trials, normalised objectives, reference point all ones."""
-    from optuna._hypervolume import compute_hypervolume
-
     df = at_search_fidelity(df)
     ok = (df["state"] == "COMPLETE") & df["feasible"].astype(bool) & df[_BASE].notna().all(axis=1)
     points = _normalised(df[ok], reference, with_latency)
@@ -235,8 +234,6 @@ def hypervolume(df: pd.DataFrame, reference: ReferencePoint, *, with_latency: bo
 def hypervolume_history(df: pd.DataFrame, reference: ReferencePoint, *, with_latency: bool = False,
                         order: str = "number") -> pd.DataFrame:
     """Hypervolume after each trial (in ``order``), recomputed on the front so far."""
-    from optuna._hypervolume import compute_hypervolume
-
     ordered = at_search_fidelity(df).sort_values(order)
     ok = ((ordered["state"] == "COMPLETE") & ordered["feasible"].astype(bool)
           & ordered[_BASE].notna().all(axis=1)).to_numpy()
@@ -247,9 +244,8 @@ def hypervolume_history(df: pd.DataFrame, reference: ReferencePoint, *, with_lat
     for i in range(len(ordered)):
         if ok[i] and (points[i] < ref).all():
             p = points[i]
-            if not ((front <= p).all(axis=1) & (front < p).any(axis=1)).any():
-                keep = ~((p <= front).all(axis=1) & (p < front).any(axis=1))
-                front = np.vstack([front[keep], p])
+            if not dominates(front, p[None, :]).any():
+                front = np.vstack([front[~dominates(p[None, :], front)[0]], p])
                 value = float(compute_hypervolume(front, ref, assume_pareto=True))
         history.append(value)
     return pd.DataFrame({order: ordered[order].to_numpy(), "number": ordered["number"].to_numpy(),

@@ -15,7 +15,7 @@ import bisect
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Container, Iterable, Mapping, Sequence
+from typing import Any, Container, Sequence
 
 import optuna
 from optuna.study import StudyDirection
@@ -23,18 +23,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from igcnas.nas.budget import named_constraints
 from igcnas.nas.objectives import ACCURACY, objectives_for
-from igcnas.nas.records import StudyKey, TrialKey, TrialStatus
+from igcnas.nas.optuna_adapter import read_by_number, storage_of, study_id_of
+from igcnas.nas.records import StudyKey, TrialKey, TrialStatus, record_of
 from igcnas.search_space.genome import Genome
 
-__all__ = ["Member", "has_genes", "arch_of", "tried_architectures", "finished_trials", "members_of", "rung_values",
-           "TrialFeed", "StudyView", "FULL_SCAN"]
+__all__ = ["Member", "ParentValues", "has_genes", "arch_of", "members_of", "rung_values", "TrialFeed", "StudyView"]
 
 log = logging.getLogger(__name__)
-
-# True: every per-trial reader scans all of the study's trials at every call, as before the incremental
-# reads. Kept so that bench/scale.py can measure, side by side in one run, what the incremental reads
-# contribute; the results are the same either way (tests/nas/test_scale.py).
-FULL_SCAN = False
 
 # Objective names when a study does not list its own (the backends' order, latency last).
 _DEFAULT_OBJECTIVES = tuple(o.name for o in objectives_for(latency=True))
@@ -57,7 +52,7 @@ def has_genes(genome: Genome, params: Any) -> bool:
 
 def arch_of(genome: Genome, t: FrozenTrial) -> str | None:
     """The architecture ``t`` tried, runs or has queued: its recorded arch_id, else its genes' (None if unknown)."""
-    recorded = t.user_attrs.get(TrialKey.ARCH_ID)
+    recorded = record_of(t.user_attrs).get(TrialKey.ARCH_ID)
     if recorded:
         return str(recorded)
     params = t.params if has_genes(genome, t.params) else t.system_attrs.get("fixed_params")
@@ -69,16 +64,7 @@ def arch_of(genome: Genome, t: FrozenTrial) -> str | None:
     return None
 
 
-def tried_architectures(genome: Genome, trials: Sequence[FrozenTrial], current: int) -> set[str]:
-    """Architectures the study has tried, runs or has queued (any state), by arch_id."""
-    out: set[str] = set()
-    for t in trials:
-        if t.number != current and (arch := arch_of(genome, t)) is not None:
-            out.add(arch)
-    return out
-
-
-class _ParentValues:
+class ParentValues:
     """A trial's objective vector as a parent (minimisation form), or None when it is no parent.
 
     The study's directions are read once; its objective names only when a stopped-early trial needs them.
@@ -95,7 +81,8 @@ class _ParentValues:
         n = len(self.signs)
         if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == n:
             values: Sequence[float] | None = t.values
-        elif t.state == TrialState.PRUNED and t.user_attrs.get(TrialKey.STATUS) == TrialStatus.STOPPED_EARLY:
+        elif (t.state == TrialState.PRUNED
+              and record_of(t.user_attrs).get(TrialKey.STATUS) == TrialStatus.STOPPED_EARLY):
             if self._objectives is None:
                 study = self.study
                 self._objectives = (study.metric_names or study.user_attrs.get(StudyKey.OBJECTIVES)
@@ -106,19 +93,6 @@ class _ParentValues:
         if values is None or len(values) != n or not all(math.isfinite(v) for v in values):
             return None
         return tuple(s * float(v) for s, v in zip(self.signs, values))
-
-
-def finished_trials(genome: Genome, study: optuna.Study, trials: Sequence[FrozenTrial]
-                    ) -> list[tuple[FrozenTrial, tuple[float, ...]]]:
-    """Trials usable as parents, oldest first, with objective vectors in minimisation form."""
-    value_of = _ParentValues(genome, study)
-    out = []
-    for t in trials:
-        values = value_of(t)
-        if values is not None:
-            out.append((t, values))
-    out.sort(key=lambda item: item[0].number)
-    return out
 
 
 def members_of(genome: Genome, finished: Sequence[tuple[FrozenTrial, tuple[float, ...]]]) -> list[Member]:
@@ -137,26 +111,17 @@ def members_of(genome: Genome, finished: Sequence[tuple[FrozenTrial, tuple[float
 def rung_values(t: FrozenTrial, objectives: Sequence[str]) -> list[float] | None:
     """A stopped-early trial's result at its last rung, in the study's objective order: the accuracy
     is the last of its per-epoch curve (the rung where it stopped), the costs its recorded ones."""
-    curve = t.user_attrs.get(TrialKey.CURVE) or []
+    record = record_of(t.user_attrs)
+    curve = record.get(TrialKey.CURVE) or []
     out = []
     for name in objectives:
         if name == ACCURACY.name:
             value = curve[-1] if curve else None
         else:
-            value = t.user_attrs.get(name)  # params, macs, latency_ms: recorded under the same names
+            value = record.get(name)  # params, macs, latency_ms: recorded under the same names
         if value is None:
             return None
         out.append(float(value))
-    return out
-
-
-def _pick(by_number: Mapping[int, FrozenTrial] | Sequence[FrozenTrial], start: int,
-          unfinished: Iterable[int]) -> list[FrozenTrial]:
-    """From a store of trials keyed (or indexed) by number, 0 to n - 1: those in ``unfinished`` below
-    ``start``, then every one from ``start`` on, by number."""
-    size = len(by_number)
-    out = [by_number[n] for n in sorted(unfinished) if n < start]  # type: ignore[call-overload]
-    out.extend(by_number[n] for n in range(start, size))  # type: ignore[call-overload]
     return out
 
 
@@ -168,23 +133,24 @@ class TrialFeed:
     unfinished (running or waiting), each by number. Scanning all trials at every call instead costs
     time in proportion to the study, at every rung of every trial (``bench/scale.py``).
 
-    Optuna's storages keep their own per-process copy of a study's trials, synced incrementally (new
-    and unfinished trials only); asking them for all trials still sorts and copies the whole list, so
-    for the cached RDB, gRPC-proxy, journal and in-memory storages the trials are picked out of that
-    copy by number (private attributes, checked by tests against the public path). Any other storage,
-    or a copy that is not numbered 0 to n - 1, is read whole and filtered. Not thread-safe: its owner
-    serialises reads.
+    The storage's own incremental copy is read through ``optuna_adapter.read_by_number`` (checked by
+    tests against the public path); any other storage, or a copy that is not numbered 0 to n - 1, is
+    read whole and filtered. Not thread-safe: its owner serialises reads.
     """
 
-    def __init__(self, study: optuna.Study) -> None:
-        self.storage, self.study_id = study._storage, study._study_id
+    def __init__(self, study: optuna.Study, *, storage_copy: bool = True) -> None:
+        """``storage_copy=False``: always the public path (every trial read, then filtered); tests compare
+        the two."""
+        self.storage, self.study_id = storage_of(study), study_id_of(study)
+        self.storage_copy = storage_copy
         self._next = 0  # every trial numbered below has been returned finished, or is in _unfinished
         self._unfinished: set[int] = set()
 
     def read(self) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
         """(trials finished since the last read, trials unfinished now), each sorted by number."""
         try:
-            trials = self._fast_read()
+            trials = (read_by_number(self.storage, self.study_id, self._next, self._unfinished)
+                      if self.storage_copy else None)
         except (AttributeError, KeyError, IndexError) as exc:  # another Optuna, or a gap in the copy's numbers
             log.debug("study %d: reading every trial (%s: %s)", self.study_id, type(exc).__name__, exc)
             trials = None
@@ -198,31 +164,6 @@ class TrialFeed:
             self._next = max(self._next, max(t.number for t in trials) + 1)
         self._unfinished = {t.number for t in running}
         return finished, running
-
-    def _fast_read(self) -> list[FrozenTrial] | None:
-        from optuna.storages import GrpcStorageProxy, InMemoryStorage, JournalStorage, _CachedStorage
-
-        storage, study_id, start, unfinished = self.storage, self.study_id, self._next, self._unfinished
-        if isinstance(storage, _CachedStorage):  # an RDB storage (SQLite, PostgreSQL, MySQL)
-            storage._read_trials_from_remote_storage(study_id)
-            with storage._lock:
-                return _pick(storage._studies[study_id].trials, start, unfinished)
-        if isinstance(storage, GrpcStorageProxy):
-            cache = storage._cache
-            with cache.lock:
-                cache._read_trials_from_remote_storage(study_id)
-                return _pick(cache.studies[study_id].trials, start, unfinished)
-        if isinstance(storage, JournalStorage):
-            with storage._thread_lock:
-                storage._sync_with_backend()
-                replay = storage._replay_result
-                ids, by_id = replay._study_id_to_trial_ids[study_id], replay._trials
-                return ([by_id[ids[n]] for n in sorted(unfinished) if n < start]
-                        + [by_id[trial_id] for trial_id in ids[start:]])
-        if isinstance(storage, InMemoryStorage):
-            with storage._lock:
-                return _pick(storage._studies[study_id].trials, start, unfinished)
-        return None
 
 
 class _Tried:
@@ -238,15 +179,17 @@ class _Tried:
 class StudyView:
     """The sampler's reads of one study, kept up to date through a :class:`TrialFeed`.
 
-    :meth:`tried` answers as :func:`tried_architectures` over all trials, :meth:`parents` gives what
-    :func:`finished_trials` over all trials gives, read from the trials that finished since the last
-    :meth:`refresh` (and the unfinished ones) instead of the whole study. Not thread-safe.
+    :meth:`tried` answers which architectures the study has tried, runs or has queued; :meth:`parents`
+    gives the trials usable as parents, with their objective vectors, oldest first: both read from the
+    trials that finished since the last :meth:`refresh` (and the unfinished ones) instead of the whole
+    study (``tests/nas/full_scan.py`` reads the whole study every time, the oracle it is checked
+    against). Not thread-safe.
     """
 
     def __init__(self, genome: Genome, study: optuna.Study) -> None:
-        self.genome, self.storage = genome, study._storage
+        self.genome, self.storage = genome, storage_of(study)
         self._feed = TrialFeed(study)
-        self._value_of = _ParentValues(genome, study)
+        self._value_of = ParentValues(genome, study)
         self._tried: set[str] = set()  # architectures of finished trials
         self._unfinished: list[FrozenTrial] = []
         self._numbers: list[int] = []  # the parents' trial numbers, ascending

@@ -35,7 +35,7 @@ def proxy_check(*, dataset: str = "digits", data_dir: str | None = None, n_confi
     import optuna
     from scipy.stats import kendalltau
 
-    from igcnas.evaluators.data import load_dataset
+    from igcnas.evaluators.datasets import load_dataset
     from igcnas.evaluators.train import TrainSettings, train_model
     from igcnas.models import build_model
     from igcnas.search_space.describe import describe_structure

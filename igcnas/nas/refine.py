@@ -273,7 +273,7 @@ def train_unit(config: dict[str, Any], data: Any, record: dict[str, Any], unit: 
     from igcnas.evaluators.settings import settings_from_record
     from igcnas.evaluators.train import TrialDiverged, TrialLimitExceeded, train_model
     from igcnas.models import build_model
-    from igcnas.search_space.config import config_from_dict
+    from igcnas.search_space.config_io import config_from_dict
 
     network = config_from_dict(config)
     settings = settings_from_record(record, epochs=unit.epochs, seed=unit.seed, device=device, progress=progress,

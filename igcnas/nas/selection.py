@@ -95,7 +95,7 @@ def hypervolume_gains(front: Sequence[Sequence[float]], candidates: Sequence[Seq
     Costs are compared on a log scale (networks span orders of magnitude); the reference point lies just
     beyond the worst of all points, so every candidate can add something.
     """
-    from optuna._hypervolume import compute_hypervolume
+    from igcnas.nas.optuna_adapter import compute_hypervolume
 
     def point(values: Sequence[float]) -> list[float]:
         return [values[0], math.log(max(values[1], 1.0)), math.log(max(values[2], 1.0))]

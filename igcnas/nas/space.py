@@ -18,7 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 from igcnas.search_space.config import NetworkConfig
-from igcnas.search_space.genome import GeneSpec, Genome, genome_for, seed_configs, zoo_seed_configs
+from igcnas.search_space.genes import GeneSpec
+from igcnas.search_space.genome import Genome, genome_for
+from igcnas.search_space.seeds import seed_configs, zoo_seed_configs
 from igcnas.search_space.spec import SearchSpec
 
 __all__ = ["suggest_config", "seed_trial_params", "gene_distributions"]
@@ -72,8 +74,8 @@ def suggest_config(trial: Any, genome: Genome | SearchSpec) -> NetworkConfig:
 
 def seed_trial_params(genome: Genome | SearchSpec) -> list[dict[str, Any]]:
     """Trial parameters (genes) of the seed networks to enqueue: the balance-condition networks and
-    the zoo networks (:func:`~igcnas.search_space.genome.seed_configs`,
-    :func:`~igcnas.search_space.genome.zoo_seed_configs`), each once."""
+    the zoo networks (:func:`~igcnas.search_space.seeds.seed_configs`,
+    :func:`~igcnas.search_space.seeds.zoo_seed_configs`), each once."""
     genome = _genome(genome)
     out: list[dict[str, Any]] = []
     for config in seed_configs(genome.spec) + zoo_seed_configs(genome.spec):

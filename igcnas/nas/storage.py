@@ -16,7 +16,6 @@ the storage.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -24,13 +23,13 @@ from typing import Any, Callable
 
 import optuna
 from optuna.storages import GrpcStorageProxy, JournalStorage
-from optuna.storages._rdb import models
 from optuna.storages.journal import BaseJournalBackend
-from optuna.storages.journal._file import BaseJournalFileLock
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from igcnas.nas.lease import MAX_STALE_RETRIES, RETRY_HISTORY, StaleTrialRecovery
-from igcnas.nas.records import TrialKey
+from igcnas.nas.lease import MAX_STALE_RETRIES, StaleTrialRecovery
+from igcnas.nas.optuna_adapter import (JournalFileLock, rdb_flagged_failures, rdb_running_with_heartbeat,
+                                       rdb_stale_ids)
+from igcnas.nas.records import SystemKey
 
 __all__ = ["HeartbeatRDBStorage", "LeaseJournalStorage", "LeaseGrpcStorage", "FlockLock", "MAX_STALE_RETRIES"]
 
@@ -48,38 +47,11 @@ class HeartbeatRDBStorage(StaleTrialRecovery, optuna.storages.RDBStorage):
 
     def _own_verdicts(self, study_id: int) -> dict[int, bool]:
         """RUNNING trials with a heartbeat row -> whether Optuna finds that row stale."""
-        stale = set(optuna.storages.RDBStorage._get_stale_trial_ids(self, study_id))
-        session = self.scoped_session()
-        try:
-            beating = (session.query(models.TrialHeartbeatModel.trial_id)
-                       .join(models.TrialModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
-                       .filter(models.TrialModel.study_id == study_id,
-                               models.TrialModel.state == TrialState.RUNNING)
-                       .all())
-        finally:
-            session.close()
-        return {trial_id: trial_id in stale for (trial_id,) in beating}
+        stale = rdb_stale_ids(self, study_id)
+        return {trial_id: trial_id in stale for trial_id in rdb_running_with_heartbeat(self, study_id)}
 
     def _stale_failures(self, study_id: int) -> tuple[list[tuple[int, int]], set[int]]:
-        session = self.scoped_session()
-        try:
-            in_study = models.TrialModel.study_id == study_id
-            failed = (session.query(models.TrialModel.trial_id, models.TrialModel.number)
-                      .join(models.TrialSystemAttributeModel,
-                            models.TrialSystemAttributeModel.trial_id == models.TrialModel.trial_id)
-                      .filter(in_study, models.TrialModel.state == TrialState.FAIL,
-                              models.TrialSystemAttributeModel.key == TrialKey.STALE.value)
-                      .all())
-            if not failed:
-                return [], set()
-            histories = (session.query(models.TrialSystemAttributeModel.value_json)
-                         .join(models.TrialModel,
-                               models.TrialSystemAttributeModel.trial_id == models.TrialModel.trial_id)
-                         .filter(in_study, models.TrialSystemAttributeModel.key == RETRY_HISTORY)
-                         .all())
-        finally:
-            session.close()
-        return [(t, n) for t, n in failed], {number for (value,) in histories for number in json.loads(value)}
+        return rdb_flagged_failures(self, study_id, SystemKey.STALE, SystemKey.RETRY_HISTORY)
 
 
 class LeaseJournalStorage(StaleTrialRecovery, JournalStorage):
@@ -104,7 +76,7 @@ class LeaseGrpcStorage(StaleTrialRecovery, GrpcStorageProxy):
         self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
 
 
-class FlockLock(BaseJournalFileLock):
+class FlockLock(JournalFileLock):
     """The journal's write lock as ``flock`` on ``PATH.lock``.
 
     Optuna's default lock is a symlink that a killed holder leaves behind, stalling every other

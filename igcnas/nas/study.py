@@ -163,9 +163,9 @@ def serve_storage_proxy(url: str, *, host: str, port: int, on_ready: Callable[[s
 
     import grpc
     import optuna
-    from optuna.storages._grpc.auto_generated import api_pb2_grpc
-    from optuna.storages._grpc.servicer import OptunaStorageProxyService
     from sqlalchemy.engine import make_url
+
+    from igcnas.nas.optuna_adapter import add_proxy_servicer
 
     kind = storage_kind(url)
     if kind != "rdb":
@@ -178,7 +178,7 @@ def serve_storage_proxy(url: str, *, host: str, port: int, on_ready: Callable[[s
         raise BadInput(f"--host {host} --port {port}: cannot listen there ({reason})") from None
     storage = optuna.storages.get_storage(open_storage(url, heartbeat=False))  # caches finished trials
     server = grpc.server(ThreadPoolExecutor(max_workers=PROXY_THREADS), options=[("grpc.so_reuseport", 0)])
-    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
+    add_proxy_servicer(storage, server)
     try:
         server.add_insecure_port(f"{host}:{port}")
     except RuntimeError:  # taken between the check above and now

@@ -6,20 +6,26 @@ and the parameters of the block family that fills it. The fields a family
 does not use must stay ``None``; the family decides which are required (see
 :mod:`igcnas.search_space.families`).
 
-Validation happens in ``__post_init__`` and raises :class:`ValueError` whose
-message names the offending field and the allowed values, so that the CLI can
-print it as a one-line error.
+Construction checks each field on its own (types, ranges, the allowed words) and
+raises :class:`~igcnas.errors.BadInput` (a :class:`ValueError`) whose message names
+the offending field and the allowed values, so that the CLI can print it as a
+one-line error. Whether the fields fit together -- the family's parameters, and
+every layer shape across the stage transitions -- is the plan's to say: it is
+checked where the plan is built (:func:`igcnas.search_space.plan.resolve`), which
+reading a configuration from user input calls
+(:func:`igcnas.search_space.config_io.config_from_dict`). So a config is a plain
+value: building or ``replace()``-ing one never resolves a network, and this module
+imports neither the families nor the plan (both import it).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any
+
 from igcnas.errors import BadInput
 
-__all__ = ["StageConfig", "NetworkConfig", "config_from_dict", "config_to_dict", "load_config"]
+__all__ = ["StageConfig", "NetworkConfig"]
 
 SHORTCUTS = ("zero_pad", "projection")
 TRANSITIONS = ("input_width", "expand", "first_able")
@@ -115,8 +121,7 @@ class NetworkConfig:
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        from igcnas.search_space.families import get_family  # local: families imports config
-
+        """Each field on its own; the family and the shapes are checked by :func:`~igcnas.search_space.plan.resolve`."""
         if isinstance(self.stages, list):
             object.__setattr__(self, "stages", tuple(self.stages))
         if not isinstance(self.stages, tuple) or not self.stages:
@@ -137,11 +142,6 @@ class NetworkConfig:
             raise BadInput(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {self.shortcut!r}")
         if self.transition not in TRANSITIONS:
             raise BadInput(f"transition must be one of {', '.join(TRANSITIONS)}, got {self.transition!r}")
-        family = get_family(self.family)  # raises ValueError naming the families
-        family.validate(self)
-        from igcnas.search_space.plan import resolve  # local: plan imports config
-
-        resolve(self)  # every layer shape must fit (group divisibility across stage transitions)
 
     @property
     def structured(self) -> bool:
@@ -159,84 +159,7 @@ class NetworkConfig:
         return sum(s.blocks for s in self.stages) + 2
 
     def replace(self, **changes: Any) -> NetworkConfig:
+        """A copy with ``changes``, each field checked again; like construction it resolves nothing."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data.update(changes)
         return NetworkConfig(**data)
-
-
-_STAGE_FIELDS = {f.name for f in fields(StageConfig)}
-_NETWORK_FIELDS = {f.name for f in fields(NetworkConfig)}
-
-
-def config_to_dict(config: NetworkConfig) -> dict[str, Any]:
-    """A JSON-ready dict; ``None`` stage fields are dropped to keep files short."""
-    data = asdict(config)
-    data["stages"] = [
-        {k: (list(v) if isinstance(v, tuple) else v) for k, v in stage.items() if v is not None}
-        for stage in data["stages"]
-    ]
-    if data.get("name") is None:
-        data.pop("name", None)
-    if data.get("head_width") is None:
-        data.pop("head_width", None)
-    return data
-
-
-def config_from_dict(data: Any) -> NetworkConfig:
-    """Parse a dict (from JSON or TOML) into a validated :class:`NetworkConfig`."""
-    if not isinstance(data, dict):
-        raise BadInput(f"config must be a JSON object, got {type(data).__name__}")
-    unknown = set(data) - _NETWORK_FIELDS
-    if unknown:
-        raise BadInput(
-            f"unknown config field {sorted(unknown)[0]!r}; allowed fields: {', '.join(sorted(_NETWORK_FIELDS))}"
-        )
-    for required in ("family", "stages", "stem_width"):
-        if required not in data:
-            raise BadInput(f"config field {required!r} is missing")
-    stages_raw = data["stages"]
-    if not isinstance(stages_raw, list):
-        raise BadInput("stages must be a list of stage objects")
-    stages = []
-    for index, stage in enumerate(stages_raw):
-        if not isinstance(stage, dict):
-            raise BadInput(f"stages[{index}] must be an object")
-        unknown = set(stage) - _STAGE_FIELDS
-        if unknown:
-            raise BadInput(
-                f"unknown field {sorted(unknown)[0]!r} in stages[{index}]; "
-                f"allowed fields: {', '.join(sorted(_STAGE_FIELDS))}"
-            )
-        for required in ("width", "blocks"):
-            if required not in stage:
-                raise BadInput(f"stages[{index}].{required} is missing")
-        stage = dict(stage)
-        if isinstance(stage.get("chain"), list):
-            stage["chain"] = tuple(stage["chain"])
-        stages.append(StageConfig(**stage))
-    rest = {k: v for k, v in data.items() if k != "stages"}
-    return NetworkConfig(stages=tuple(stages), **rest)
-
-
-def load_config(path: str | Path) -> NetworkConfig:
-    """Read a configuration file as data (JSON, or TOML by extension); never executed."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"config file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"config file {str(path)!r} cannot be read: {exc}") from None
-    if path.suffix.lower() == ".toml":
-        import tomllib
-
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise BadInput(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"config file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
-    return config_from_dict(data)

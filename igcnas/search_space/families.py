@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Callable
 from igcnas.errors import BadInput
 
 if TYPE_CHECKING:
-    from igcnas.search_space.config import NetworkConfig, StageConfig
+    from igcnas.search_space.config import StageConfig
 
 __all__ = [
     "Interleaved",
@@ -139,10 +139,6 @@ class Family:
         _only(stage, index, self.name, self.params)
         return self._structure(stage, index)
 
-    def validate(self, config: NetworkConfig) -> None:
-        for index, stage in enumerate(config.stages):
-            self.structure(stage, index)
-
 
 def _dense(stage: StageConfig, index: int) -> BlockStructure:
     return Interleaved(k1=stage.width, chain=())
@@ -213,15 +209,23 @@ def _register(family: Family) -> None:
     FAMILIES[family.name] = family
 
 
-_register(Family("dense", "interleaved", (), "regular 3x3 convolution (ResNet-style baseline)", _dense))
-_register(Family("xception", "interleaved", (), "channel-wise 3x3 + dense 1x1", _xception))
-_register(Family("deep_roots", "interleaved", ("k1",), "group 3x3 (k1 channels per group) + dense 1x1", _deep_roots))
+_register(Family("dense", "interleaved", (),
+                 "regular 3x3 convolution, the ResNet-style baseline (L = 1); two of them with a skip make a "
+                 "ResNet basic block", _dense))
+_register(Family("xception", "interleaved", (),
+                 "channel-wise 3x3 + dense 1x1 (depthwise separable); the composed kernel is dense with one "
+                 "path per channel pair", _xception))
+_register(Family("deep_roots", "interleaved", ("k1",),
+                 "group 3x3 (k1 channels per group) + dense 1x1 (Ioannou et al.); the composed kernel is dense "
+                 "with k1 paths per channel pair: denser than complementary, more parameters", _deep_roots))
 _register(
     Family(
         "igcv1",
         "interleaved",
         ("k1",),
-        "primary group 3x3 (M = k1 channels per partition) + secondary group 1x1 (M branches)",
+        "interleaved group convolution, L = 2: primary group 3x3 (M = k1 channels per partition) + secondary "
+        "group 1x1 (M branches); the permutation between them sends the channels of one primary partition to "
+        "different secondary branches, so the pair is complementary (one path)",
         _igcv1,
     )
 )
@@ -230,7 +234,8 @@ _register(
         "igcv2",
         "interleaved",
         ("k1", "chain"),
-        "channel-wise (or k1-group) 3x3 + L-1 group 1x1 convs with chain = (K_2..K_L) channels per branch",
+        "interleaved structured sparse convolution (IGC-V2): channel-wise (or k1-group) 3x3 + L-1 group 1x1 "
+        "convs with permutations, chain = (K_2..K_L) channels per branch, free per stage",
         _igcv2,
     )
 )
@@ -239,7 +244,9 @@ _register(
         "igcv2_star",
         "interleaved",
         ("k", "l"),
-        "channel-wise 3x3 + L*-1 group 1x1 convs of K channels, L* = ceil(log_K C) + 1",
+        "IGC-V2 with a fixed branch size K (8 in the paper): channel-wise 3x3 + L*-1 group 1x1 convs of K "
+        "channels, L* = ceil(log_K C) + 1; K^(L*-1) >= C, so the composed kernel is dense, with several paths "
+        "when K^(L*-1) > C",
         _igcv2_star,
     )
 )

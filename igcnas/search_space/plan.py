@@ -57,19 +57,8 @@ from igcnas.search_space.config import NetworkConfig
 from igcnas.search_space.families import Interleaved, Inverted, get_family
 from igcnas.errors import BadInput
 
-__all__ = [
-    "ConvOp",
-    "InterleavedPlan",
-    "InvertedPlan",
-    "ShortcutPlan",
-    "UnitPlan",
-    "NetworkPlan",
-    "resolve",
-    "resolve_interleaved",
-    "resolve_inverted",
-    "conv_out_size",
-    "structured_op",
-]
+__all__ = ["ConvOp", "InterleavedPlan", "InvertedPlan", "ShortcutPlan", "UnitPlan", "NetworkPlan", "resolve",
+           "resolve_interleaved", "resolve_inverted", "conv_out_size", "structured_op"]
 
 
 def conv_out_size(size: int, kernel: int, stride: int) -> int:
@@ -355,16 +344,19 @@ def _shortcut(config: NetworkConfig, c_in: int, c_out: int, stride: int, size: i
 
 @lru_cache(maxsize=4096)
 def resolve(config: NetworkConfig) -> NetworkPlan:
-    """The full layer plan of ``config``; raises ValueError for shapes that do not fit."""
+    """The full layer plan of ``config``; BadInput (a ValueError) names the first family parameter, then the
+    first layer shape, that does not fit. This is where a network is validated: a NetworkConfig checks its
+    fields one by one only (this module builds on it), and reading user input calls this (``config_io``)."""
     family = get_family(config.family)
+    # Every stage's parameters before any shape, so the first error names what the user wrote.
+    structures = [family.structure(stage, index) for index, stage in enumerate(config.stages)]
     size = config.input_size
     stem = ConvOp(config.in_channels, config.stem_width, 3, config.stem_stride, 1, size,
                   conv_out_size(size, 3, config.stem_stride))
     size = stem.size_out
     channels = config.stem_width
     stages: list[tuple[UnitPlan, ...]] = []
-    for index, stage in enumerate(config.stages):
-        structure = family.structure(stage, index)
+    for index, (stage, structure) in enumerate(zip(config.stages, structures)):
         blocks: list[BlockPlan] = []
         block_inputs: list[tuple[int, int]] = []
         for b in range(stage.blocks):

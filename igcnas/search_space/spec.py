@@ -5,9 +5,10 @@ A network of the space is a stage template (``num_stages`` stages of widths
 option per stage, where a stage's options are the ones the complementary
 condition allows at that width (:func:`~igcnas.search_space.enumerate.template_options`).
 :class:`SearchSpec` is used by everything that needs the space: counting and
-enumeration (:class:`~igcnas.search_space.enumerate.DesignSpace`), the gene
-encoding of the search (:mod:`igcnas.search_space.genome`), the seeds, the
-cost bounds of a budget, and the tabular benchmark.
+enumeration (:class:`~igcnas.search_space.design_space.DesignSpace`), the gene
+encoding of the search (:mod:`igcnas.search_space.genome`), the seed networks
+(:mod:`igcnas.search_space.seeds`), the cost bounds of a budget, and the
+tabular benchmark.
 
 With ``structured`` every stage also chooses a Structured Convolution
 (:data:`STRUCTURED_KERNELS` x :data:`CHANNEL_REDUCTIONS`, see

@@ -1,13 +1,6 @@
 """bench/fidelity.py's pick regret on a hand-made ground truth whose answers are known."""
 
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-from fidelity import Net, long_front, pick_regret  # noqa: E402
+from fidelity import Net, long_front, pick_regret
 
 
 def net(aid, params, long0, long1, macs=None):

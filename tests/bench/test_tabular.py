@@ -10,28 +10,22 @@ from __future__ import annotations
 
 import math
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+from igc_table import Row, read_rows, write_table
+from tabular import DEFAULT_SCHEDULE, FrontTracker, HVReference, replay, table_front_hv
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-from igc_table import Row, read_rows, write_table  # noqa: E402
-from tabular import DEFAULT_SCHEDULE, FrontTracker, HVReference, replay, table_front_hv  # noqa: E402
-
-from igcnas.nas.early_stopping import RungSchedule  # noqa: E402
-from igcnas.nas.records import TrialKey, TrialStatus  # noqa: E402
+from igcnas.nas.early_stopping import RungSchedule
+from igcnas.nas.records import TrialKey, TrialStatus, record_of
+from igcnas.search_space.config_io import config_to_dict
+from igcnas.search_space.costs import closed_form_costs
+from igcnas.search_space.design_space import DesignSpace
+from igcnas.search_space.enumerate import arch_id
+from igcnas.search_space.spec import SearchSpec
 
 RUNGS_1_3 = RungSchedule(max_epochs=4, min_epochs=1, eta=3)  # the old default: rungs at epochs 1 and 3
-from igcnas.search_space.config import config_to_dict  # noqa: E402
-from igcnas.search_space.costs import closed_form_costs  # noqa: E402
-from igcnas.search_space.enumerate import DesignSpace, arch_id  # noqa: E402
-from igcnas.search_space.spec import SearchSpec  # noqa: E402
 
 SPEC = SearchSpec(families=("dense", "deep_roots", "igcv1"), widths=(8,), blocks=(1,), num_stages=2, max_l=4,
                   in_channels=1, input_size=8, num_classes=10)
@@ -118,9 +112,9 @@ def test_early_stopping_stops_a_dominated_trial_at_the_first_rung(table, configs
     assert second.end_s == pytest.approx(1.0 + 2.0 / 4)
     frozen = r.study.trials[1]
     assert frozen.state == optuna.trial.TrialState.PRUNED
-    assert frozen.user_attrs[TrialKey.STATUS] == TrialStatus.STOPPED_EARLY
-    assert frozen.user_attrs[TrialKey.CURVE] == [0.2]
-    assert frozen.user_attrs[TrialKey.STOPPED_AT_EPOCH] == 1
+    assert record_of(frozen.user_attrs)[TrialKey.STATUS] == TrialStatus.STOPPED_EARLY
+    assert record_of(frozen.user_attrs)[TrialKey.CURVE] == [0.2]
+    assert record_of(frozen.user_attrs)[TrialKey.STOPPED_AT_EPOCH] == 1
     # Without early stopping the same trial trains to the end.
     r2 = replay(table=rigged, spec=SPEC, sampler=optuna.samplers.RandomSampler(seed=0), budget_s=3.0, n_workers=1,
                 schedule=None, seed=0, seeds_to_enqueue=[{"i": index[cheap.arch_id]}, {"i": index[dear.arch_id]}],
@@ -157,8 +151,8 @@ def test_every_lookup_exists_and_unknown_networks_are_refused(table, configs):
     r = run(table, configs)
     assert r.trials and all(t.arch_id in table for t in r.trials)
     for t in r.study.trials:
-        assert t.user_attrs[TrialKey.ARCH_ID] in table
-        assert t.user_attrs[TrialKey.PARAMS] == table[t.user_attrs[TrialKey.ARCH_ID]].params
+        assert record_of(t.user_attrs)[TrialKey.ARCH_ID] in table
+        assert record_of(t.user_attrs)[TrialKey.PARAMS] == table[record_of(t.user_attrs)[TrialKey.ARCH_ID]].params
     missing = dict(table)
     missing.pop(arch_id(configs[0]))
     with pytest.raises(KeyError, match="not in the table"):

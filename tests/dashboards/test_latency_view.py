@@ -12,7 +12,7 @@ import pytest
 
 from igcnas.dashboards import dashboard_data, write_report
 from igcnas.dashboards.data import collect
-from igcnas.nas.records import StudyKey, TrialKey
+from igcnas.nas.records import RECORD_ATTR, StudyKey, TrialKey, check_record, record_of
 from igcnas.nas.selection import dominance_matrix
 from igcnas.nas.study import open_storage
 from tests.conftest import make_study
@@ -35,12 +35,13 @@ def make_latency_study(url: str, name: str = "lat", n: int = 60, *, record: bool
                                                "fingerprint": {"runtime": "torch"}, "calibration": [1.0, 0.0, 0.0]})
     trials = []
     for t in base.trials:
-        attrs = dict(t.user_attrs)
-        predicted = round(0.05 + attrs["macs"] / 1e5 * MS_PER_100K_MACS.get(attrs["family"], 1.0), 5)
+        attrs = record_of(t.user_attrs)
+        predicted = round(0.05 + attrs[TrialKey.MACS] / 1e5 * MS_PER_100K_MACS.get(attrs[TrialKey.FAMILY], 1.0), 5)
         attrs.update({TrialKey.LATENCY_MS: predicted, TrialKey.LATENCY_SOURCE: "predicted"})
         if t.number % 5:  # some trials were never timed after training
             attrs[TrialKey.LATENCY_MEASURED_MS] = round(predicted * 1.1, 5)
-        trials.append(optuna.trial.create_trial(values=t.values, user_attrs=attrs, system_attrs=t.system_attrs))
+        trials.append(optuna.trial.create_trial(values=t.values, user_attrs={RECORD_ATTR: check_record(attrs)},
+                                                system_attrs=t.system_attrs))
     study.add_trials(trials)
     return study
 

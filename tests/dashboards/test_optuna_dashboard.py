@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import time
@@ -29,10 +30,12 @@ import optuna
 import pytest
 
 from igcnas.cli import main
-from igcnas.evaluators.latency import LatencyTable, sample_configs
-from igcnas.nas.budget import CONSTRAINT_NAMES, CONSTRAINTS_LIST_KEY, named_constraints
+from igcnas.evaluators.latency_build import sample_configs
+from igcnas.evaluators.latency_table import LatencyTable
+from igcnas.nas.optuna_adapter import CONSTRAINTS_KEY
+from igcnas.nas.budget import CONSTRAINT_NAMES, named_constraints
 from igcnas.nas.objectives import OBJECTIVES
-from igcnas.nas.records import TrialKey, TrialStatus
+from igcnas.nas.records import RECORD_ATTR, TrialKey, TrialStatus, record_of
 from igcnas.search_space.spec import SearchSpec
 from tests.dashboards.test_browser import CHROMIUM, browser, free_port  # noqa: F401 - browser is a fixture
 
@@ -126,11 +129,11 @@ def test_optuna_dashboard_shows_objective_names_and_infeasible_trials(browser, s
     names = [o.name for o in OBJECTIVES]
     assert study.metric_names == names
     trials = study.get_trials(deepcopy=False)
-    over = sorted(t.number for t in trials if t.user_attrs.get(TrialKey.STATUS) == TrialStatus.OVER_BUDGET)
+    over = sorted(t.number for t in trials if record_of(t.user_attrs).get(TrialKey.STATUS) == TrialStatus.OVER_BUDGET)
     trained = sorted(t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
-    infeasible = sorted(n for n in trained if trials[n].user_attrs[TrialKey.LATENCY_MEASURED_MS] > limit)
-    assert over and trained and infeasible, [(t.number, t.state.name, t.user_attrs.get(TrialKey.STATUS),
-                                              t.user_attrs.get(TrialKey.LATENCY_MEASURED_MS)) for t in trials]
+    infeasible = sorted(n for n in trained if record_of(trials[n].user_attrs)[TrialKey.LATENCY_MEASURED_MS] > limit)
+    assert over and trained and infeasible, [(t.number, t.state.name, record_of(t.user_attrs).get(TrialKey.STATUS),
+                                              record_of(t.user_attrs).get(TrialKey.LATENCY_MEASURED_MS)) for t in trials]
     assert all(t.state == optuna.trial.TrialState.PRUNED for t in trials if t.number in over)
     study_id = study._study_id
 
@@ -154,7 +157,7 @@ def test_optuna_dashboard_shows_objective_names_and_infeasible_trials(browser, s
     for t in trials:
         if t.number in over or t.number in trained:
             expected = [named_constraints(t.constraints)[k] for k in CONSTRAINT_NAMES if k in t.constraints]
-            assert served[t.number]["constraints"] == expected == t.system_attrs[CONSTRAINTS_LIST_KEY]
+            assert served[t.number]["constraints"] == expected == t.system_attrs[CONSTRAINTS_KEY]
             assert len(expected) == (2 if t.number in trained else 1)
     assert all(served[n]["constraints"][0] > 0 for n in over)
     assert all(served[n]["constraints"][0] <= 0 for n in trained)  # predicted within the budget
@@ -170,10 +173,13 @@ def test_optuna_dashboard_shows_objective_names_and_infeasible_trials(browser, s
     assert sorted(n for tr in pareto if "Infeasible Trial" in tr["hover"] for n in numbers_in(tr)) == infeasible
     page.locator("#graph-timeline .legendtext", has_text="Infeasible").wait_for(timeout=10_000)
 
-    # The trial list shows an over-budget trial with why it was not trained.
+    # The trial list shows an over-budget trial with why it was not trained: its record (one user attribute,
+    # shown as JSON) says so.
     page.goto(f"{dashboard}/dashboard/studies/{study_id}/trials?numbers={over[0]}")
     page.get_by_text(f"Trial {over[0]} (trial_id=").wait_for(timeout=30_000)
-    page.get_by_text(f"{TrialKey.STATUS} {TrialStatus.OVER_BUDGET}", exact=True).wait_for(timeout=10_000)
-    assert "Pruned" in page.inner_text("body")
+    page.get_by_text("User Attributes", exact=True).wait_for(timeout=10_000)
+    body = page.inner_text("body")
+    assert re.search(rf'{RECORD_ATTR} {{.*"{TrialKey.STATUS}":\s*"{TrialStatus.OVER_BUDGET}"', body), body[-2000:]
+    assert "Pruned" in body
     assert errors == []
     page.close()

@@ -5,7 +5,7 @@ import pytest
 from igcnas.evaluators.cost import measure_config, measure_costs, measure_latency
 from igcnas.models import build_model
 from igcnas.search_space.costs import closed_form_costs
-from igcnas.search_space.enumerate import DesignSpace
+from igcnas.search_space.design_space import DesignSpace
 from igcnas.search_space.spec import SearchSpec
 from igcnas.search_space.zoo import ZOO
 

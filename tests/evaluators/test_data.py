@@ -5,14 +5,27 @@ import numpy as np
 import pytest
 import torch
 
-from igcnas.evaluators.data import augment_batch, iterate_batches, load_dataset
+from igcnas.evaluators.augment import augment_batch
+from igcnas.evaluators.data_splits import iterate_batches
+from igcnas.evaluators.datasets import DATA_SHAPES, DATASETS, load_dataset
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-sample"
+
+
+def shape_of(data):
+    """(in_channels, input_size, num_classes) as loaded, to compare with the table of shapes."""
+    assert data.train_x.shape[2] == data.train_x.shape[3] == data.input_size
+    return data.in_channels, data.input_size, data.num_classes
+
+
+def test_every_data_set_but_image_folders_has_a_fixed_shape():
+    assert set(DATA_SHAPES) == set(DATASETS) - {"imagefolder"}
 
 
 def test_digits_is_real_8x8_with_disjoint_stratified_splits():
     data = load_dataset("digits", seed=0)
     assert data.train_x.shape[1:] == (1, 8, 8) and data.num_classes == 10
+    assert shape_of(data) == DATA_SHAPES["digits"]
     assert len(data.train_x) + len(data.val_x) + len(data.test_x) == 1797
     assert set(data.val_y.tolist()) == set(range(10)) == set(data.train_y.tolist())
     # Different seeds give different validation splits; the test split never changes.
@@ -28,6 +41,7 @@ def test_cifar10_binary_sample_reads_the_real_bytes():
     assert len(data.train_x) + len(data.val_x) == 850 and len(data.test_x) == 170
     assert data.test_y[:16].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8]
     assert data.train_x.shape[1:] == (3, 32, 32) and data.augment
+    assert shape_of(data) == DATA_SHAPES["cifar10"]
 
 
 def write_cifar10_pickle(root: Path, per_batch: int = 20) -> np.ndarray:
@@ -50,6 +64,7 @@ def test_cifar10_pickle_layout(tmp_path):
     data = load_dataset("cifar10", data_dir=str(tmp_path), seed=0, val_fraction=0.2)
     assert len(data.train_x) + len(data.val_x) == 100 and len(data.test_x) == 20
     assert data.num_classes == 10
+    assert shape_of(data) == DATA_SHAPES["cifar10"]
 
 
 def test_cifar100_pickle_and_binary_layouts(tmp_path):
@@ -63,6 +78,7 @@ def test_cifar100_pickle_and_binary_layouts(tmp_path):
                         handle)
     data = load_dataset("cifar100", data_dir=str(tmp_path / "py"))
     assert data.num_classes == 100 and len(data.test_x) == 50
+    assert shape_of(data) == DATA_SHAPES["cifar100"]
     binary = tmp_path / "bin" / "cifar-100-binary"
     binary.mkdir(parents=True)
     for name, n in (("train.bin", 200), ("test.bin", 40)):
@@ -129,6 +145,7 @@ def test_tinyimagenet_official_layout(tmp_path):
     (root / "val" / "val_annotations.txt").write_text("\n".join(lines))
     data = load_dataset("tinyimagenet", data_dir=str(tmp_path))
     assert data.num_classes == 2 and data.train_x.shape[1:] == (3, 64, 64) and len(data.test_x) == 4
+    assert shape_of(data)[:2] == DATA_SHAPES["tinyimagenet"][:2]  # the classes are its wnids (200 officially)
 
 
 def test_augmentation_is_crop_and_flip_of_the_padded_image():

@@ -15,7 +15,10 @@ import torch.nn.functional as F
 
 from igcnas.errors import BadInput
 from igcnas.evaluators import data_cache
-from igcnas.evaluators.data import _split_indices, augment_batch, iterate_batches, load_dataset  # the split is unchanged: what is compared is the pixels
+from igcnas.evaluators.augment import augment_batch
+from igcnas.evaluators.data_partition import split_indices  # the split is unchanged: what is compared is the pixels
+from igcnas.evaluators.data_splits import iterate_batches
+from igcnas.evaluators.datasets import load_dataset
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-sample"
 CLASSES = ("a", "b", "c")
@@ -45,9 +48,9 @@ def test_digits_are_held_as_uint8_and_normalise_like_the_float_pipeline():
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
     y = bunch.target.astype(np.int64)
-    tr, va = _split_indices(y, 0.2, 12345)
+    tr, va = split_indices(y, 0.2, 12345)
     xs, ys, test_x = x[tr], y[tr], x[va]
-    tr, va = _split_indices(ys, 0.2, 0)
+    tr, va = split_indices(ys, 0.2, 0)
     train_f = xs[tr]
     mean = train_f.mean(axis=(0, 2, 3), keepdims=True)
     std = train_f.std(axis=(0, 2, 3), keepdims=True) + 1e-6

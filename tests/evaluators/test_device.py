@@ -5,9 +5,10 @@ import dataclasses
 import pytest
 import torch
 
+from igcnas.nas.records import record_of
 from igcnas.cli import main
 from igcnas.errors import BadInput
-from igcnas.evaluators.data import load_dataset
+from igcnas.evaluators.datasets import load_dataset
 from igcnas.evaluators.device import resolve_device, resolve_precision
 from igcnas.evaluators.train import TrainSettings, train_model
 from igcnas.models import build_model
@@ -92,7 +93,7 @@ def test_a_search_on_cuda_records_its_device(tmp_path):
                  "--output-dir", str(tmp_path), "--study", "g", "--no-dashboard"]) == 0
     study = optuna.load_study(study_name="g", storage=f"sqlite:///{tmp_path / 'g' / 'study.db'}")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert done and all(t.user_attrs["device"].startswith("cuda") for t in done)
+    assert done and all(record_of(t.user_attrs)["device"].startswith("cuda") for t in done)
 
 
 @pytest.mark.slow
@@ -105,7 +106,8 @@ def test_devices_pool_gives_each_trial_a_listed_device_and_records_it(tmp_path):
                  "--no-dashboard"]) == 0
     study = optuna.load_study(study_name="d", storage=f"sqlite:///{tmp_path / 'd' / 'study.db'}")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert done and all(t.user_attrs["device"] == "cpu" and t.user_attrs["precision"] == "fp32" for t in done)
+    assert done and all(record_of(t.user_attrs)["device"] == "cpu" and record_of(t.user_attrs)["precision"] == "fp32"
+                        for t in done)
 
 
 def test_the_device_grammar_is_said_once():

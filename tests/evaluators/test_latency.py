@@ -17,15 +17,18 @@ import optuna
 import pytest
 import torch
 
+from igcnas.nas.records import record_of
 from igcnas.cli import main
 from igcnas.errors import BadInput
-from igcnas.evaluators.latency import (TABLE_FORMAT, Fingerprint, LatencyTable, build_table, choose_calibration,
-                                       network_parts, part_keys, sample_configs, space_configs)
-from igcnas.evaluators.latency_fit import require_share
+from igcnas.evaluators.latency_build import build_table, sample_configs, space_configs
+from igcnas.evaluators.latency_fit import choose_calibration, require_share
+from igcnas.evaluators.latency_parts import network_parts, part_keys
+from igcnas.evaluators.latency_runtime import Fingerprint
+from igcnas.evaluators.latency_table import TABLE_FORMAT, LatencyTable
 from igcnas.models import build_model
 from igcnas.nas.options import SearchOptions
 from igcnas.nas.orchestrator import run_search
-from igcnas.search_space.enumerate import DesignSpace
+from igcnas.search_space.design_space import DesignSpace
 from igcnas.search_space.families import FAMILIES
 from igcnas.search_space.genome import genome_for
 from igcnas.search_space.spec import SearchSpec
@@ -146,7 +149,7 @@ class NoisyRunner:
     speed changes from one measurement to the next looks like to a table, whatever the timer does."""
 
     def __init__(self, seed: int = 0) -> None:
-        from igcnas.evaluators.latency import TorchRunner
+        from igcnas.evaluators.latency_runtime import TorchRunner
 
         self.inner, self.rng = TorchRunner(threads=1), random.Random(seed)
         self.name, self.version, self.threads = "torch", self.inner.version, 1
@@ -166,7 +169,7 @@ class NoisyRunner:
 @pytest.mark.slow
 def test_a_table_built_under_noise_warns_and_says_what_it_measured(caplog):
     spec = SearchSpec.for_data(**DIGITS, families=("igcv3",), widths=(8,), blocks=(1,))
-    with caplog.at_level("WARNING", logger="igcnas.evaluators.latency"):
+    with caplog.at_level("WARNING", logger="igcnas.evaluators.latency_build"):
         table = build_table(spec, runtime="torch", calibration=4, holdout=6, runner=NoisyRunner())
     a = table.assessment
     assert a.busy and a.repeat_median > 0.05  # the same networks, measured twice, disagree
@@ -260,26 +263,27 @@ def latency_study(small_table, tmp_path_factory):
 
 @pytest.mark.slow
 def test_search_never_trains_a_network_predicted_over_the_latency_budget(latency_study):
-    from igcnas.search_space.config import config_from_dict
+    from igcnas.search_space.config_io import config_from_dict
 
     outcome, table, limit = latency_study
     study = outcome.study
     assert study.metric_names[-1] == "latency_ms"
     assert study.user_attrs["igcnas:latency"]["fingerprint"]["runtime"] == "torch"
     trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    over = [t for t in study.trials if t.user_attrs.get("status") == "over_budget"]
+    over = [t for t in study.trials if record_of(t.user_attrs).get("status") == "over_budget"]
     assert len(trained) == 4 and over
     for t in study.trials:
-        predicted = table.predict(config_from_dict(t.user_attrs["config"]))
-        assert t.user_attrs["latency_ms"] == pytest.approx(predicted, abs=1e-4)
-        assert t.user_attrs["latency_source"] == "predicted"
+        predicted = table.predict(config_from_dict(record_of(t.user_attrs)["config"]))
+        assert record_of(t.user_attrs)["latency_ms"] == pytest.approx(predicted, abs=1e-4)
+        assert record_of(t.user_attrs)["latency_source"] == "predicted"
         if t in trained:
             assert predicted <= limit and t.values[-1] == pytest.approx(predicted, abs=1e-4)
-            assert t.user_attrs["latency_measured_ms"] > 0  # timed again after training
-            measured_constraint = t.user_attrs["latency_measured_ms"] / limit - 1
+            assert record_of(t.user_attrs)["latency_measured_ms"] > 0  # timed again after training
+            measured_constraint = record_of(t.user_attrs)["latency_measured_ms"] / limit - 1
             assert t.constraints["max_latency_ms_measured"] == pytest.approx(measured_constraint, abs=1e-6)
         else:
-            assert predicted > limit and "curve" not in t.user_attrs and "latency_measured_ms" not in t.user_attrs
+            record = record_of(t.user_attrs)
+            assert predicted > limit and "curve" not in record and "latency_measured_ms" not in record
             assert t.state == optuna.trial.TrialState.PRUNED
 
 
@@ -321,8 +325,8 @@ def test_a_table_built_for_a_budget_serves_a_search_with_that_budget(tmp_path):
                             seed_balanced=False, max_params=limit, latency_table=str(path))
     study = run_search(options).study
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
-    over = [t for t in study.trials if t.user_attrs.get("status") == "over_budget"]
-    assert over and all("latency_ms" not in t.user_attrs for t in over)
+    over = [t for t in study.trials if record_of(t.user_attrs).get("status") == "over_budget"]
+    assert over and all("latency_ms" not in record_of(t.user_attrs) for t in over)
 
 
 def test_extending_a_table_keeps_its_calibration_networks(small_table, tmp_path):

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from igcnas.evaluators.data import load_dataset
+from igcnas.evaluators.datasets import load_dataset
 from igcnas.evaluators.train import TrainSettings, TrialDiverged, train_model
 from igcnas.models import build_model
 from igcnas.search_space.zoo import cifar_network

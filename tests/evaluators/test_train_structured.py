@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from igcnas.evaluators.data import load_dataset
+from igcnas.evaluators.datasets import load_dataset
 from igcnas.evaluators.train import TrainSettings, train_model
 from igcnas.models import build_model
 from igcnas.models.structured import SumPoolConv2d, projected, structural_penalty

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from igcnas.models import BLOCKS, block_names, build_model, register_block
+from igcnas.models import BLOCKS, block_names, build_model, get_block, register_block
+from igcnas.models.blocks import InterleavedBlock
 from igcnas.search_space.config import NetworkConfig, StageConfig
-from igcnas.search_space.families import FAMILIES
+from igcnas.search_space.families import FAMILIES, Family, Interleaved
 
 # One small network per family, with a stage transition (width change + stride 2) in each.
 FAMILY_STAGES = {
@@ -27,20 +28,43 @@ def small_config(family: str, transition: str = "input_width") -> NetworkConfig:
 
 
 def test_registry_covers_every_family_once():
-    assert set(block_names()) == set(FAMILIES)
-    assert len(block_names()) == len(set(block_names()))
+    assert block_names() == tuple(FAMILIES)
 
 
-def test_duplicate_registration_is_an_error():
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_class_only_where_the_behaviour_differs(family):
+    """InterleavedBlock builds every interleaved family from its plan; only the others register a class."""
+    block = get_block(family)
+    if FAMILIES[family].kind == "interleaved":
+        assert block is InterleavedBlock and family not in BLOCKS
+    else:
+        assert block is BLOCKS[family] and not issubclass(block, InterleavedBlock)
+    assert set(BLOCKS) <= set(FAMILIES)
+
+
+def test_unknown_or_unbuildable_families_are_an_error(monkeypatch):
+    with pytest.raises(ValueError, match="block family must be one of dense, xception, .*, got 'resnet'"):
+        get_block("resnet")
+    # a family of another kind that nobody registered a class for is not silently built as interleaved
+    monkeypatch.setitem(FAMILIES, "other", Family("other", "other", (), "", lambda stage, index: Interleaved(1, ())))
+    with pytest.raises(ValueError, match="got 'other'"):
+        get_block("other")
+    assert "other" not in block_names()
+
+
+def test_duplicate_or_unknown_registration_is_an_error():
     with pytest.raises(ValueError, match="registered twice"):
-        register_block("igcv2")(type("Again", (torch.nn.Module,), {}))
+        register_block("igcv3")(type("Again", (torch.nn.Module,), {}))
+    with pytest.raises(ValueError, match="not a family"):
+        register_block("resnet")(type("Resnet", (torch.nn.Module,), {}))
+    assert "resnet" not in BLOCKS
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("transition", ["input_width", "expand"])
 def test_every_family_builds_runs_and_every_parameter_gets_a_gradient(family, transition):
     model = build_model(small_config(family, transition), seed=0)
-    assert any(type(m) is BLOCKS[family] for m in model.modules())
+    assert any(type(m) is get_block(family) for m in model.modules())
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     out = model(x)
     assert out.shape == (2, 10) and torch.isfinite(out).all()

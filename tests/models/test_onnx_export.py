@@ -8,7 +8,7 @@ pytest.importorskip("onnxscript")
 onnx = pytest.importorskip("onnx")
 
 from igcnas.errors import BadInput  # noqa: E402
-from igcnas.models import BLOCKS, build_model  # noqa: E402
+from igcnas.models import build_model, get_block  # noqa: E402
 from igcnas.models import onnx_export  # noqa: E402
 from igcnas.models.onnx_export import check_onnx, export_onnx, ort_session, require_onnx  # noqa: E402
 from igcnas.models.structured import SumPoolConv2d  # noqa: E402
@@ -78,7 +78,7 @@ def test_every_family_exports_to_onnx_that_matches_pytorch(case, tmp_path):
 def test_a_single_unit_exports_with_either_exporter_and_its_own_tensor_names(tmp_path):
     """Latency tables export single units; the TorchScript exporter stays usable for them."""
     model = network("igcv2")
-    block = next(m for m in model.modules() if type(m) is BLOCKS["igcv2"])
+    block = next(m for m in model.modules() if type(m) is get_block("igcv2"))
     x = torch.randn(3, 16, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         expected = block(x)

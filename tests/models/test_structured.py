@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from igcnas.models.structured import (StructuredConv2d, SumPoolConv2d, decompose, project_, projected,
-                                      structural_penalty, structured_layers)
+from igcnas.models.decomposition import decompose
+from igcnas.models.structured import (StructuredConv2d, SumPoolConv2d, project_, projected, structural_penalty,
+                                      structured_layers)
 
 
 def gen(seed: int) -> torch.Generator:

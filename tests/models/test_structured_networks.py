@@ -7,7 +7,8 @@ import torch
 
 from igcnas.evaluators.cost import measure_config
 from igcnas.models import build_model
-from igcnas.models.structured import SumPoolConv2d, StructuredConv2d, decompose, projected
+from igcnas.models.decomposition import decompose
+from igcnas.models.structured import SumPoolConv2d, StructuredConv2d, projected
 from igcnas.search_space.config import StageConfig
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.enumerate import arch_id

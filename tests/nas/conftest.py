@@ -30,6 +30,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def grpc_proxy_over(url: str):
+    """Optuna's gRPC storage proxy over the database ``url``, served in this process: (the server, a function
+    returning a client connected to it)."""
+    import optuna
+    from optuna.storages._grpc.server import make_server
+
+    from igcnas.nas.study import open_storage
+
+    port = free_port()
+    server = make_server(open_storage(url, heartbeat=False), "127.0.0.1", port)
+    server.start()
+
+    def client() -> "optuna.storages.GrpcStorageProxy":
+        proxy = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
+        proxy.wait_server_ready(timeout=10)
+        return proxy
+
+    return server, client
+
+
 class LoopbackCluster:
     """A head and worker nodes on 127.0.0.1, each a ``ray start --block`` child process of this test."""
 

@@ -10,15 +10,16 @@ import optuna
 import pytest
 
 from igcnas.errors import BadInput
-from igcnas.nas.backends import BACKEND_MODULES, Backend, get_backend
+from igcnas.nas.backends import Backend, get_backend
+from igcnas.nas.options import BACKENDS as REGISTERED
 from igcnas.nas.objectives import OBJECTIVES
 from igcnas.nas.options import SearchOptions
 from igcnas.nas.orchestrator import run_search
-from igcnas.nas.records import StudyKey, TrialKey, TrialStatus
-from igcnas.search_space.config import config_from_dict
+from igcnas.nas.records import StudyKey, TrialKey, TrialStatus, record_of
+from igcnas.search_space.config_io import config_from_dict
 from igcnas.search_space.costs import closed_form_costs
 
-BACKENDS = sorted(BACKEND_MODULES)
+BACKENDS = sorted(REGISTERED)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -56,18 +57,19 @@ def test_a_small_search_records_the_same_things(backend, tmp_path):
     finished = [t for t in study.trials if t.state.is_finished()]
     assert len(finished) == report.trained + report.stopped_early + report.skipped + report.failed
     for t in finished:
-        assert TrialStatus(t.user_attrs[TrialKey.STATUS])  # a known status, on every trial
+        assert TrialStatus(record_of(t.user_attrs)[TrialKey.STATUS])  # a known status, on every trial
     complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == report.trained >= 1
     for t in complete:
-        costs = closed_form_costs(config_from_dict(t.user_attrs[TrialKey.CONFIG]))
-        assert t.values[1] == costs.params == t.user_attrs[TrialKey.PARAMS]
-        assert t.values[2] == costs.macs == t.user_attrs[TrialKey.MACS]
-        assert t.values[0] == t.user_attrs[TrialKey.CURVE][-1] and len(t.user_attrs[TrialKey.CURVE]) == 2
-        assert t.user_attrs[TrialKey.STATUS] == TrialStatus.COMPLETE and t.user_attrs[TrialKey.WEIGHTS_ARTIFACT]
+        costs = closed_form_costs(config_from_dict(record_of(t.user_attrs)[TrialKey.CONFIG]))
+        assert t.values[1] == costs.params == record_of(t.user_attrs)[TrialKey.PARAMS]
+        assert t.values[2] == costs.macs == record_of(t.user_attrs)[TrialKey.MACS]
+        record = record_of(t.user_attrs)
+        assert t.values[0] == record[TrialKey.CURVE][-1] and len(record[TrialKey.CURVE]) == 2
+        assert record[TrialKey.STATUS] == TrialStatus.COMPLETE and record[TrialKey.WEIGHTS_ARTIFACT]
     for t in finished:
-        if t.user_attrs[TrialKey.STATUS] == TrialStatus.STOPPED_EARLY:
-            assert t.state == optuna.trial.TrialState.PRUNED and len(t.user_attrs[TrialKey.CURVE]) == 1
+        if record_of(t.user_attrs)[TrialKey.STATUS] == TrialStatus.STOPPED_EARLY:
+            assert t.state == optuna.trial.TrialState.PRUNED and len(record_of(t.user_attrs)[TrialKey.CURVE]) == 1
     assert outcome.files["trials"].is_file() and outcome.files["summary"].is_file()
 
 
@@ -79,11 +81,11 @@ def test_over_budget_samples_are_not_counted_as_trials(backend, tmp_path):
                                seed_balanced=False, early_stopping=False))
     trials = [t for t in outcome.study.trials if t.state.is_finished()]
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    over = [t for t in trials if t.user_attrs.get(TrialKey.STATUS) == TrialStatus.OVER_BUDGET]
+    over = [t for t in trials if record_of(t.user_attrs).get(TrialKey.STATUS) == TrialStatus.OVER_BUDGET]
     assert len(complete) == outcome.report.trained == 3
     assert all(t.values[1] <= limit for t in complete)
-    assert all(t.state == optuna.trial.TrialState.PRUNED and t.user_attrs[TrialKey.PARAMS] > limit
-               and TrialKey.CURVE not in t.user_attrs for t in over)
+    assert all(t.state == optuna.trial.TrialState.PRUNED and record_of(t.user_attrs)[TrialKey.PARAMS] > limit
+               and TrialKey.CURVE not in record_of(t.user_attrs) for t in over)
     assert outcome.report.skipped == len(over)
 
 
@@ -116,7 +118,7 @@ def test_a_failed_weight_upload_fails_the_trial(backend, tmp_path, monkeypatch):
     storage = f"sqlite:///{tmp_path / f'upload-{name}' / 'study.db'}"
     trials = ot.load_study(study_name=f"upload-{name}", storage=storage).trials
     assert trials and not [t for t in trials if t.state == ot.trial.TrialState.COMPLETE]
-    assert all("artifact store is full" in t.user_attrs.get(TrialKey.FAIL_REASON, "") for t in trials
+    assert all("artifact store is full" in record_of(t.user_attrs).get(TrialKey.FAIL_REASON, "") for t in trials
                if t.state.is_finished())
 
 
@@ -131,7 +133,7 @@ def test_per_trial_limits_are_honoured(backend, tmp_path):
     storage = f"sqlite:///{tmp_path / f'timeout-{name}' / 'study.db'}"
     failed = ot.load_study(study_name=f"timeout-{name}", storage=storage).get_trials(
         states=(ot.trial.TrialState.FAIL,))
-    assert failed and all("time limit" in t.user_attrs[TrialKey.FAIL_REASON] for t in failed)
+    assert failed and all("time limit" in record_of(t.user_attrs)[TrialKey.FAIL_REASON] for t in failed)
 
 
 @pytest.mark.slow

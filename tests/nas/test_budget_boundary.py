@@ -21,7 +21,8 @@ import optuna
 import pytest
 
 from igcnas.cli import main
-from igcnas.evaluators.latency import LatencyTable, build_table
+from igcnas.evaluators.latency_build import build_table
+from igcnas.evaluators.latency_table import LatencyTable
 from igcnas.nas.budget import Budget, is_feasible, violation
 from igcnas.nas.evolution import EvolutionarySampler
 from igcnas.nas.objective import precheck
@@ -29,8 +30,8 @@ from igcnas.nas.options import SearchOptions
 from igcnas.nas.orchestrator import run_search
 from igcnas.nas.pareto import trials_frame
 from igcnas.nas.pick import choose
-from igcnas.nas.records import TrialKey, TrialStatus
-from igcnas.search_space.config import config_from_dict
+from igcnas.nas.records import RayKey, TrialKey, TrialStatus, record_of
+from igcnas.search_space.config_io import config_from_dict
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.genome import genome_for
 from igcnas.search_space.spec import SearchSpec
@@ -84,11 +85,11 @@ def boundary_search(table_path, tmp_path_factory):
     common = dict(study="edge", families=SPACE.families, widths=SPACE.widths, blocks=SPACE.blocks, n_trials=1,
                   epochs=1, max_batches_per_epoch=2, sampler="random", seed_balanced=False, early_stopping=False)
     probe = run_search(SearchOptions(output_dir=str(tmp_path_factory.mktemp("probe")), **common))
-    config = config_from_dict(probe.study.trials[0].user_attrs[TrialKey.CONFIG])
+    config = config_from_dict(record_of(probe.study.trials[0].user_attrs)[TrialKey.CONFIG])
     costs = closed_form_costs(config)
     budget = Budget(max_params=costs.params, max_macs=costs.macs, max_latency_ms=float(table.predict(config)))
     patch = pytest.MonkeyPatch()
-    patch.setattr("igcnas.evaluators.latency.measure_network_ms", lambda *a, **k: budget.max_latency_ms)
+    patch.setattr("igcnas.evaluators.latency_runtime.measure_network_ms", lambda *a, **k: budget.max_latency_ms)
     try:
         outcome = run_search(SearchOptions(output_dir=str(tmp_path_factory.mktemp("edge")), **common,
                                            max_params=budget.max_params, max_macs=budget.max_macs,
@@ -102,11 +103,12 @@ def boundary_search(table_path, tmp_path_factory):
 def test_the_search_trains_and_records_a_network_exactly_on_every_budget(boundary_search):
     outcome, config, budget, table = boundary_search
     (trial,) = outcome.study.trials
-    assert config_from_dict(trial.user_attrs[TrialKey.CONFIG]) == config  # the same draw as the probe
-    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs[TrialKey.STATUS] == TrialStatus.COMPLETE
+    assert config_from_dict(record_of(trial.user_attrs)[TrialKey.CONFIG]) == config  # the same draw as the probe
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert record_of(trial.user_attrs)[TrialKey.STATUS] == TrialStatus.COMPLETE
     # The figures recorded are the ones judged: unrounded, equal to the bounds.
-    assert trial.user_attrs[TrialKey.LATENCY_MS] == budget.max_latency_ms
-    assert trial.user_attrs[TrialKey.LATENCY_MEASURED_MS] == budget.max_latency_ms
+    assert record_of(trial.user_attrs)[TrialKey.LATENCY_MS] == budget.max_latency_ms
+    assert record_of(trial.user_attrs)[TrialKey.LATENCY_MEASURED_MS] == budget.max_latency_ms
     assert trial.constraints["max_params"] == trial.constraints["max_macs"] == 0.0
     assert trial.constraints["max_latency_ms"] == trial.constraints["max_latency_ms_measured"] == 0.0
     df = trials_frame(outcome.study)
@@ -146,4 +148,4 @@ def test_every_pre_training_check_admits_a_network_on_the_budget(boundary_search
         trial = study.ask()
         space = DefineByRun(genome, bound, {"fidelity": "test"}, {"host": "test"}, latency_table=table)
         sent = space(trial)
-        assert sent["igcnas_status"] == expected and sent["igcnas_latency_ms"] == budget.max_latency_ms
+        assert sent[RayKey.STATUS] == expected and sent[RayKey.LATENCY_MS] == budget.max_latency_ms

@@ -7,7 +7,8 @@ import warnings
 import optuna
 import pytest
 
-from igcnas.nas.budget import (CONSTRAINT_NAMES, CONSTRAINTS_LIST_KEY, Budget, named_constraints,
+from igcnas.nas.optuna_adapter import CONSTRAINTS_KEY
+from igcnas.nas.budget import (CONSTRAINT_NAMES, Budget, named_constraints,
                                record_constraints)
 from igcnas.nas.pareto import trials_frame
 
@@ -40,14 +41,14 @@ def test_list_is_in_the_one_order_and_complete_after_both_steps():
     # Given out of order, as a dict may be: the list still follows CONSTRAINT_NAMES.
     record_constraints(trial, {"max_macs": -0.5, "max_params": 0.25})
     system = study._storage.get_trial_system_attrs(trial._trial_id)
-    assert system[CONSTRAINTS_LIST_KEY] == [0.25, -0.5]
+    assert system[CONSTRAINTS_KEY] == [0.25, -0.5]
     # The latency constraint once measured; the keys already recorded keep their value, without a warning.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         record_constraints(trial, {"max_params": 9.0, "max_macs": 9.0, "max_latency_ms": 0.1})
     study.tell(trial, [0.5, 1.0, 1.0])
     frozen = study.trials[-1]
-    assert frozen.system_attrs[CONSTRAINTS_LIST_KEY] == [0.25, -0.5, 0.1]
+    assert frozen.system_attrs[CONSTRAINTS_KEY] == [0.25, -0.5, 0.1]
     # Per key, as before: named reads are unchanged; Optuna's merged view also has the positional copies.
     assert {k: frozen.constraints[k] for k in CONSTRAINT_NAMES[:3]} == {"max_params": 0.25, "max_macs": -0.5,
                                                                     "max_latency_ms": 0.1}
@@ -58,7 +59,7 @@ def test_list_is_in_the_one_order_and_complete_after_both_steps():
 def test_no_budget_writes_no_list_and_unknown_names_are_refused():
     study, trial = new_trial()
     record_constraints(trial, {})
-    assert CONSTRAINTS_LIST_KEY not in study._storage.get_trial_system_attrs(trial._trial_id)
+    assert CONSTRAINTS_KEY not in study._storage.get_trial_system_attrs(trial._trial_id)
     with pytest.raises(ValueError, match="unknown constraint"):
         record_constraints(trial, {"max_energy": 1.0})
 

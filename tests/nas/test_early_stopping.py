@@ -3,6 +3,7 @@
 import optuna
 import pytest
 
+from igcnas.nas.records import record_of
 from igcnas.cli import main
 from igcnas.nas.early_stopping import (RungEntry, RungSchedule, domination_counts, fidelity_key, rung_population,
                                        should_promote)
@@ -80,16 +81,17 @@ def test_dominated_trials_stop_at_the_first_rung_and_count_as_trained(tmp_path, 
     assert "early stopping at epochs 1" in err
     study = open_study(open_storage(url, heartbeat=False), "es", create=False)
     new = [t for t in study.trials if t.number >= 3]
-    stopped = [t for t in new if t.user_attrs.get("status") == "stopped_early"]
-    assert len(stopped) == 3, [(t.state, t.user_attrs.get("status")) for t in new]
+    stopped = [t for t in new if record_of(t.user_attrs).get("status") == "stopped_early"]
+    assert len(stopped) == 3, [(t.state, record_of(t.user_attrs).get("status")) for t in new]
     for t in stopped:
         assert t.state == optuna.trial.TrialState.PRUNED
-        assert t.user_attrs["stopped_at_epoch"] == 1
-        assert len(t.user_attrs["curve"]) == 1 and t.user_attrs["rungs"] == {"1": t.user_attrs["curve"][0]}
-        assert t.user_attrs["fidelity"] == fidelity
+        assert record_of(t.user_attrs)["stopped_at_epoch"] == 1
+        record = record_of(t.user_attrs)
+        assert len(record["curve"]) == 1 and record["rungs"] == {"1": record["curve"][0]}
+        assert record_of(t.user_attrs)["fidelity"] == fidelity
     # The first is compared with the three earlier trials; later ones also with the trials stopped before them.
-    assert "dominated by 3 of 3 trials" in stopped[0].user_attrs["stop_reason"]
-    assert "of 4 trials" in stopped[1].user_attrs["stop_reason"]
+    assert "dominated by 3 of 3 trials" in record_of(stopped[0].user_attrs)["stop_reason"]
+    assert "of 4 trials" in record_of(stopped[1].user_attrs)["stop_reason"]
     assert "stopped early at epoch 1" in err
     # The summary counts this run's trials only (the three dominating ones are earlier).
     assert f"this run trained {len(new) - 3} to the end and stopped 3 early" in out
@@ -110,7 +112,8 @@ def test_other_schedules_are_not_compared_and_no_early_stopping_trains_to_the_en
         study = open_study(open_storage(u, heartbeat=False), "es", create=False)
         new = [t for t in study.trials if t.number >= 3]
         assert len(new) == n
-        assert all(t.state == optuna.trial.TrialState.COMPLETE and len(t.user_attrs["curve"]) == 3 for t in new)
+        assert all(t.state == optuna.trial.TrialState.COMPLETE and len(record_of(t.user_attrs)["curve"]) == 3
+                   for t in new)
 
 
 def test_early_stopping_options_are_validated(tmp_path, capsys):

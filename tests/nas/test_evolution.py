@@ -11,9 +11,9 @@ import optuna
 import pytest
 
 from igcnas.nas.selection import crowding_distance, nondominated_ranks
-from igcnas.nas.evolution import (EVOLUTION_ATTR, EvolutionarySampler,
+from igcnas.nas.evolution import (EvolutionarySampler,
                                   population_size_for)
-from igcnas.nas.records import TrialKey, TrialStatus
+from igcnas.nas.records import SystemKey, TrialKey, TrialStatus, record_of
 from igcnas.nas.samplers import SAMPLERS, make_sampler
 from igcnas.nas.budget import Budget
 from igcnas.nas.space import gene_distributions, seed_trial_params, suggest_config
@@ -66,8 +66,8 @@ def trial_params(study, number):
     return storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number)).params
 
 
-def record_of(study, trial):
-    return study._storage.get_trial(trial._trial_id).system_attrs.get(EVOLUTION_ATTR)
+def evolution_record(study, trial):
+    return study._storage.get_trial(trial._trial_id).system_attrs.get(SystemKey.EVOLUTION)
 
 
 def propose(study, n, *, tell=True):
@@ -76,7 +76,7 @@ def propose(study, n, *, tell=True):
         trial = study.ask()
         config = suggest_config(trial, GENOME)
         trial.set_user_attr(TrialKey.ARCH_ID, arch_id(config))
-        yield trial, config, record_of(study, trial)
+        yield trial, config, evolution_record(study, trial)
         if tell:
             accuracy, costs = made_up_accuracy(config)
             study.tell(trial, [accuracy, costs.params, costs.macs])
@@ -131,7 +131,7 @@ def inherited_fraction(genome, study, proposals, min_options=4):
 @pytest.mark.slow
 def test_children_inherit_their_stages_from_recorded_parents_over_1000_proposals():
     study = seeded_study(EvolutionarySampler(genome=GENOME, seed=0))
-    evolved, ids = [], set(t.user_attrs[TrialKey.ARCH_ID] for t in study.trials)
+    evolved, ids = [], set(record_of(t.user_attrs)[TrialKey.ARCH_ID] for t in study.trials)
     for trial, config, record in propose(study, 1000):
         closed_form_costs(config)
         assert_complementary(config)
@@ -199,7 +199,7 @@ def test_stopped_early_trials_are_parents_by_their_rung_accuracy():
                                               state=optuna.trial.TrialState.FAIL, user_attrs=attrs_of(failed)))
     numbers["failed"] = study.trials[-1].number
 
-    from igcnas.nas.population import finished_trials
+    from tests.nas.full_scan import finished_trials
 
     finished = {t.number: values for t, values in finished_trials(GENOME, study, study.trials)}
     assert finished[numbers["best_at_rung"]] == (-0.99, 1.0, 1.0)  # the last accuracy of the curve
@@ -255,7 +255,7 @@ def test_warm_up_draws_new_random_networks_and_enqueued_seeds_are_kept():
     for params in seeds:
         trial = study.ask()
         config = suggest_config(trial, GENOME)
-        assert trial.params == params and record_of(study, trial) is None  # fixed genes, used as given
+        assert trial.params == params and evolution_record(study, trial) is None  # fixed genes, used as given
         ids.add(arch_id(config))
         trial.set_user_attr(TrialKey.ARCH_ID, arch_id(config))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
+from igcnas.nas.records import record_of
 from igcnas.cli import main
 from igcnas.models import load
 from igcnas.nas.options import SearchOptions
@@ -56,7 +57,7 @@ def test_pick_export_and_load_reproduce_the_trained_weights(searched, tmp_path, 
     trial = study.trials[number]
     local = tmp_path / "w.pt"
     download_artifact(artifact_store=FileSystemArtifactStore(str(out / "p" / "artifacts")), file_path=str(local),
-                      artifact_id=trial.user_attrs["weights_artifact"])
+                      artifact_id=record_of(trial.user_attrs)["weights_artifact"])
     trained = torch.load(local, weights_only=True)
     assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items())
     x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -132,7 +133,7 @@ def test_load_refuses_bad_export_directories(searched, tmp_path):
 @pytest.mark.slow
 def test_pick_scores_on_the_search_validation_split_not_its_own(tmp_path):
     """A study searched with --seed 3: pick evaluates on that split's images (checked by index)."""
-    from igcnas.evaluators.data import load_dataset
+    from igcnas.evaluators.datasets import load_dataset
     from igcnas.nas.pareto import pareto_front, trials_frame
     from igcnas.nas.pick import export_model
 
@@ -171,7 +172,7 @@ def test_a_structured_pick_exports_the_deployed_form_and_loads_back(tmp_path, ca
     from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
     from igcnas.models.structured import StructuredConv2d, SumPoolConv2d
-    from igcnas.search_space.config import config_from_dict
+    from igcnas.search_space.config_io import config_from_dict
 
     options = SearchOptions(output_dir=str(tmp_path), n_trials=3, epochs=1, max_batches_per_epoch=4, widths=(8,),
                             blocks=(1,), study="s", structured=True, seed_balanced=False)
@@ -179,17 +180,17 @@ def test_a_structured_pick_exports_the_deployed_form_and_loads_back(tmp_path, ca
     url = f"sqlite:///{tmp_path / 's' / 'study.db'}"
     study = optuna.load_study(study_name="s", storage=url)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
-            and any(config_from_dict(t.user_attrs["config"]).stages[i].structured for i in range(3))]
+            and any(config_from_dict(record_of(t.user_attrs)["config"]).stages[i].structured for i in range(3))]
     assert done, "no structured trial completed"
     assert main(["pick", "--storage", url, "--study", "s", "--export", str(tmp_path / "m")]) == 0
     number = int(capsys.readouterr()[0].split("picked trial ")[1].split(":")[0])
     model = load(tmp_path / "m")
-    assert any(s.structured for s in config_from_dict(study.trials[number].user_attrs["config"]).stages)
+    assert any(s.structured for s in config_from_dict(record_of(study.trials[number].user_attrs)["config"]).stages)
     assert any(isinstance(m, SumPoolConv2d) for m in model.modules())  # the deployed form ...
     assert not any(isinstance(m, StructuredConv2d) for m in model.modules())  # ... not the training form
     local = tmp_path / "w.pt"
     download_artifact(artifact_store=FileSystemArtifactStore(str(tmp_path / "s" / "artifacts")), file_path=str(local),
-                      artifact_id=study.trials[number].user_attrs["weights_artifact"])
+                      artifact_id=record_of(study.trials[number].user_attrs)["weights_artifact"])
     stored = torch.load(local, weights_only=True)
     assert stored.keys() == model.state_dict().keys()
     assert all(torch.equal(stored[k], v) for k, v in model.state_dict().items())

@@ -22,7 +22,7 @@ import torch
 
 from igcnas.cli import main
 from igcnas.nas.backends.ray_parts import DriverLease, driver_identity, requeue_orphans
-from igcnas.nas.records import TrialKey
+from igcnas.nas.records import SystemKey, TrialKey, record_of
 from igcnas.nas.study import load_weights, open_storage, open_study
 from tests.nas.conftest import LOOPBACK_ENV, LoopbackCluster
 
@@ -89,8 +89,8 @@ def test_weights_come_back_from_a_node_that_shares_no_disk(private_cluster, tmp_
     assert len(complete) == 3
     store = out / "nodisk" / "artifacts"
     for t in complete:
-        assert t.user_attrs[TrialKey.RAY_NODE] == f"127.0.0.1 {private_cluster.worker[:12]}"  # trained there
-        weights = load_weights(t.user_attrs[TrialKey.WEIGHTS_ARTIFACT], store)  # stored here, by the driver
+        assert record_of(t.user_attrs)[TrialKey.RAY_NODE] == f"127.0.0.1 {private_cluster.worker[:12]}"  # trained there
+        weights = load_weights(record_of(t.user_attrs)[TrialKey.WEIGHTS_ARTIFACT], store)  # stored here, by the driver
         assert weights and all(isinstance(v, torch.Tensor) for v in weights.values())
     assert not (out / "nodisk" / "artifacts" / "pending").exists()
 
@@ -98,9 +98,9 @@ def test_weights_come_back_from_a_node_that_shares_no_disk(private_cluster, tmp_
     assert main(["pick", "--storage", url, "--export", str(tmp_path / "m")]) == 0
     number = int(capsys.readouterr()[0].split("picked trial ")[1].split(":")[0])
     trial = next(t for t in complete if t.number == number)
-    assert trial.user_attrs[TrialKey.RAY_NODE].endswith(private_cluster.worker[:12])
+    assert record_of(trial.user_attrs)[TrialKey.RAY_NODE].endswith(private_cluster.worker[:12])
     exported = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
-    stored = load_weights(trial.user_attrs[TrialKey.WEIGHTS_ARTIFACT], store)
+    stored = load_weights(record_of(trial.user_attrs)[TrialKey.WEIGHTS_ARTIFACT], store)
     assert exported.keys() == stored.keys() and all(torch.equal(exported[k], stored[k]) for k in stored)
     assert "the trial's own" in (tmp_path / "m" / "report.md").read_text()
 
@@ -152,7 +152,7 @@ def test_a_killed_driver_is_recovered_by_the_next_run(private_cluster, tmp_path)
         trials = _trials(url, "restart")
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
-                   and t.user_attrs.get(TrialKey.RAY_DRIVER, {}).get("pid") == first.pid]
+                   and record_of(t.user_attrs).get(TrialKey.RAY_DRIVER, {}).get("pid") == first.pid]
         time.sleep(0.3)
     assert complete and running, "the first driver never had a trial complete and one running"
     first.send_signal(signal.SIGKILL)
@@ -173,12 +173,12 @@ def test_a_killed_driver_is_recovered_by_the_next_run(private_cluster, tmp_path)
     by_number = {t.number: t for t in trials}
     for number, params in orphans.items():
         orphan = by_number[number]
-        assert orphan.state == optuna.trial.TrialState.FAIL and orphan.system_attrs[TrialKey.STALE] is True
-        assert f"Ray driver (pid {first.pid} on" in orphan.user_attrs[TrialKey.FAIL_REASON]
+        assert orphan.state == optuna.trial.TrialState.FAIL and orphan.system_attrs[SystemKey.STALE] is True
+        assert f"Ray driver (pid {first.pid} on" in record_of(orphan.user_attrs)[TrialKey.FAIL_REASON]
         retried = [t for t in trials if t.system_attrs.get("failed_trial") == number]
         assert len(retried) == 1 and retried[0].params == params  # re-queued once, same parameters
         assert retried[0].state == optuna.trial.TrialState.COMPLETE
-        assert retried[0].user_attrs[TrialKey.RAY_DRIVER]["pid"] != first.pid  # trained by the new driver
+        assert record_of(retried[0].user_attrs)[TrialKey.RAY_DRIVER]["pid"] != first.pid  # trained by the new driver
     print(f"[ray driver kill] completed before {len(before)}, re-queued {sorted(orphans)}, "
           f"completed after {len(after)}")
 
@@ -199,7 +199,7 @@ def test_a_driver_elsewhere_is_gone_only_once_its_lease_is_older_than_the_grace_
         trial.suggest_int("x", 0, 9)
         trial.set_user_attr(TrialKey.BACKEND, "ray")
         trial.set_user_attr(TrialKey.RAY_DRIVER, driver)
-        storage.set_trial_system_attr(trial._trial_id, TrialKey.DRIVER_LEASE, lease)
+        storage.set_trial_system_attr(trial._trial_id, SystemKey.DRIVER_LEASE, lease)
         numbers[name] = trial.number
     done = study.ask()
     done.set_user_attr(TrialKey.BACKEND, "ray")
@@ -211,12 +211,12 @@ def test_a_driver_elsewhere_is_gone_only_once_its_lease_is_older_than_the_grace_
     assert trials[done.number].state == optuna.trial.TrialState.COMPLETE and trials[done.number].values == [0.5]
     assert trials[numbers["fresh lease"]].state == optuna.trial.TrialState.RUNNING
     assert trials[numbers["this live driver"]].state == optuna.trial.TrialState.RUNNING
-    assert "has not renewed its lease" in trials[numbers["expired lease"]].user_attrs[TrialKey.FAIL_REASON]
+    assert "has not renewed its lease" in record_of(trials[numbers["expired lease"]].user_attrs)[TrialKey.FAIL_REASON]
     waiting = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
     assert sorted(t.system_attrs["failed_trial"] for t in waiting) == sorted(failed)
     for t in waiting:  # the copy is the parameters only: whoever takes it records its own run
         assert t.params == trials[t.system_attrs["failed_trial"]].params
-        assert TrialKey.BACKEND not in t.user_attrs and TrialKey.DRIVER_LEASE not in t.system_attrs
+        assert TrialKey.BACKEND not in record_of(t.user_attrs) and SystemKey.DRIVER_LEASE not in t.system_attrs
     assert requeue_orphans(study, grace=60) == []  # failed trials are not re-queued twice
 
     # A live driver renews the lease of its own RUNNING trials only.
@@ -225,6 +225,6 @@ def test_a_driver_elsewhere_is_gone_only_once_its_lease_is_older_than_the_grace_
     lease.start()
     time.sleep(1.0)
     lease.stop()
-    renewed = {t.number: t.system_attrs[TrialKey.DRIVER_LEASE] for t in study.get_trials(deepcopy=False)
+    renewed = {t.number: t.system_attrs[SystemKey.DRIVER_LEASE] for t in study.get_trials(deepcopy=False)
                if t.number in (mine.number, theirs.number)}
-    assert renewed[mine.number] > now and renewed[theirs.number] == theirs.system_attrs[TrialKey.DRIVER_LEASE]
+    assert renewed[mine.number] > now and renewed[theirs.number] == theirs.system_attrs[SystemKey.DRIVER_LEASE]

@@ -12,9 +12,10 @@ import optuna
 import pytest
 import torch
 
+from igcnas.nas.records import record_of
 from igcnas.cli import main
 from igcnas.nas.study import load_weights, open_storage, open_study, store_weights
-from igcnas.search_space.config import config_from_dict
+from igcnas.search_space.config_io import config_from_dict
 from igcnas.search_space.enumerate import arch_id
 from tests.nas.conftest import CLUSTERS, LOOPBACK_ENV, free_port
 
@@ -35,13 +36,14 @@ def test_ray_backend_writes_every_trial_into_the_optuna_study(ray_cluster, tmp_p
     assert len(trials) == 4
     for t in trials:
         assert t.state == optuna.trial.TrialState.COMPLETE
-        assert t.user_attrs["backend"] == "ray"
-        config = config_from_dict(t.user_attrs["config"])
-        assert arch_id(config) == t.user_attrs["arch_id"]
-        assert t.values[1] == t.user_attrs["params"] and t.values[2] == t.user_attrs["macs"]
-        assert t.user_attrs["curve"][-1] == t.values[0]
-        assert t.user_attrs["ray_node"].startswith("127.0.0.1 ")
-        assert t.user_attrs["weights_artifact"] and t.user_attrs["ray_driver"]["pid"] == os.getpid()
+        assert record_of(t.user_attrs)["backend"] == "ray"
+        config = config_from_dict(record_of(t.user_attrs)["config"])
+        assert arch_id(config) == record_of(t.user_attrs)["arch_id"]
+        assert t.values[1] == record_of(t.user_attrs)["params"] and t.values[2] == record_of(t.user_attrs)["macs"]
+        assert record_of(t.user_attrs)["curve"][-1] == t.values[0]
+        assert record_of(t.user_attrs)["ray_node"].startswith("127.0.0.1 ")
+        record = record_of(t.user_attrs)
+        assert record["weights_artifact"] and record["ray_driver"]["pid"] == os.getpid()
     assert not (tmp_path / "ray-study" / "artifacts" / "pending").exists()  # weights came in the results
 
     # The same study grows with the Optuna backend and is read by the same tools.
@@ -55,17 +57,19 @@ def test_a_result_without_its_weights_cannot_complete_the_trial(tmp_path):
     """The searcher stores weights before anything else; a result without them raises (and the searcher
     then fails the trial with that reason, as for a failed upload: tests/nas/test_backends.py)."""
     from igcnas.nas.backends.ray_backend import _record_result
+    from igcnas.nas.records import RayKey, TrialRecorder
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", directions=["maximize"])
     trial = study.ask()
-    result = {"igcnas_status": "complete", "igcnas_node": "10.0.0.7 abc", "val_accuracy": 0.5}
+    result = {RayKey.STATUS: "complete", RayKey.NODE: "10.0.0.7 abc", "val_accuracy": 0.5}
     with pytest.raises(RuntimeError, match=r"weights did not arrive with its result \(from 10.0.0.7 abc\)"):
-        _record_result(trial, result, store_weights, tmp_path / "artifacts")
-    assert "status" not in study.trials[0].user_attrs  # nothing recorded as complete
+        _record_result(TrialRecorder(trial), result, store_weights, tmp_path / "artifacts")
+    assert "status" not in record_of(study.trials[0].user_attrs)  # nothing recorded as complete
     buffer = io.BytesIO()
     torch.save({"w": torch.arange(3.0)}, buffer)
-    _record_result(trial, {**result, "igcnas_weights": buffer.getvalue()}, store_weights, tmp_path / "artifacts")
-    stored = load_weights(study.trials[0].user_attrs["weights_artifact"], tmp_path / "artifacts")
+    _record_result(TrialRecorder(trial), {**result, RayKey.WEIGHTS: buffer.getvalue()}, store_weights,
+                   tmp_path / "artifacts")
+    stored = load_weights(record_of(study.trials[0].user_attrs)["weights_artifact"], tmp_path / "artifacts")
     assert torch.equal(stored["w"], torch.arange(3.0))
 
 
@@ -95,9 +99,9 @@ def test_ray_scheduler_stops_dominated_trials_at_the_first_rung(ray_cluster, tmp
     new = [t for t in open_study(open_storage(url, heartbeat=False), "ray-es", create=False).trials if t.number >= 3]
     assert len(new) == 2
     for t in new:
-        assert t.state == optuna.trial.TrialState.PRUNED, (t.state, t.user_attrs)
-        assert t.user_attrs["status"] == "stopped_early" and t.user_attrs["stopped_at_epoch"] == 1
-        assert len(t.user_attrs["curve"]) == 1 and t.user_attrs["backend"] == "ray"
+        assert t.state == optuna.trial.TrialState.PRUNED, (t.state, record_of(t.user_attrs))
+        assert record_of(t.user_attrs)["status"] == "stopped_early" and record_of(t.user_attrs)["stopped_at_epoch"] == 1
+        assert len(record_of(t.user_attrs)["curve"]) == 1 and record_of(t.user_attrs)["backend"] == "ray"
 
 
 def _count(url: str, study: str, state: optuna.trial.TrialState) -> list:

@@ -14,6 +14,7 @@ import warnings
 import optuna
 import pytest
 
+from igcnas.nas.records import record_of
 from igcnas.cli import main
 from igcnas.errors import SearchFailed
 from igcnas.nas.options import SearchOptions
@@ -219,26 +220,24 @@ def test_four_workers_share_one_postgres_study_exactly(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_trial_faults_fail_that_trial_with_a_reason_and_the_study_goes_on(tmp_path, monkeypatch):
-    import igcnas.nas.objective as objective_module
+def test_trial_faults_fail_that_trial_with_a_reason_and_the_study_goes_on(tmp_path):
+    from igcnas.nas.objective import evaluate_config
 
-    real = objective_module.evaluate_config
     calls = {"n": 0}
 
     def flaky(config, data, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("boom in the model")
-        return real(config, data, **kwargs)
+        return evaluate_config(config, data, **kwargs)
 
-    monkeypatch.setattr(objective_module, "evaluate_config", flaky)
     options = SearchOptions(output_dir=str(tmp_path), n_trials=3, epochs=1, max_batches_per_epoch=3, widths=(8,),
                             blocks=(1,), study="faults")
-    outcome = run_search(options)
+    outcome = run_search(options, evaluate=flaky)
     trials = outcome.study.trials
     assert len([t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]) == 3
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-    assert len(failed) == 1 and "boom in the model" in failed[0].user_attrs["fail_reason"]
+    assert len(failed) == 1 and "boom in the model" in record_of(failed[0].user_attrs)["fail_reason"]
 
 
 @pytest.mark.parametrize("changes, reason", [
@@ -261,7 +260,7 @@ def test_diverging_slow_or_hungry_trials_are_failed_with_the_reason(tmp_path, mo
         run_search(options)
     s = optuna.load_study(study_name="bad", storage=f"sqlite:///{tmp_path / 'bad' / 'study.db'}")
     failed = s.get_trials(states=(optuna.trial.TrialState.FAIL,))
-    assert len(failed) == 10 and all(reason in t.user_attrs["fail_reason"] for t in failed)
+    assert len(failed) == 10 and all(reason in record_of(t.user_attrs)["fail_reason"] for t in failed)
 
 
 @pytest.mark.parametrize("storage_url", [*STORAGE_KINDS, "grpc-sqlite"], indirect=True)
@@ -271,7 +270,7 @@ def test_dead_workers_trials_are_failed_marked_stale_and_rerun(storage_url, tmp_
     beat, which Optuna alone never fails: with --total-trials it would hold its slot forever), one killed
     after beating. The next worker fails both, marks them stale and re-queues them; one retry runs."""
     from igcnas.nas.objectives import OBJECTIVES
-    from igcnas.nas.records import TrialKey
+    from igcnas.nas.records import SystemKey, TrialKey
 
     name = f"orphan-{uuid.uuid4().hex[:8]}"
     storage = open_storage(storage_url, heartbeat_interval=1, grace_period=3)
@@ -288,7 +287,7 @@ def test_dead_workers_trials_are_failed_marked_stale_and_rerun(storage_url, tmp_
     by_number = {t.number: t for t in s.trials}
     for dead in (never_beat, beat_once):
         assert by_number[dead.number].state == optuna.trial.TrialState.FAIL
-        assert by_number[dead.number].system_attrs[TrialKey.STALE] is True
+        assert by_number[dead.number].system_attrs[SystemKey.STALE] is True
     retries = sorted(t.system_attrs["failed_trial"] for t in s.trials if "failed_trial" in t.system_attrs)
     assert retries == sorted([never_beat.number, beat_once.number])  # each re-queued exactly once
     assert len(s.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 1
@@ -301,7 +300,7 @@ def test_stale_failure_whose_worker_died_before_requeuing_it_is_requeued_once(st
     """Optuna fails a stale trial, then re-queues it in a second step; a worker killed between the two
     (seen once in CI) must not lose the trial. An error failure is never re-queued by this repair."""
     from igcnas.nas.objectives import OBJECTIVES
-    from igcnas.nas.records import TrialKey
+    from igcnas.nas.records import SystemKey, TrialKey
 
     storage = open_storage(storage_url, heartbeat_interval=1, grace_period=1)
     study = optuna.create_study(study_name=f"r-{uuid.uuid4().hex[:8]}", storage=storage,
@@ -310,13 +309,13 @@ def test_stale_failure_whose_worker_died_before_requeuing_it_is_requeued_once(st
         warnings.simplefilter("ignore")
         lost, errored = study.ask(), study.ask()
     lost.suggest_int("width", 8, 64)
-    storage.set_trial_system_attr(lost._trial_id, TrialKey.STALE, True)  # found stale by a worker ...
+    storage.set_trial_system_attr(lost._trial_id, SystemKey.STALE, True)  # found stale by a worker ...
     study.tell(lost, state=optuna.trial.TrialState.FAIL)  # ... which failed it and died before re-queuing
     errored.suggest_int("width", 8, 64)
     study.tell(errored, state=optuna.trial.TrialState.FAIL)  # failed by its own error: not stale
     time.sleep(1.2)
     for _ in range(2):  # the repair runs at every trial start: the second pass must add nothing
-        storage._get_stale_trial_ids(study._study_id)
+        storage.find_stale_trials(study._study_id)
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [(t.system_attrs["failed_trial"], t.params) for t in waiting] == [(lost.number, lost.params)]
-    assert TrialKey.STALE not in waiting[0].system_attrs  # the retry does not inherit the stale mark
+    assert SystemKey.STALE not in waiting[0].system_attrs  # the retry does not inherit the stale mark

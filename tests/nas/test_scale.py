@@ -1,21 +1,21 @@
 """Incremental reads of a study give what full scans give: rung peers and decisions, the sampler's view,
 the --total-trials counts, and whole searches (same proposals, same promotions, same stops)."""
 
-import importlib.util
 import random
-import socket
-import sys
-from pathlib import Path
 
 import optuna
 import pytest
+import scale_parts as bench  # bench/scale_parts.py: the synthetic trial and fast preload the tests drive
 
-from igcnas.nas import population
+from tests.nas import full_scan
+from tests.nas.conftest import grpc_proxy_over
+
+from igcnas.nas.records import record_of
 from igcnas.nas.backends import optuna_backend
 from igcnas.nas.early_stopping import RungEntry, RungIndex, fidelity_key, rung_peers, should_promote
 from igcnas.nas.evolution import EvolutionarySampler
 from igcnas.nas.objectives import objectives_for
-from igcnas.nas.population import StudyView, TrialFeed, finished_trials, tried_architectures
+from igcnas.nas.population import StudyView, TrialFeed
 from igcnas.nas.space import gene_distributions
 from igcnas.nas.study import open_storage, open_study
 from igcnas.search_space.genome import Genome
@@ -30,16 +30,6 @@ OTHER = fidelity_key(epochs=3, batch_size=64, lr=0.05, max_batches_per_epoch=Non
 GENOME = Genome(SearchSpec(widths=(8, 16, 24, 32), blocks=(1, 2), input_size=8, in_channels=1))
 DISTRIBUTIONS = gene_distributions(GENOME)
 STATES = optuna.trial.TrialState
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_bench():
-    """bench/scale.py as a module: its synthetic trial and fast preload are what the tests drive."""
-    spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "bench" / "scale.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_scale"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(params=["sqlite", "journal", "grpc", "memory"])
@@ -58,16 +48,7 @@ def handles(request, tmp_path):
         def storage():
             return optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "study.log")))
     elif kind == "grpc":
-        from optuna.storages._grpc.server import make_server
-
-        port = free_port()
-        server = make_server(open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=False), "127.0.0.1", port)
-        server.start()
-
-        def storage():
-            proxy = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
-            proxy.wait_server_ready(timeout=10)
-            return proxy
+        server, storage = grpc_proxy_over(f"sqlite:///{tmp_path / 'study.db'}")
     else:
         def storage():
             return open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=False)
@@ -75,12 +56,6 @@ def handles(request, tmp_path):
     yield study, optuna.load_study(study_name="s", storage=storage())
     if server is not None:
         server.stop(0)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def attrs(rng, fidelity, epochs):
@@ -151,8 +126,7 @@ def test_incremental_rung_peers_and_decisions_match_the_full_scan(handles):
 def test_feed_returns_each_trial_once_finished_and_the_unfinished_as_they_are(handles):
     study, other = handles
     rng = random.Random(3)
-    fast, public, running = TrialFeed(study), TrialFeed(study), []
-    public._fast_read = lambda: None  # the public path: every trial read and filtered
+    fast, public, running = TrialFeed(study), TrialFeed(study, storage_copy=False), []
     seen = {"fast": [], "public": []}
     for step in range(10):
         grow(study, other, rng, running, step)
@@ -179,18 +153,18 @@ def test_sampler_view_matches_the_full_scan(handles):
         view.refresh()
         trials = study.get_trials(deepcopy=False)
         current = running[-1][0].number if running else -1
-        full = tried_architectures(GENOME, trials, current)
+        full = full_scan.tried_architectures(GENOME, trials, current)
         probes = full | {GENOME.arch_id(GENOME.locate(GENOME.random_params(rng))) for _ in range(30)}
         tried = view.tried(current)
         assert {a for a in probes if a in tried} == full
-        parents = finished_trials(GENOME, study, trials)
+        parents = full_scan.finished_trials(GENOME, study, trials)
         assert view.parent_count == len(parents)
         assert [(t.number, v) for t, v in view.parents(12)] == [(t.number, v) for t, v in parents[-12:]]
 
 
 @pytest.mark.parametrize("handles", ["sqlite"], indirect=True)
 @pytest.mark.slow
-def test_trial_counts_match_the_full_scan(handles, monkeypatch):
+def test_trial_counts_match_the_full_scan(handles):
     study, other = handles
     rng = random.Random(5)
     running = []
@@ -201,9 +175,7 @@ def test_trial_counts_match_the_full_scan(handles, monkeypatch):
         complete = len(study.get_trials(deepcopy=False, states=(STATES.COMPLETE,)))
         assert counts.complete() == complete
         for target in (complete, complete + len(running), complete + len(running) + 1):
-            monkeypatch.setattr(population, "FULL_SCAN", True)
-            expected = optuna_backend._has_slot(probe, target)
-            monkeypatch.setattr(population, "FULL_SCAN", False)
+            expected = full_scan.taken_before(study, probe.number) < target
             assert optuna_backend._has_slot(probe, target) == expected
         study.tell(probe, state=STATES.FAIL)
 
@@ -230,11 +202,10 @@ def seeded_copies(tmp_path, n=40):
 
 
 @pytest.mark.slow
-def test_the_sampler_proposes_the_same_children_either_way(tmp_path, monkeypatch):
+def test_the_sampler_proposes_the_same_children_either_way(tmp_path):
     proposals = []
-    for study, full_scan in zip(seeded_copies(tmp_path), (False, True)):
-        monkeypatch.setattr(population, "FULL_SCAN", full_scan)
-        study.sampler = EvolutionarySampler(genome=GENOME, seed=4, n_trials_hint=60)
+    for study, view in zip(seeded_copies(tmp_path), (StudyView, full_scan.FullScanView)):
+        study.sampler = EvolutionarySampler(genome=GENOME, seed=4, n_trials_hint=60, view=view)
         rng, made = random.Random(9), []
         for _ in range(25):
             trial = study.ask()
@@ -256,15 +227,12 @@ def test_the_sampler_proposes_the_same_children_either_way(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-def test_a_search_promotes_and_stops_the_same_trials_either_way(tmp_path, monkeypatch):
+def test_a_search_promotes_and_stops_the_same_trials_either_way(tmp_path):
     """The real objective (sampler, genome, budget, rung checks, records) with the benchmark's synthetic
     training, on two copies of a preloaded study: the incremental reads change no outcome."""
-    bench = load_bench()
-    monkeypatch.setattr("igcnas.nas.objective.evaluate_config", bench.SyntheticTraining(0.0))
     outcomes = []
-    for full_scan in (False, True):
-        monkeypatch.setattr(population, "FULL_SCAN", full_scan)
-        url = f"sqlite:///{tmp_path / f'search{full_scan}.db'}"
+    for scan in (False, True):
+        url = f"sqlite:///{tmp_path / f'search{scan}.db'}"
         bench.preload(url, "scale", 150, seed=1)
         options = bench.search_options(url, "scale", str(tmp_path), n_trials=24, max_params=60_000)
         storage = open_storage(url, heartbeat=False)
@@ -275,18 +243,22 @@ def test_a_search_promotes_and_stops_the_same_trials_either_way(tmp_path, monkey
         from igcnas.search_space.genome import genome_for
 
         prep = Prepared(options, spec, genome_for(spec), None, storage, study, ReferencePoint(1e6, 1e7),
-                        frozenset(range(150)))
+                        frozenset(range(150)), evaluate=bench.SyntheticTraining(0.0))
         study.sampler = prep.sampler()
-        study.optimize(optuna_backend.make_objective(prep), n_trials=24, catch=(Exception,))
-        outcomes.append([(t.params, t.state, t.user_attrs.get("status"), t.user_attrs.get("stop_reason"),
-                          t.user_attrs.get("curve")) for t in study.trials[150:]])
+        check = None
+        if scan:
+            study.sampler.view = full_scan.FullScanView
+            check = full_scan.full_scan_rung_check(options.fidelity, options.rung_schedule.eta)
+        study.optimize(optuna_backend.make_objective(prep, rung_check=check), n_trials=24, catch=(Exception,))
+        records = [record_of(t.user_attrs) for t in study.trials[150:]]
+        outcomes.append([(t.params, t.state, r.get("status"), r.get("stop_reason"), r.get("curve"))
+                         for t, r in zip(study.trials[150:], records)])
     statuses = {o[2] for o in outcomes[0]}
     assert {"stopped_early", "complete"} <= statuses, statuses
     assert outcomes[0] == outcomes[1]
 
 
 def test_bench_preload_writes_what_add_trials_writes(tmp_path):
-    bench = load_bench()
     import datetime
 
     trials = bench.synthetic_trials(30, seed=3, fidelity=FIDELITY, start=datetime.datetime(2025, 1, 1))
@@ -303,7 +275,24 @@ def test_bench_preload_writes_what_add_trials_writes(tmp_path):
     fields = ("number", "state", "values", "params", "distributions", "user_attrs", "system_attrs",
               "datetime_start", "datetime_complete", "intermediate_values")
     assert [[getattr(t, f) for f in fields] for t in read[0]] == [[getattr(t, f) for f in fields] for t in read[1]]
-    assert {t.user_attrs["status"] for t in read[1]} >= {"stopped_early", "complete"}
+    assert {record_of(t.user_attrs)["status"] for t in read[1]} >= {"stopped_early", "complete"}
+
+
+def test_bench_counts_the_trials_whole_reads_bring_back(tmp_path):
+    """The benchmark's "trials re-read" figure, read off the SQL it sees: a read of whole trials counts
+    every trial it brings back; looking up one trial (a write's, ``get_trial``) counts none."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    bench.preload(url, "s", 30)
+    storage = open_storage(url, heartbeat=False)
+    counter = bench.Statements(storage.engine)
+    study_id = storage.get_study_id_from_name("s")
+    assert len(storage.get_all_trials(study_id, deepcopy=False)) == 30 and counter.reread == 30
+    trial_id = storage.create_new_trial(study_id)
+    storage.set_trial_user_attr(trial_id, "x", 1)
+    storage.get_trial(trial_id)
+    assert counter.reread == 30 and counter.count > 3
+    assert len(storage.get_all_trials(study_id, deepcopy=False, states=(STATES.RUNNING,))) == 1
+    assert counter.reread == 31
 
 
 @pytest.mark.parametrize("handles", ["sqlite"], indirect=True)

@@ -5,12 +5,13 @@ from pathlib import Path
 import optuna
 import pytest
 
+from igcnas.nas.records import record_of
 from igcnas.cli import main
 from igcnas.nas.options import SearchOptions
 from igcnas.nas.orchestrator import run_search
 from igcnas.nas.study import open_storage, open_study
 from igcnas.nas.objectives import OBJECTIVES, objectives_for
-from igcnas.search_space.config import config_from_dict
+from igcnas.search_space.config_io import config_from_dict
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.enumerate import arch_id
 
@@ -32,12 +33,12 @@ def test_search_records_everything_needed_to_rebuild_and_continues(tmp_path):
     assert first.report.trained == 3 and len(complete) == 3
     assert study.metric_names == ["val_accuracy", "params", "macs"]
     for t in complete:
-        config = config_from_dict(t.user_attrs["config"])
-        assert arch_id(config) == t.user_attrs["arch_id"]
+        config = config_from_dict(record_of(t.user_attrs)["config"])
+        assert arch_id(config) == record_of(t.user_attrs)["arch_id"]
         costs = closed_form_costs(config)
         assert t.values[1] == costs.params and t.values[2] == costs.macs  # fvcore-measured == closed form
-        assert len(t.user_attrs["curve"]) == 1 and t.values[0] == t.user_attrs["curve"][-1]
-        assert t.user_attrs["fvcore_macs"] == costs.macs
+        assert len(record_of(t.user_attrs)["curve"]) == 1 and t.values[0] == record_of(t.user_attrs)["curve"][-1]
+        assert record_of(t.user_attrs)["fvcore_macs"] == costs.macs
     assert (tmp_path / "t" / "study.db").is_file() and first.files["trials"].is_file()
     before = {t.number: (t.values, t.params) for t in complete}
 
@@ -60,7 +61,7 @@ def test_recalibrate_bn_is_recorded_and_keeps_its_trials_apart_at_the_rungs(tmp_
     assert main([*common, "--recalibrate-bn", "off"]) == 0
     study = open_study(open_storage(url, heartbeat=False), "bn", create=False)
     assert study.user_attrs["igcnas:evaluation"]["recalibrate_plain"] is True  # the first run's record stays
-    keys = [t.user_attrs["fidelity"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    keys = [record_of(t.user_attrs)["fidelity"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert keys[0].endswith("/bn") and keys[-1] == keys[0].removesuffix("/bn")
     assert main([*common, "--recalibrate-bn", "maybe"]) == 2
     assert "--recalibrate-bn must be one of on, off" in capsys.readouterr().err
@@ -79,8 +80,8 @@ def test_budget_some_meet_trains_only_those(tmp_path):
     skipped = [t for t in outcome.study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert len(trained) == 3
     assert all(t.values[1] <= limit and t.constraints["max_params"] <= 0 for t in trained)
-    assert all(t.user_attrs["params"] > limit and "curve" not in t.user_attrs for t in skipped)
-    assert all(t.user_attrs["status"] == "over_budget" for t in skipped)
+    assert all(record_of(t.user_attrs)["params"] > limit and "curve" not in record_of(t.user_attrs) for t in skipped)
+    assert all(record_of(t.user_attrs)["status"] == "over_budget" for t in skipped)
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ from igcnas.search_space.spec import SearchSpec, space_bounds
 from igcnas.search_space.conditions import check_complementary
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.families import get_family
-from igcnas.search_space.genome import Genome, seed_configs, zoo_seed_configs
+from igcnas.search_space.genome import Genome
+from igcnas.search_space.seeds import seed_configs, zoo_seed_configs
 
 
 @pytest.mark.parametrize("text, value", [("250k", 250e3), ("1.5M", 1.5e6), ("30M", 30e6), ("2G", 2e9),

@@ -16,9 +16,8 @@ import pytest
 
 from igcnas.cli import main
 from igcnas.errors import BadInput
-from igcnas.nas.lease import LEASE_KEY
 from igcnas.nas.objectives import OBJECTIVES
-from igcnas.nas.records import TrialKey
+from igcnas.nas.records import SystemKey, TrialKey
 from igcnas.nas.storage import FlockLock
 from igcnas.nas.study import open_storage
 from tests.nas.test_reliability import (  # noqa: F401 - fixtures
@@ -120,7 +119,7 @@ def test_workers_that_find_one_stale_trial_together_fail_and_requeue_it_once(sto
     assert not errors
     trials = load(storage_url, name).trials
     assert trials[dead.number].state == optuna.trial.TrialState.FAIL
-    assert trials[dead.number].system_attrs[TrialKey.STALE] is True
+    assert trials[dead.number].system_attrs[SystemKey.STALE] is True
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
     assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.WAITING
     assert retries[0].params == dead.params
@@ -148,7 +147,7 @@ def test_journal_storage_pickles_for_ray_and_beats_with_a_lease(tmp_path):
     storage = open_storage(url, heartbeat_interval=1, grace_period=3)
     study = optuna.create_study(study_name="p", storage=storage, directions=["maximize"])
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
-    assert all(isinstance(t.system_attrs[LEASE_KEY], float) for t in study.trials)  # beaten while running
+    assert all(isinstance(t.system_attrs[SystemKey.LEASE], float) for t in study.trials)  # beaten while running
     copy = pickle.loads(pickle.dumps(storage))
     assert len(optuna.load_study(study_name="p", storage=copy).trials) == 2
     assert copy.get_heartbeat_interval() == 1
@@ -189,7 +188,7 @@ def test_storage_proxy_serves_a_study_and_ctrl_c_stops_it_cleanly(tmp_path):
                                                                               grace_period=3),
                                     directions=["maximize"])
         study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
-        assert all(LEASE_KEY in t.system_attrs for t in study.trials)  # beaten through the proxy
+        assert all(SystemKey.LEASE in t.system_attrs for t in study.trials)  # beaten through the proxy
     finally:
         err = stop_proxy(proc)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err

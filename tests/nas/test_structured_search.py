@@ -3,10 +3,11 @@
 import optuna
 import pytest
 
+from igcnas.nas.records import record_of
 from igcnas.cli import main
 from igcnas.evaluators.settings import TrainSettings
 from igcnas.nas.options import SearchOptions
-from igcnas.search_space.config import config_from_dict
+from igcnas.search_space.config_io import config_from_dict
 from igcnas.search_space.costs import closed_form_costs
 
 TINY = ["--epochs", "1", "--max-batches-per-epoch", "5", "--width", "8", "--width", "16", "--blocks", "1",
@@ -22,7 +23,7 @@ def run(tmp_path, capsys, study, *extra):
 
 def structured(trial):
     return any(stage.get("small_kernel") is not None or stage.get("channel_reduction") is not None
-               for stage in trial.user_attrs["config"]["stages"])
+               for stage in record_of(trial.user_attrs)["config"]["stages"])
 
 
 @pytest.mark.slow
@@ -37,13 +38,13 @@ def test_structured_search_trains_structured_and_plain_networks(tmp_path, capsys
     assert study.user_attrs["igcnas:search_spec"]["structured"] is True
     assert study.user_attrs["igcnas:evaluation"]["structured_mode"] == "regularised"
     for t in complete:
-        config = config_from_dict(t.user_attrs["config"])
+        config = config_from_dict(record_of(t.user_attrs)["config"])
         assert t.values[1] == closed_form_costs(config).params  # the deployed network's params are the objective
         if structured(t):
-            assert t.user_attrs["structured_mode"] == "regularised"
-            assert isinstance(t.user_attrs["projection_gap"], float)
+            assert record_of(t.user_attrs)["structured_mode"] == "regularised"
+            assert isinstance(record_of(t.user_attrs)["projection_gap"], float)
         else:
-            assert "projection_gap" not in t.user_attrs
+            assert "projection_gap" not in record_of(t.user_attrs)
 
 
 @pytest.mark.slow
@@ -53,7 +54,7 @@ def test_structured_search_in_direct_mode_completes(tmp_path, capsys):
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 3
     direct = [t for t in complete if structured(t)]
-    assert direct and all(t.user_attrs["structured_mode"] == "direct" for t in direct)
+    assert direct and all(record_of(t.user_attrs)["structured_mode"] == "direct" for t in direct)
     assert study.user_attrs["igcnas:evaluation"]["structured_mode"] == "direct"
 
 

@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from igcnas.search_space.config import NetworkConfig, StageConfig, config_from_dict, config_to_dict, load_config
+from igcnas.search_space.config import NetworkConfig, StageConfig
+from igcnas.search_space.config_io import config_from_dict, config_to_dict, load_config
 from igcnas.search_space.zoo import ZOO, cifar_network
 
 

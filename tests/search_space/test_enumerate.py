@@ -4,7 +4,8 @@ import pytest
 
 from igcnas.search_space.config import NetworkConfig, StageConfig
 from igcnas.search_space.spec import SearchSpec
-from igcnas.search_space.enumerate import DesignSpace, arch_id, block_options, ordered_factorizations
+from igcnas.search_space.design_space import DesignSpace
+from igcnas.search_space.enumerate import arch_id, block_options, ordered_factorizations
 
 
 def test_ordered_factorizations_are_complete_and_exact():

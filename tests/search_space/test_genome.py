@@ -10,9 +10,12 @@ import pytest
 from igcnas.search_space.conditions import check_balance, check_complementary
 from igcnas.search_space.config import StageConfig
 from igcnas.search_space.costs import closed_form_costs
-from igcnas.search_space.enumerate import DesignSpace, arch_id
+from igcnas.search_space.design_space import DesignSpace
+from igcnas.search_space.enumerate import arch_id
 from igcnas.search_space.families import FAMILIES, Interleaved, get_family
-from igcnas.search_space.genome import Genome, genome_for, option_l, seed_configs, zoo_seed_configs
+from igcnas.search_space.genes import option_l
+from igcnas.search_space.genome import Genome, genome_for
+from igcnas.search_space.seeds import seed_configs, zoo_seed_configs
 from igcnas.search_space.spec import SearchSpec, choices_of
 
 ALL_FAMILIES = tuple(FAMILIES)

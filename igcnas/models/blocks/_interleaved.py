@@ -1,4 +1,5 @@
-"""The interleaved block shared by the dense, Xception, Deep Roots, IGC-V1, IGC-V2 and IGC-V2* families.
+"""The block of every family whose structure is interleaved (see :mod:`igcnas.search_space.families`):
+the family decides only the layer plan, and this one class builds it.
 
 ``spatial 3x3 group conv -> BN -> [shuffle -> group 1x1 conv] x (L - 1) -> BN -> ReLU``.
 There is no non-linearity inside the 1x1 chain, so the chain is one
@@ -45,7 +46,6 @@ class InterleavedBlock(nn.Module):
     pass; same function and gradients, see :mod:`igcnas.models.fast`).
     """
 
-    family = "interleaved"
     strategy = "chain"
     # Its final ReLU moves after the sum when a unit's skip connection ends on it (see models/network.Unit).
     has_final_activation = True

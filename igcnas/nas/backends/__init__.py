@@ -15,18 +15,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 from igcnas.errors import BadInput
+from igcnas.nas.objective import evaluate_config
+from igcnas.nas.options import BACKENDS, SearchOptions
+from igcnas.search_space.spec import SearchSpec
 
 if TYPE_CHECKING:
-    from igcnas.nas.options import SearchOptions
     from igcnas.nas.refine import OnResult, RefineJob, RefineReport
-    from igcnas.search_space.spec import SearchSpec
 
-__all__ = ["Backend", "BackendReport", "Prepared", "TrialCallback", "get_backend", "run_limits", "BACKEND_MODULES"]
+__all__ = ["Backend", "BackendReport", "Prepared", "TrialCallback", "get_backend", "run_limits"]
 
 TrialCallback = Callable[[Any, Any], None]  # (study, finished trial), called once per trial of this run
 
-# name -> module defining BACKEND; imported lazily so that `import igcnas.nas` never imports ray.
-BACKEND_MODULES = {"optuna": "igcnas.nas.backends.optuna_backend", "ray": "igcnas.nas.backends.ray_backend"}
 
 
 @dataclass
@@ -36,13 +35,16 @@ class Prepared:
     options: SearchOptions
     spec: SearchSpec
     genome: Any  # igcnas.search_space.genome.Genome over ``spec``
-    data: Any  # igcnas.evaluators.data.DataSplits
+    data: Any  # igcnas.evaluators.data_splits.DataSplits
     storage: Any
     study: Any
     reference: Any  # igcnas.nas.pareto.ReferencePoint
     # Trials that existed before this run, enqueued seeds (WAITING) left out: this run will train those.
     earlier: frozenset[int] = frozenset()
-    latency_table: Any = None  # igcnas.evaluators.latency.LatencyTable (--latency-table), checked for this device
+    latency_table: Any = None  # igcnas.evaluators.latency_table.LatencyTable (--latency-table), checked for this device
+    # Trains and measures one configuration (nas.objective.evaluate_config's signature): the Optuna backend's
+    # trials call it; the scale benchmark passes a synthetic one.
+    evaluate: Callable[..., Any] = evaluate_config
 
     def sampler(self) -> Any:
         """A fresh sampler of the options' kind for this space and budget (each backend makes its own)."""
@@ -67,14 +69,15 @@ class BackendReport:
         """Count one finished trial of this run (the same classification on every backend)."""
         from optuna.trial import TrialState
 
-        from igcnas.nas.records import TrialKey, TrialStatus
+        from igcnas.nas.records import TrialKey, TrialStatus, record_of
 
-        status = trial.user_attrs.get(TrialKey.STATUS)
+        record = record_of(trial.user_attrs)
+        status = record.get(TrialKey.STATUS)
         if trial.state == TrialState.COMPLETE:
             self.trained += 1
         elif trial.state == TrialState.FAIL or status == TrialStatus.FAILED:
             self.failed += 1
-            self.last_failure = str(trial.user_attrs.get(TrialKey.FAIL_REASON)
+            self.last_failure = str(record.get(TrialKey.FAIL_REASON)
                                     or trial.system_attrs.get("fail_reason") or "")
         elif status == TrialStatus.STOPPED_EARLY:
             self.stopped_early += 1  # trained, then stopped at a rung: counts as one of --n-trials
@@ -103,6 +106,7 @@ class Backend(Protocol):
 
 
 def get_backend(name: str) -> Backend:
-    if name not in BACKEND_MODULES:
-        raise BadInput(f"backend must be one of {', '.join(BACKEND_MODULES)}, got {name!r}")
-    return importlib.import_module(BACKEND_MODULES[name]).BACKEND
+    """The backend registered under ``name`` in ``options.BACKENDS`` (its module imported now)."""
+    if name not in BACKENDS:
+        raise BadInput(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    return importlib.import_module(BACKENDS[name]).BACKEND

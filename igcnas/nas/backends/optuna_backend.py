@@ -21,116 +21,145 @@ from typing import Any, Callable
 
 from igcnas.errors import BadInput
 from igcnas.nas.backends import BackendReport, Prepared, TrialCallback, run_limits
-from igcnas.nas.records import TrialKey, TrialStatus
+from igcnas.nas.records import TrialKey, TrialRecorder, TrialStatus, record_of
 
-__all__ = ["OptunaBackend", "BACKEND", "make_objective"]
+__all__ = ["OptunaBackend", "BACKEND", "RungCheck", "incremental_rung_check", "make_objective"]
 
 log = logging.getLogger(__name__)
 
 
-def make_objective(prep: Prepared) -> Callable[[Any], tuple[float, ...]]:
-    """The Optuna objective: suggest a valid config, check the budget, train, record everything."""
+# Decides at a rung: (trial, epoch, its entry there) -> (promote, dominated by, threshold, rung size).
+RungCheck = Callable[[Any, int, Any], tuple[bool, int, int, int]]
+
+
+def incremental_rung_check(prep: Prepared) -> RungCheck:
+    """The rung populations as this process has read them (shared by its n_jobs threads), brought up to
+    date at each check from the trials that finished since the last one (population.TrialFeed)."""
+    from igcnas.nas.early_stopping import RungIndex
+    from igcnas.nas.population import TrialFeed
+
+    schedule = prep.options.rung_schedule
+    index = RungIndex(prep.options.fidelity, schedule.eta if schedule is not None else 1)
+    feed: list[TrialFeed] = []
+    lock = threading.Lock()
+
+    def check(trial: Any, epoch: int, own: Any) -> tuple[bool, int, int, int]:
+        with lock:
+            if not feed:
+                feed.append(TrialFeed(trial.study))
+            index.update(*feed[0].read())
+            return index.decide(own, epoch, exclude=trial.number)
+
+    return check
+
+
+def make_objective(prep: Prepared, *, rung_check: RungCheck | None = None) -> Callable[[Any], tuple[float, ...]]:
+    """The Optuna objective: suggest a valid config, check the budget, train (``prep.evaluate``), record
+    everything. ``rung_check``: how a rung decides (default :func:`incremental_rung_check`)."""
     import optuna
 
-    from igcnas.nas import population
-    from igcnas.nas.budget import record_constraints
-    from igcnas.nas.early_stopping import RungEntry, RungIndex, StoppedAtRung, rung_peers, should_promote
-    from igcnas.nas.objective import evaluate_config, suggest_and_record
-    from igcnas.nas.study import store_weights
+    from igcnas.nas.early_stopping import RungEntry, StoppedAtRung
+    from igcnas.nas.objective import suggest_and_record
 
     options = prep.options
     schedule = options.rung_schedule
-    # --devices: a pool the n_jobs trial threads take their device from (one trial per device at a time).
-    devices: queue.Queue[str] | None = None
-    if options.devices:
-        devices = queue.Queue()
-        for name in options.devices:
-            devices.put(name)
-
-    # The rung populations as this process has read them (shared by its n_jobs threads), brought up to
-    # date at each check from the trials that finished since the last one (population.TrialFeed).
-    rung_index = RungIndex(options.fidelity, schedule.eta) if schedule is not None else None
-    rung_feed: list[population.TrialFeed] = []
-    rung_lock = threading.Lock()
-
-    def check_rung(trial: optuna.Trial, epoch: int, accuracy: float, params: int, macs: int) -> None:
-        own = RungEntry(accuracy, params, macs)
-        if population.FULL_SCAN or rung_index is None:
-            peers = rung_peers(trial.study.get_trials(deepcopy=False), options.fidelity, epoch, exclude=trial.number)
-            promote, dominated_by, threshold = should_promote(own, peers, schedule.eta)
-            size = len(peers) + 1
-        else:
-            with rung_lock:
-                if not rung_feed:
-                    rung_feed.append(population.TrialFeed(trial.study))
-                rung_index.update(*rung_feed[0].read())
-                promote, dominated_by, threshold, size = rung_index.decide(own, epoch, exclude=trial.number)
-        if not promote:
-            raise StoppedAtRung(epoch, accuracy, dominated_by, threshold, size)
+    devices = _device_pool(options.devices)
+    decide = rung_check or incremental_rung_check(prep)
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        record = TrialRecorder(trial)
         if options.total_trials is not None and not _has_slot(trial, options.total_trials):
-            trial.set_user_attr(TrialKey.STATUS, TrialStatus.NO_SLOT)
+            record.write(status=TrialStatus.NO_SLOT)
             raise optuna.TrialPruned(f"the study already has (or is running) its {options.total_trials} trials")
-        pre = suggest_and_record(trial, prep.genome, options.budget, prep.latency_table)
+        pre = suggest_and_record(trial, prep.genome, options.budget, record, prep.latency_table,
+                                 fidelity=options.fidelity)
         if pre.status == TrialStatus.OVER_BUDGET:
-            trial.set_user_attr(TrialKey.STATUS, TrialStatus.OVER_BUDGET)
             raise optuna.TrialPruned(pre.reason)
-        trial.set_user_attr(TrialKey.FIDELITY, options.fidelity)
         curve: list[float] = []
         rungs: dict[str, float] = {}
 
         def on_epoch(epoch: int, accuracy: float) -> None:
             curve.append(accuracy)
-            trial.set_user_attr(TrialKey.CURVE, list(curve))
-            if schedule is not None and epoch in schedule.rungs:
-                rungs[str(epoch)] = accuracy
-                trial.set_user_attr(TrialKey.RUNGS, dict(rungs))
-                check_rung(trial, epoch, accuracy, pre.params, pre.macs)
+            record.update(curve=list(curve))
+            if schedule is None or epoch not in schedule.rungs:
+                record.write_progress()
+                return
+            rungs[str(epoch)] = accuracy
+            record.write(rungs=dict(rungs))  # the rung's peers in other processes see it before the check
+            promote, dominated_by, threshold, size = decide(trial, epoch, RungEntry(accuracy, pre.params, pre.macs))
+            if not promote:
+                raise StoppedAtRung(epoch, accuracy, dominated_by, threshold, size)
 
-        seed = options.seed + trial.number
-        settings = options.train_settings(seed=seed)
-        device = devices.get() if devices is not None else None  # --devices: this trial's own device
-        try:
-            if device is not None:
-                settings = replace(settings, device=device)
-                trial.set_user_attr(TrialKey.DEVICE, device)
-            evaluation = evaluate_config(pre.config, prep.data, train_settings=settings,
-                                         budget=options.budget, measure_latency=options.measure_latency,
-                                         model_seed=seed, on_epoch=on_epoch, latency_table=prep.latency_table)
-        except StoppedAtRung as stop:
-            trial.set_user_attr(TrialKey.STATUS, TrialStatus.STOPPED_EARLY)
-            trial.set_user_attr(TrialKey.STOPPED_AT_EPOCH, stop.epoch)
-            trial.set_user_attr(TrialKey.STOP_REASON, str(stop))
-            raise optuna.TrialPruned(str(stop)) from None
-        except Exception as exc:
-            trial.set_user_attr(TrialKey.STATUS, TrialStatus.FAILED)
-            trial.set_user_attr(TrialKey.FAIL_REASON, f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            if device is not None:
-                devices.put(device)
-        for key, value in evaluation.attrs.items():
-            if pre.attrs.get(key) != value:
-                trial.set_user_attr(key, value)
-        if evaluation.status == TrialStatus.OVER_BUDGET:  # measured latency over its budget: not trained
-            record_constraints(trial, evaluation.constraints)
-            trial.set_user_attr(TrialKey.STATUS, TrialStatus.OVER_BUDGET)
-            raise optuna.TrialPruned(evaluation.reason)
-        if set(evaluation.constraints) - set(pre.constraints):  # latency known only now (measured)
-            record_constraints(trial, evaluation.constraints)
-        if options.save_weights:
-            try:
-                artifact = store_weights(trial, options.artifacts_path, model=evaluation.model)
-            except Exception as exc:  # a trial whose weights cannot be stored must not end COMPLETE
-                trial.set_user_attr(TrialKey.STATUS, TrialStatus.FAILED)
-                trial.set_user_attr(TrialKey.FAIL_REASON, f"storing the weights failed: {type(exc).__name__}: {exc}")
-                raise
-            trial.set_user_attr(TrialKey.WEIGHTS_ARTIFACT, artifact)
-        trial.set_user_attr(TrialKey.STATUS, TrialStatus.COMPLETE)
+        evaluation = _train(prep, trial, record, pre, devices, on_epoch)
+        _record_trained(prep, trial, record, pre, evaluation)
         return evaluation.objective_values(options.objectives)
 
     return objective
+
+
+def _device_pool(names: Any) -> queue.Queue[str] | None:
+    """--devices: a pool the n_jobs trial threads take their device from (one trial per device at a time)."""
+    if not names:
+        return None
+    devices: queue.Queue[str] = queue.Queue()
+    for name in names:
+        devices.put(name)
+    return devices
+
+
+def _train(prep: Prepared, trial: Any, record: TrialRecorder, pre: Any, devices: queue.Queue[str] | None,
+           on_epoch: Callable[[int, float], None]) -> Any:
+    """Train the trial's network (on its own device from the pool, if any); a stop or failure is recorded."""
+    import optuna
+
+    from igcnas.nas.early_stopping import StoppedAtRung
+
+    options = prep.options
+    seed = options.seed + trial.number
+    settings = options.train_settings(seed=seed)
+    device = devices.get() if devices is not None else None
+    try:
+        if device is not None:
+            settings = replace(settings, device=device)
+            record.update(device=device)
+        return prep.evaluate(pre.config, prep.data, train_settings=settings, budget=options.budget,
+                             measure_latency=options.measure_latency, model_seed=seed, on_epoch=on_epoch,
+                             latency_table=prep.latency_table)
+    except StoppedAtRung as stop:
+        record.write(status=TrialStatus.STOPPED_EARLY, stopped_at_epoch=stop.epoch, stop_reason=str(stop))
+        raise optuna.TrialPruned(str(stop)) from None
+    except Exception as exc:
+        record.write(status=TrialStatus.FAILED, fail_reason=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if device is not None:
+            devices.put(device)  # type: ignore[union-attr]
+
+
+def _record_trained(prep: Prepared, trial: Any, record: TrialRecorder, pre: Any, evaluation: Any) -> None:
+    """A trained trial's record, constraints measured only now, and weights; written in one call."""
+    import optuna
+
+    from igcnas.nas.budget import record_constraints
+    from igcnas.nas.study import store_weights
+
+    options = prep.options
+    record.update(evaluation.attrs)
+    if evaluation.status == TrialStatus.OVER_BUDGET:  # measured latency over its budget: not trained
+        record_constraints(trial, evaluation.constraints, already=pre.constraints)
+        record.write(status=TrialStatus.OVER_BUDGET)
+        raise optuna.TrialPruned(evaluation.reason)
+    if set(evaluation.constraints) - set(pre.constraints):  # latency known only now (measured)
+        record_constraints(trial, evaluation.constraints, already=pre.constraints)
+    if options.save_weights:
+        try:
+            artifact = store_weights(trial, options.artifacts_path, model=evaluation.model)
+        except Exception as exc:  # a trial whose weights cannot be stored must not end COMPLETE
+            record.write(status=TrialStatus.FAILED,
+                         fail_reason=f"storing the weights failed: {type(exc).__name__}: {exc}")
+            raise
+        record.update(weights_artifact=artifact)
+    record.write(status=TrialStatus.COMPLETE)
 
 
 def _has_slot(trial: Any, target: int) -> bool:
@@ -140,14 +169,6 @@ def _has_slot(trial: Any, target: int) -> bool:
     before this one (complete, or still running) lets any number of workers share one target
     without ever completing more than ``target`` trials.
     """
-    import optuna
-
-    from igcnas.nas import population
-
-    if population.FULL_SCAN:
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
-        earlier = trial.study.get_trials(deepcopy=False, states=states)
-        return sum(1 for t in earlier if t.number < trial.number) < target
     return _TrialCounts.of(trial.study).taken_before(trial.number) < target
 
 
@@ -172,10 +193,13 @@ class _TrialCounts:
     @classmethod
     def of(cls, study: Any) -> _TrialCounts:
         with cls._registry_lock:
-            by_study = cls._registry.setdefault(study._storage, {})
-            if study._study_id not in by_study:
-                by_study[study._study_id] = cls(study)
-            return by_study[study._study_id]
+            from igcnas.nas.optuna_adapter import storage_of, study_id_of
+
+            key = study_id_of(study)
+            by_study = cls._registry.setdefault(storage_of(study), {})
+            if key not in by_study:
+                by_study[key] = cls(study)
+            return by_study[key]
 
     def _refresh(self) -> None:
         import optuna
@@ -211,10 +235,6 @@ class _StopAfter:
         self.max_skipped, self.max_failed = run_limits(n)
 
     def __call__(self, study: Any, trial: Any) -> None:
-        import optuna
-
-        from igcnas.nas import population
-
         if trial.number < self.start_number:
             return
         report = self.report
@@ -222,12 +242,9 @@ class _StopAfter:
         if report.failed >= self.max_failed:
             study.stop()  # something is wrong with every trial: stop instead of looping
             return
-        status = trial.user_attrs.get(TrialKey.STATUS)
+        status = record_of(trial.user_attrs).get(TrialKey.STATUS)
         if self.total is not None:
-            if population.FULL_SCAN:
-                complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-            else:
-                complete = _TrialCounts.of(study).complete()
+            complete = _TrialCounts.of(study).complete()
             if complete >= self.total:
                 study.stop()
             elif status == TrialStatus.NO_SLOT:

@@ -30,10 +30,10 @@ from typing import Any, Iterator
 
 from igcnas.errors import BadInput
 from igcnas.nas.backends import BackendReport, Prepared, TrialCallback, run_limits
-from igcnas.nas.backends.ray_parts import (WEIGHTS, DefineByRun, DriverLease, check_nodes, driver_identity,
+from igcnas.nas.backends.ray_parts import (DefineByRun, DriverLease, check_nodes, driver_identity,
                                            requeue_orphans, trainable)
 from igcnas.nas.budget import record_constraints
-from igcnas.nas.records import TrialKey, TrialStatus
+from igcnas.nas.records import RayKey, TrialRecorder, TrialStatus, record_of
 
 __all__ = ["RayBackend", "BACKEND", "RecordingOptunaSearch", "MultiObjectiveASHA"]
 
@@ -60,26 +60,25 @@ def _make_searcher_class() -> type:
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             ot_trial = self._ot_trials.get(trial_id)
             # A trial that failed inside (diverged, over its time or memory limit) is told as failed.
-            error = error or bool(result and result.get("igcnas_status") == TrialStatus.FAILED)
+            error = error or bool(result and result.get(RayKey.STATUS) == TrialStatus.FAILED)
             metrics = self.metric if isinstance(self.metric, list) else [self.metric]
             finished = bool(result) and all(result.get(m) is not None for m in metrics)
             if ot_trial is not None:
+                record = TrialRecorder(ot_trial, record_of(ot_trial.user_attrs)).update(backend="ray")
                 try:
-                    ot_trial.set_user_attr(TrialKey.BACKEND, "ray")
-                    if result and not finished and "igcnas_status" not in result and "epoch" in result:
-                        _record_stopped(ot_trial, result)
+                    if result and not finished and RayKey.STATUS not in result and RayKey.EPOCH in result:
+                        _record_stopped(record, result)
                     elif result:
                         # A trial told COMPLETE (every objective value) must bring its weights.
-                        _record_result(ot_trial, result, store_weights, self.artifacts if finished else None)
+                        _record_result(record, result, store_weights, self.artifacts if finished else None)
                     elif error:
-                        ot_trial.set_user_attr(TrialKey.STATUS, TrialStatus.FAILED)
-                        ot_trial.set_user_attr(TrialKey.FAIL_REASON, "the Ray trial raised an error (see Ray logs)")
+                        record.write(status=TrialStatus.FAILED,
+                                     fail_reason="the Ray trial raised an error (see Ray logs)")
                 except Exception as exc:  # noqa: BLE001 - any recording failure fails the trial, with its reason
                     log.warning("trial %s: recording failed, the trial is failed: %s", trial_id, exc)
                     with contextlib.suppress(Exception):
-                        ot_trial.set_user_attr(TrialKey.STATUS, TrialStatus.FAILED)
-                        ot_trial.set_user_attr(TrialKey.FAIL_REASON, f"recording the result failed: "
-                                                                     f"{type(exc).__name__}: {exc}")
+                        record.write(status=TrialStatus.FAILED,
+                                     fail_reason=f"recording the result failed: {type(exc).__name__}: {exc}")
                     super().on_trial_complete(trial_id, result=None, error=True)
                     return
             # Without every objective value OptunaSearch would tell COMPLETE with None values, which the
@@ -89,31 +88,28 @@ def _make_searcher_class() -> type:
     return _Recording
 
 
-def _record_stopped(ot_trial: Any, result: dict) -> None:
+def _record_stopped(record: TrialRecorder, result: dict) -> None:
     """Stopped by the scheduler at a rung: pruned, with what it reached there."""
-    ot_trial.set_user_attr(TrialKey.STATUS, TrialStatus.STOPPED_EARLY)
-    ot_trial.set_user_attr(TrialKey.STOPPED_AT_EPOCH, int(result["epoch"]))
-    ot_trial.set_user_attr(TrialKey.CURVE, json.loads(result.get("igcnas_curve") or "[]"))
-    ot_trial.set_user_attr(TrialKey.STOP_REASON, f"stopped by the multi-objective scheduler at rung epoch "
-                                                 f"{result['epoch']}")
+    record.write(status=TrialStatus.STOPPED_EARLY, stopped_at_epoch=int(result[RayKey.EPOCH]),
+                 curve=json.loads(result.get(RayKey.CURVE) or "[]"),
+                 stop_reason=f"stopped by the multi-objective scheduler at rung epoch {result[RayKey.EPOCH]}")
 
 
-def _record_result(ot_trial: Any, result: dict, store_weights: Any, artifacts: Path | None) -> None:
+def _record_result(record: TrialRecorder, result: dict, store_weights: Any, artifacts: Path | None) -> None:
+    """The trained trial's record, written in one call after its weights are stored."""
     if artifacts is not None:
         # Stored first: a trial whose weights cannot be stored (or never came) must not end COMPLETE.
-        if not isinstance(result.get(WEIGHTS), bytes):
-            raise RuntimeError(f"its weights did not arrive with its result (from {result.get('igcnas_node')})")
-        artifact = store_weights(ot_trial, artifacts, data=result[WEIGHTS])
-        ot_trial.set_user_attr(TrialKey.WEIGHTS_ARTIFACT, artifact)
-    for key, value in json.loads(result.get("igcnas_attrs") or "{}").items():
-        if ot_trial.user_attrs.get(key) != value:
-            ot_trial.set_user_attr(key, value)
-    record_constraints(ot_trial, json.loads(result.get("igcnas_constraints") or "{}"))
-    ot_trial.set_user_attr(TrialKey.STATUS, result.get("igcnas_status", TrialStatus.COMPLETE))
-    if result.get("igcnas_error"):
-        ot_trial.set_user_attr(TrialKey.FAIL_REASON, result["igcnas_error"])
-    if result.get("igcnas_node"):
-        ot_trial.set_user_attr(TrialKey.RAY_NODE, result["igcnas_node"])
+        if not isinstance(result.get(RayKey.WEIGHTS), bytes):
+            raise RuntimeError(f"its weights did not arrive with its result (from {result.get(RayKey.NODE)})")
+        record.update(weights_artifact=store_weights(record.trial, artifacts, data=result[RayKey.WEIGHTS]))
+    record.update(json.loads(result.get(RayKey.RECORD) or "{}"))
+    record_constraints(record.trial, json.loads(result.get(RayKey.CONSTRAINTS) or "{}"))
+    record.update(status=result.get(RayKey.STATUS, TrialStatus.COMPLETE))
+    if result.get(RayKey.ERROR):
+        record.update(fail_reason=result[RayKey.ERROR])
+    if result.get(RayKey.NODE):
+        record.update(ray_node=result[RayKey.NODE])
+    record.write()
 
 
 def RecordingOptunaSearch(**kwargs: Any) -> Any:  # noqa: N802 - a class factory (ray imported lazily)
@@ -140,10 +136,10 @@ def _make_scheduler_class() -> type:
             self.decisions = {"promoted": 0, "stopped": 0}
 
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-            epoch = result.get("epoch")
-            if epoch in self.rungs and "val_accuracy_epoch" in result and "igcnas_params" in result:
-                entry = RungEntry(float(result["val_accuracy_epoch"]), float(result["igcnas_params"]),
-                                  float(result["igcnas_macs"]))
+            epoch = result.get(RayKey.EPOCH)
+            if epoch in self.rungs and RayKey.ACCURACY in result and RayKey.PARAMS in result:
+                entry = RungEntry(float(result[RayKey.ACCURACY]), float(result[RayKey.PARAMS]),
+                                  float(result[RayKey.MACS]))
                 promote, _, _ = should_promote(entry, self.rungs[epoch], self.schedule.eta)
                 self.rungs[epoch].append(entry)
                 self.decisions["promoted" if promote else "stopped"] += 1
@@ -172,7 +168,7 @@ def _drop_weights_callback() -> Any:
 
     class _DropWeights(Callback):
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            if trial.run_metadata.last_result.pop(WEIGHTS, None) is not None:
+            if trial.run_metadata.last_result.pop(RayKey.WEIGHTS, None) is not None:
                 trial.run_metadata.invalidate_cache()
 
     return _DropWeights()
@@ -243,14 +239,9 @@ class RayBackend:
 
     def run(self, prepared: Prepared, *, callbacks: list[TrialCallback]) -> BackendReport:
         import ray
-        from ray import tune
-        from ray.tune.search import ConcurrencyLimiter
-
-        from igcnas.nas.early_stopping import rung_peers
 
         prep, options = prepared, prepared.options
         run = _run_settings(prep)
-        objectives = options.objectives
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard/CSV/JSON result files
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         # Per-epoch reports carry the rung accuracy, not the final objectives OptunaSearch waits for.
@@ -271,51 +262,10 @@ class RayBackend:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
-                searcher = RecordingOptunaSearch(space=DefineByRun(prep.genome, options.budget, run, driver,
-                                                                   prep.latency_table),
-                                                 artifacts=options.artifacts_path if options.save_weights else None,
-                                                 metric=[o.name for o in objectives],
-                                                 mode=[o.tune_mode for o in objectives], sampler=sampler,
-                                                 study_name=options.study_name, storage=prep.storage)
-                search_alg: Any = searcher
-                if options.max_concurrent:
-                    search_alg = ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent)
-                schedule = options.rung_schedule
-                scheduler = None
-                if schedule is not None and schedule.rungs:
-                    trials = prep.study.get_trials(deepcopy=False)
-                    history = {e: rung_peers(trials, options.fidelity, e) for e in schedule.rungs}
-                    scheduler = MultiObjectiveASHA(schedule, history)
                 n = options.n_trials - report.trained - report.stopped_early
-                tuner = tune.Tuner(
-                    # --gpus-per-trial: Tune gives the trial its (share of a) GPU and sets CUDA_VISIBLE_DEVICES,
-                    # so "auto" resolves to it there and to the CPU in trials without one.
-                    tune.with_resources(trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}),
-                    tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=n, time_budget_s=remaining,
-                                                scheduler=scheduler),
-                    run_config=tune.RunConfig(name=f"{options.study_name}-ray",
-                                              storage_path=str((options.run_dir / "ray").resolve()), verbose=0,
-                                              # a trial lost with its node is retried once, then recorded failed
-                                              failure_config=tune.FailureConfig(max_failures=1),
-                                              callbacks=[_drop_weights_callback()]),
-                )
-                with warnings.catch_warnings(), _quiet(TUNE_RESULT_FILES_LOGGER):
-                    # The searcher asks trials outside Study.optimize; its heartbeat is not used for Ray
-                    # trials (their backend attribute exempts them from orphan failing).
-                    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-                    tuner.fit()
-                new = [t for t in prep.study.get_trials(deepcopy=False)
-                       if t.number not in seen and t.state.is_finished()]
-                if not new:
-                    break  # nothing ran (time budget spent): do not loop
-                failed_before = report.failed
-                for trial in new:
-                    seen.add(trial.number)
-                    report.add(trial)
-                    for callback in callbacks:
-                        callback(prep.study, trial)
-                if report.failed - failed_before == len(new):
-                    break  # every trial of the round failed: more rounds would fail the same way
+                tuner = _tuner(prep, run, driver, sampler, n=n, remaining=remaining)
+                if not _run_round(tuner, prep, report, seen, callbacks):
+                    break
         finally:
             lease.stop()
             if started_here:
@@ -325,12 +275,72 @@ class RayBackend:
                            "loosen --max-params/--max-macs/--max-latency-ms")
         return report
 
-
     def refine(self, job: Any, *, on_result: Any = None) -> Any:
         """Refinement units as Ray tasks on the cluster (``ray_refine``); this driver records each result."""
         from igcnas.nas.backends.ray_refine import refine_on_ray
 
         return refine_on_ray(job, on_result=on_result, connect=_connect)
+
+
+def _tuner(prep: Prepared, run: dict[str, Any], driver: dict[str, Any], sampler: Any, *, n: int,
+           remaining: float | None) -> Any:
+    """One Tune round of ``n`` trials: the recording searcher (over the study's sampler), scheduler and trainable."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    options, objectives = prep.options, prep.options.objectives
+    searcher = RecordingOptunaSearch(space=DefineByRun(prep.genome, options.budget, run, driver, prep.latency_table),
+                                     artifacts=options.artifacts_path if options.save_weights else None,
+                                     metric=[o.name for o in objectives],
+                                     mode=[o.tune_mode for o in objectives], sampler=sampler,
+                                     study_name=options.study_name, storage=prep.storage)
+    search_alg: Any = searcher
+    if options.max_concurrent:
+        search_alg = ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent)
+    return tune.Tuner(
+        # --gpus-per-trial: Tune gives the trial its (share of a) GPU and sets CUDA_VISIBLE_DEVICES,
+        # so "auto" resolves to it there and to the CPU in trials without one.
+        tune.with_resources(tune.with_parameters(trainable, evaluate=prep.evaluate),
+                            {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}),
+        tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=n, time_budget_s=remaining,
+                                    scheduler=_scheduler(prep)),
+        run_config=tune.RunConfig(name=f"{options.study_name}-ray",
+                                  storage_path=str((options.run_dir / "ray").resolve()), verbose=0,
+                                  # a trial lost with its node is retried once, then recorded failed
+                                  failure_config=tune.FailureConfig(max_failures=1),
+                                  callbacks=[_drop_weights_callback()]),
+    )
+
+
+def _scheduler(prep: Prepared) -> Any:
+    """The multi-objective rung scheduler, fed the rungs the study's trials reached so far (None: no rungs)."""
+    from igcnas.nas.early_stopping import rung_peers
+
+    schedule = prep.options.rung_schedule
+    if schedule is None or not schedule.rungs:
+        return None
+    trials = prep.study.get_trials(deepcopy=False)
+    return MultiObjectiveASHA(schedule, {e: rung_peers(trials, prep.options.fidelity, e) for e in schedule.rungs})
+
+
+def _run_round(tuner: Any, prep: Prepared, report: BackendReport, seen: set[int],
+               callbacks: list[TrialCallback]) -> bool:
+    """Fit one round and count the trials it finished (not in ``seen``); False when no more rounds should run."""
+    with warnings.catch_warnings(), _quiet(TUNE_RESULT_FILES_LOGGER):
+        # The searcher asks trials outside Study.optimize; its heartbeat is not used for Ray
+        # trials (their backend attribute exempts them from orphan failing).
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        tuner.fit()
+    new = [t for t in prep.study.get_trials(deepcopy=False) if t.number not in seen and t.state.is_finished()]
+    if not new:
+        return False  # nothing ran (time budget spent): do not loop
+    failed_before = report.failed
+    for trial in new:
+        seen.add(trial.number)
+        report.add(trial)
+        for callback in callbacks:
+            callback(prep.study, trial)
+    return report.failed - failed_before != len(new)  # all failed: more rounds would fail the same way
 
 
 def _run_settings(prep: Prepared) -> dict[str, Any]:

@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from igcnas.errors import BadInput
-from igcnas.nas.records import TrialKey, TrialStatus
+from igcnas.nas.optuna_adapter import set_trial_system_attr, storage_of, trial_id_of
+from igcnas.nas.records import (RECORD_ATTR, RayKey, SystemKey, TrialKey, TrialRecorder, TrialStatus, record_of,
+                                rewrite_record)
 
-__all__ = ["WEIGHTS", "DefineByRun", "DriverLease", "check_nodes", "driver_gone", "driver_identity",
+__all__ = ["DefineByRun", "DriverLease", "check_nodes", "driver_gone", "driver_identity",
            "load_cached", "requeue_orphans", "trainable"]
 
 log = logging.getLogger(__name__)
-
-WEIGHTS = "igcnas_weights"  # result key of the trained state dict, ``torch.save`` bytes
 
 _DATA_CACHE: dict[tuple[Any, ...], Any] = {}
 
@@ -49,45 +49,40 @@ class DefineByRun:
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         from igcnas.nas.objective import suggest_and_record
-        from igcnas.search_space.config import config_to_dict
+        from igcnas.search_space.config_io import config_to_dict
 
-        trial.set_user_attr(TrialKey.BACKEND, "ray")  # first: Optuna workers must not take it for an orphan
-        # Whose trial it is, and a fresh lease: a later driver re-queues it only once this driver is gone.
-        trial.set_user_attr(TrialKey.RAY_DRIVER, self.driver)
-        trial.storage.set_trial_system_attr(trial._trial_id, TrialKey.DRIVER_LEASE, time.time())
-        pre = suggest_and_record(trial, self.genome, self.budget, self.latency_table)
-        trial.set_user_attr(TrialKey.FIDELITY, self.run["fidelity"])
-        return {"igcnas_config": config_to_dict(pre.config), "igcnas_status": pre.status,
-                "igcnas_number": trial.number, "igcnas_run": self.run, "igcnas_latency_ms": pre.latency_ms}
+        # First: Optuna workers must not take it for an orphan; whose trial it is, and a fresh lease: a later
+        # driver re-queues it only once this driver is gone.
+        record = TrialRecorder(trial)
+        record.write(backend="ray", ray_driver=self.driver)
+        set_trial_system_attr(trial.study, trial, SystemKey.DRIVER_LEASE, time.time())
+        pre = suggest_and_record(trial, self.genome, self.budget, record, self.latency_table,
+                                 fidelity=self.run["fidelity"])
+        return {RayKey.CONFIG: config_to_dict(pre.config), RayKey.STATUS: pre.status,
+                RayKey.NUMBER: trial.number, RayKey.RUN: self.run, RayKey.LATENCY_MS: pre.latency_ms}
 
 
-def trainable(config: dict[str, Any]) -> None:
-    """A Ray Tune function trainable: one configuration, trained and reported."""
+def trainable(config: dict[str, Any], evaluate: Any = None) -> None:
+    """A Ray Tune function trainable: one configuration, trained (``evaluate``: the search's
+    ``Prepared.evaluate``, default ``nas.objective.evaluate_config``) and reported."""
     import ray
-    import torch
     from ray import tune
 
-    from igcnas.evaluators.latency import Fingerprint
-    from igcnas.evaluators.timing import note_reference
+    from igcnas.evaluators.latency_runtime import Fingerprint
     from igcnas.evaluators.train import TrainSettings, TrialDiverged, TrialLimitExceeded
     from igcnas.nas.budget import Budget
     from igcnas.nas.objective import evaluate_config
-    from igcnas.nas.objectives import objectives_for
-    from igcnas.search_space.config import config_from_dict
+    from igcnas.search_space.config_io import config_from_dict
     from igcnas.search_space.costs import closed_form_costs
 
-    run = config["igcnas_run"]
-    network = config_from_dict(config["igcnas_config"])
-    if config.get("igcnas_status") == TrialStatus.OVER_BUDGET:
-        tune.report({"igcnas_status": TrialStatus.OVER_BUDGET})  # no objective values: pruned, never trained
+    run = config[RayKey.RUN]
+    network = config_from_dict(config[RayKey.CONFIG])
+    if config.get(RayKey.STATUS) == TrialStatus.OVER_BUDGET:
+        tune.report({RayKey.STATUS: TrialStatus.OVER_BUDGET})  # no objective values: pruned, never trained
         return
-    torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
-    fingerprint = run.get("latency_fingerprint")
-    if fingerprint and Fingerprint(**fingerprint) == Fingerprint.here(**{k: fingerprint[k] for k in (
-            "runtime", "threads", "batch", "input_size", "in_channels")}):
-        note_reference(run.get("latency_probe_us"))  # a node of the table's kind counts blocks by its probe
+    fingerprint = _set_up_node(run)
     data = load_cached(run)
-    seed = int(run["split_seed"]) + int(config["igcnas_number"])
+    seed = int(run["split_seed"]) + int(config[RayKey.NUMBER])
     settings = TrainSettings(**{**run["train"], "seed": seed})
     costs = closed_form_costs(network)
     curve: list[float] = []
@@ -96,25 +91,50 @@ def trainable(config: dict[str, Any]) -> None:
         curve.append(accuracy)
         if epoch < settings.epochs:
             # The exact costs ride along so that the scheduler can rank trials at a rung on all objectives.
-            tune.report({"epoch": epoch, "val_accuracy_epoch": accuracy, "igcnas_params": costs.params,
-                         "igcnas_macs": costs.macs, "igcnas_curve": json.dumps(curve)})
+            tune.report({RayKey.EPOCH: epoch, RayKey.ACCURACY: accuracy, RayKey.PARAMS: costs.params,
+                         RayKey.MACS: costs.macs, RayKey.CURVE: json.dumps(curve)})
 
     node = f"{ray.util.get_node_ip_address()} {ray.get_runtime_context().get_node_id()[:12]}"
     try:
-        evaluation = evaluate_config(network, data, train_settings=settings, budget=Budget(**run["budget"]),
-                                     measure_latency=run["measure_latency"], model_seed=seed, on_epoch=on_epoch,
-                                     latency_fingerprint=Fingerprint(**fingerprint) if fingerprint else None)
-        if config.get("igcnas_latency_ms") is not None:  # predicted on the driver, before training
-            evaluation.latency_ms = float(config["igcnas_latency_ms"])
+        evaluation = (evaluate or evaluate_config)(
+            network, data, train_settings=settings, budget=Budget(**run["budget"]),
+            measure_latency=run["measure_latency"], model_seed=seed, on_epoch=on_epoch,
+            latency_fingerprint=Fingerprint(**fingerprint) if fingerprint else None)
+        if config.get(RayKey.LATENCY_MS) is not None:  # predicted on the driver, before training
+            evaluation.latency_ms = float(config[RayKey.LATENCY_MS])
     except (TrialDiverged, TrialLimitExceeded) as exc:
         # As on the Optuna backend: the trial fails with its reason and the search goes on.
-        tune.report({"igcnas_status": TrialStatus.FAILED, "igcnas_error": f"{type(exc).__name__}: {exc}",
-                     "igcnas_node": node, "igcnas_attrs": json.dumps({TrialKey.CURVE: curve})})
+        tune.report({RayKey.STATUS: TrialStatus.FAILED, RayKey.ERROR: f"{type(exc).__name__}: {exc}",
+                     RayKey.NODE: node, RayKey.RECORD: json.dumps({TrialKey.CURVE: curve})})
         return
+    tune.report(_final_result(evaluation, run, epochs=len(curve), node=node))
+
+
+def _set_up_node(run: dict[str, Any]) -> dict[str, Any] | None:
+    """Set this trial's threads and, on a node of the latency table's kind, its timing reference; the fingerprint."""
+    import torch
+
+    from igcnas.evaluators.latency_runtime import Fingerprint
+    from igcnas.evaluators.timing import note_reference
+
+    torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
+    fingerprint = run.get("latency_fingerprint")
+    if fingerprint and Fingerprint(**fingerprint) == Fingerprint.here(**{k: fingerprint[k] for k in (
+            "runtime", "threads", "batch", "input_size", "in_channels")}):
+        note_reference(run.get("latency_probe_us"))  # a node of the table's kind counts blocks by its probe
+    return fingerprint
+
+
+def _final_result(evaluation: Any, run: dict[str, Any], *, epochs: int, node: str) -> dict[str, Any]:
+    """A trained trial's final report: status, record, constraints, objective values and (bytes) weights."""
+    import torch
+
+    from igcnas.nas.objectives import objectives_for
+
     # Nested values travel JSON-encoded so that Tune's result loggers see flat scalars only.
-    result: dict[str, Any] = {"igcnas_status": evaluation.status, "igcnas_attrs": json.dumps(evaluation.attrs),
-                              "igcnas_constraints": json.dumps(evaluation.constraints), "epoch": len(curve),
-                              "igcnas_node": node}  # which machine trained it: finds slow or faulty nodes
+    result: dict[str, Any] = {RayKey.STATUS: evaluation.status, RayKey.RECORD: json.dumps(evaluation.attrs),
+                              RayKey.CONSTRAINTS: json.dumps(evaluation.constraints), RayKey.EPOCH: epochs,
+                              RayKey.NODE: node}  # which machine trained it: finds slow or faulty nodes
     if evaluation.status == TrialStatus.COMPLETE:
         objectives = objectives_for(latency=run["latency_objective"])
         result.update(zip([o.name for o in objectives], evaluation.objective_values(objectives)))
@@ -122,8 +142,8 @@ def trainable(config: dict[str, Any]) -> None:
             # In the result, not on this node's disk: the driver stores them (CPU tensors, loadable anywhere).
             buffer = io.BytesIO()
             torch.save({k: v.detach().cpu() for k, v in evaluation.model.state_dict().items()}, buffer)
-            result[WEIGHTS] = buffer.getvalue()
-    tune.report(result)
+            result[RayKey.WEIGHTS] = buffer.getvalue()
+    return result
 
 
 def load_cached(run: dict[str, Any]) -> Any:
@@ -135,7 +155,7 @@ def load_cached(run: dict[str, Any]) -> Any:
 
 
 def _load(run: dict[str, Any]) -> Any:
-    from igcnas.evaluators.data import load_dataset
+    from igcnas.evaluators.datasets import load_dataset
 
     return load_dataset(run["dataset"], data_dir=run["data_dir"], seed=run["split_seed"],
                         val_fraction=run["val_fraction"], memory_cap_mb=run.get("memory_cap_mb"),
@@ -275,10 +295,9 @@ class DriverLease:
         while not self._stop.wait(self.interval):
             try:
                 for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                    if trial.user_attrs.get(TrialKey.RAY_DRIVER) == self.driver:
+                    if record_of(trial.user_attrs).get(TrialKey.RAY_DRIVER) == self.driver:
                         try:
-                            self.study._storage.set_trial_system_attr(trial._trial_id, TrialKey.DRIVER_LEASE,
-                                                                      time.time())
+                            set_trial_system_attr(self.study, trial, SystemKey.DRIVER_LEASE, time.time())
                         except optuna.exceptions.UpdateFinishedTrialError:
                             pass  # it finished meanwhile
             except Exception as exc:  # noqa: BLE001 - a storage hiccup: the next beat tries again
@@ -295,7 +314,7 @@ def requeue_orphans(study: Any, *, grace: float) -> list[int]:
 
     Tune trials die with their driver, and Ray trials have no heartbeat, so nothing else would ever
     end them. As with heartbeat-stale trials (``igcnas.nas.storage``): the trial is marked
-    ``TrialKey.STALE``, failed with the reason, and re-queued by ``lease.RetryStaleTrial``, the
+    ``SystemKey.STALE``, failed with the reason, and re-queued by ``lease.RetryStaleTrial``, the
     re-queue every storage uses (at most ``MAX_STALE_RETRIES`` times). Failing first is the
     claim: of two drivers recovering at once, only the one whose failing succeeds re-queues. Completed
     trials are never touched. Returns the numbers of the trials failed.
@@ -304,27 +323,28 @@ def requeue_orphans(study: Any, *, grace: float) -> list[int]:
 
     from igcnas.nas.lease import MAX_STALE_RETRIES, RetryStaleTrial
 
-    storage, failed = study._storage, []
+    storage, failed = storage_of(study), []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryStaleTrial(max_retry=MAX_STALE_RETRIES)  # the one re-queue rule (drops stale mark, leases)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial.user_attrs.get(TrialKey.BACKEND) != "ray":
+        record = record_of(trial.user_attrs)
+        if record.get(TrialKey.BACKEND) != "ray":
             continue  # an Optuna worker's: its heartbeat tells
-        reason = driver_gone(trial.user_attrs.get(TrialKey.RAY_DRIVER), trial.system_attrs.get(TrialKey.DRIVER_LEASE),
+        reason = driver_gone(record.get(TrialKey.RAY_DRIVER), trial.system_attrs.get(SystemKey.DRIVER_LEASE),
                              trial.datetime_start, grace=grace)
         if reason is None:
             continue
         try:
-            storage.set_trial_system_attr(trial._trial_id, TrialKey.STALE, True)
-            storage.set_trial_user_attr(trial._trial_id, TrialKey.STATUS, TrialStatus.FAILED)
-            storage.set_trial_user_attr(trial._trial_id, TrialKey.FAIL_REASON, f"{reason}; re-queued")
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            storage.set_trial_system_attr(trial_id_of(trial), SystemKey.STALE, True)
+            rewrite_record(storage, trial_id_of(trial), trial.user_attrs,
+                           {TrialKey.STATUS: TrialStatus.FAILED, TrialKey.FAIL_REASON: f"{reason}; re-queued"})
+            storage.set_trial_state_values(trial_id_of(trial), optuna.trial.TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished meanwhile (or another driver failed it first: that one re-queues it)
         failed.append(trial.number)
         log.warning("trial %d: %s; failed and re-queued with the same parameters", trial.number, reason)
         again = copy.deepcopy(trial)
-        again.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _RUN_ATTRS}
+        again.user_attrs = {RECORD_ATTR: {k: v for k, v in record.items() if k not in _RUN_ATTRS}}
         retry(study, again)
     return failed
