@@ -111,7 +111,7 @@ def _blocks(call, run_time: float, threads: int) -> list[float]:
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
-    from igcnas.evaluators.cost import as_designed
+    from igcnas.evaluators.measured_costs import as_designed
     from igcnas.models import build_model
 
     if args.pin:

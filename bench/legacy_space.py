@@ -1,13 +1,13 @@
 """The search's previous define-by-run encoding, kept in the benchmarks only as the "current behaviour" arm.
 
 The search now suggests a fixed list of genes (``igcnas.search_space.genome``) and decodes them; before
-that, ``igcnas.nas.space.suggest_config`` asked for the family first and then per-family, per-width
-parameters (``width@igcv2``, ``igcv2.s1.K@C16.L3``). An NSGA-II over that encoding sees a different
-parameter set for every family, so its crossover and mutation mostly fall back to independent random
-sampling. The sampler comparison keeps this arm (plain ``NSGAIISampler`` on the old encoding) to
+that, the search's ``suggest_config`` (now in ``igcnas.nas.gene_suggestions``) asked for the family first and
+then per-family, per-width parameters (``width@igcv2``, ``igcv2.s1.K@C16.L3``). An NSGA-II over that encoding
+sees a different parameter set for every family, so its crossover and mutation mostly fall back to independent
+random sampling. The sampler comparison keeps this arm (plain ``NSGAIISampler`` on the old encoding) to
 separate what the new encoding brings from what the new sampler brings. These two functions are
-copied unchanged (names aside) from ``git show 0bd1cd5:igcnas/nas/space.py``; the library no longer
-needs them, so they live here rather than there.
+copied unchanged (names aside) from ``git show 0bd1cd5:igcnas/nas/space.py`` (the module is
+``gene_suggestions.py`` since); the library no longer needs them, so they live here rather than there.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class Context:
     """What every arm shares: the space, its genome, the seed networks in both encodings, the table."""
 
     def __init__(self, table: dict[str, Row], n_trials_hint: int, spec: Any = None) -> None:
-        from igcnas.nas.space import seed_trial_params
+        from igcnas.nas.gene_suggestions import seed_trial_params
         from igcnas.search_space.genome import genome_for
         from igcnas.search_space.spec import choices_of
         from legacy_space import legacy_params_for
@@ -107,7 +107,7 @@ def make_arm(name: str, seed: int, ctx: Context) -> tuple[Any, Callable[[Any], A
     """(sampler, suggest, params to enqueue) of one arm for one seed; samplers are the search's own
     (``make_sampler``), so the comparison follows any change to how the search builds them."""
     from igcnas.nas.samplers import make_sampler
-    from igcnas.nas.space import suggest_config
+    from igcnas.nas.gene_suggestions import suggest_config
     from legacy_space import legacy_suggest_config
 
     genome = ctx.genome

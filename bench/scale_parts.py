@@ -44,7 +44,7 @@ def synthetic_accuracy(arch: str, params: int, epoch: int) -> float:
 
 
 class SyntheticTraining:
-    """Stands in for ``igcnas.nas.objective.evaluate_config``: same arguments, same result and attributes,
+    """Stands in for ``igcnas.nas.trial_evaluation.evaluate_config``: same arguments, same result and attributes,
     a sleep instead of training. ``constant``: a trial stopped at a rung sleeps out its remaining epochs
     too, so that every trial takes ``seconds`` (rates compare across worker counts)."""
 
@@ -62,7 +62,7 @@ class SyntheticTraining:
                  model_seed: int = 0, on_epoch: Any = None, latency_table: Any = None,
                  latency_fingerprint: Any = None) -> Any:
         from igcnas.nas.early_stopping import StoppedAtRung
-        from igcnas.nas.objective import precheck
+        from igcnas.nas.trial_evaluation import precheck
         from igcnas.nas.records import TrialKey, TrialStatus
 
         evaluation = precheck(config, budget, latency_table)
@@ -112,9 +112,9 @@ def synthetic_trials(n: int, *, seed: int, fidelity: str, start: datetime.dateti
     import optuna
 
     from igcnas.nas.budget import Budget
-    from igcnas.nas.objective import precheck
+    from igcnas.nas.trial_evaluation import precheck
     from igcnas.nas.records import RECORD_ATTR, SystemKey, TrialKey, TrialStatus, check_record
-    from igcnas.nas.space import gene_distributions
+    from igcnas.nas.gene_suggestions import gene_distributions
     from igcnas.search_space.genome import genome_for
     from igcnas.search_space.spec import SearchSpec
 

@@ -127,7 +127,7 @@ def run_nsga2_plain(ds: str, seed: int, budget: float, t0: float) -> list:
     import optuna
 
     from igcnas.evaluators.train import TrainSettings
-    from igcnas.nas.objective import evaluate_config
+    from igcnas.nas.trial_evaluation import evaluate_config
     from igcnas.nas.budget import Budget
     from igcnas.search_space.plan import resolve
 
@@ -204,7 +204,7 @@ class _RaySpace:
         self.spec, self.run = spec, run
 
     def __call__(self, trial):
-        from igcnas.nas.space import suggest_config
+        from igcnas.nas.gene_suggestions import suggest_config
         from igcnas.search_space.genome import genome_for
         from igcnas.search_space.config_io import config_to_dict
 

@@ -156,16 +156,17 @@ def replay(*, table: dict[str, Row], spec: SearchSpec, sampler: optuna.samplers.
 
     ``spec`` is the space searched (the table's, or a subset of it: every network asked for must be in
     ``table``); ``suggest`` turns a trial into a network, by default the search's own
-    ``igcnas.nas.space.suggest_config`` over ``spec``'s genome. ``reference`` and ``true_front_hv`` are computed from
-    ``table`` when not given (pass them in to save the work across many replays). ``arch_cache`` maps a
-    configuration to its arch_id across replays (hashing the resolved plan is the costliest look-up).
+    ``igcnas.nas.gene_suggestions.suggest_config`` over ``spec``'s genome. ``reference`` and ``true_front_hv``
+    are computed from ``table`` when not given (pass them in to save the work across many replays).
+    ``arch_cache`` maps a configuration to its arch_id across replays (hashing the resolved plan is the
+    costliest look-up).
     """
     import optuna
 
     from igcnas.search_space.enumerate import arch_id
 
     if suggest is None:
-        from igcnas.nas.space import suggest_config
+        from igcnas.nas.gene_suggestions import suggest_config
         from igcnas.search_space.genome import genome_for
 
         genome = genome_for(spec)

@@ -38,7 +38,7 @@ TRAIN_NETWORKS = ["igcv2_c64_d20", "xception_c35_d20", "igcv1_c48_d20", "igcv2_c
 
 
 def network(name: str):
-    from igcnas.search_space.zoo import ZOO, cifar_network
+    from igcnas.search_space.paper_networks import ZOO, cifar_network
 
     if name in ZOO:
         return ZOO[name].config
@@ -124,7 +124,7 @@ def measure_trainer(names: list[str], device_name: str, rounds: int, steps: int,
     from igcnas.evaluators.train import TrainSettings, train_model
     from igcnas.models import build_model
     from igcnas.models.fast import prepare_for_training
-    from igcnas.search_space.zoo import cifar_network
+    from igcnas.search_space.paper_networks import cifar_network
 
     device = resolve_device(device_name)
     precision = resolve_precision(precision, device)
@@ -246,7 +246,7 @@ def main() -> int:
     parser.add_argument("--worker", choices=["reference", "fast", "infer", "trainer"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from igcnas.search_space.zoo import ZOO
+    from igcnas.search_space.paper_networks import ZOO
 
     names = TRAIN_NETWORKS[:2] if args.quick else TRAIN_NETWORKS
     infer = [n for n in ZOO if n != "igcv3_1.0"] + ["igcv3_1.0"]

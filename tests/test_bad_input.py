@@ -130,7 +130,7 @@ def test_an_internal_value_error_is_not_reported_as_bad_input(monkeypatch, tmp_p
 
 def test_model_file_that_is_not_a_state_dict(tmp_path):
     from igcnas.models import load
-    from igcnas.search_space.zoo import ZOO
+    from igcnas.search_space.paper_networks import ZOO
     from igcnas.search_space.config_io import config_to_dict
 
     (tmp_path / "config.json").write_text(json.dumps(config_to_dict(ZOO["igcv2_c64_d8"].config)))

@@ -6,7 +6,7 @@ import pytest
 
 from igcnas.cli import main
 from igcnas.search_space.config_io import config_to_dict
-from igcnas.search_space.zoo import ZOO
+from igcnas.search_space.paper_networks import ZOO
 
 
 def run_cli(capsys, *argv):
@@ -86,6 +86,18 @@ def test_bad_config_files_exit_2(tmp_path, capsys, content, expected):
     path.write_text(content)
     code, _, err = run_cli(capsys, "space", "check", str(path))
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_renamed_command_still_runs_with_a_one_line_notice(capsys):
+    """``proxy-check`` is now ``rank-check``: the old name runs the new command (so scripts keep working),
+    says so on stderr, and is not offered by the help."""
+    from igcnas.cli import build_parser
+
+    code, out, err = run_cli(capsys, "proxy-check", "--n-configs", "2")
+    assert code == 2  # rank-check's own check of --n-configs: the renamed command ran
+    assert err.splitlines() == ["igc-nas: proxy-check was renamed rank-check; running igc-nas rank-check",
+                                "igc-nas: error: n-configs must be >= 3 to rank anything, got 2"]
+    assert "rank-check" in build_parser().format_help() and "proxy-check" not in build_parser().format_help()
 
 
 @pytest.mark.slow

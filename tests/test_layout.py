@@ -87,7 +87,7 @@ def test_only_the_ray_backend_imports_ray_and_only_dashboards_import_plotly():
     for name, path in MODULES.items():
         imported = imports_of(path)
         if any(m == "ray" or m.startswith("ray.") for m in imported):
-            assert name in ("igcnas.nas.backends.ray_backend", "igcnas.nas.backends.ray_parts",
+            assert name in ("igcnas.nas.backends.ray_backend", "igcnas.nas.backends.ray_trials",
                             "igcnas.nas.backends.ray_refine"), name
         if any(m == "plotly" or m.startswith("plotly.") for m in imported):
             assert name.startswith("igcnas.dashboards"), name

@@ -18,9 +18,11 @@ from igcnas.cli import latency, refine, results, search, space, storage, zoo
 from igcnas.cli._common import Parser
 from igcnas.errors import BadInput, SearchFailed
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "renamed_command"]
 
 COMMAND_GROUPS = (zoo, space, search, refine, results, storage, latency)
+# Old command names that still run the renamed command (hidden from the help), with a one-line notice on stderr.
+RENAMED_COMMANDS = {"proxy-check": "rank-check"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,11 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def renamed_command(argv: list[str]) -> list[str]:
+    """``argv`` with an old command name replaced by its new one (the command is the first word that is not
+    an option: igc-nas's own options take no value), saying so on stderr so that scripts can be updated."""
+    i = next((i for i, word in enumerate(argv) if not word.startswith("-")), None)
+    if i is None or argv[i] not in RENAMED_COMMANDS:
+        return argv
+    new = RENAMED_COMMANDS[argv[i]]
+    print(f"igc-nas: {argv[i]} was renamed {new}; running igc-nas {new}", file=sys.stderr)
+    return argv[:i] + [new] + argv[i + 1:]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(renamed_command(argv))
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
         return int(args.func(args) or 0)

@@ -1,4 +1,4 @@
-"""``igc-nas search`` (its flags generated from ``SearchOptions``) and ``igc-nas proxy-check``."""
+"""``igc-nas search`` (its flags generated from ``SearchOptions``) and ``igc-nas rank-check``."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
                                               help="do not write dashboard.html into the run folder")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("proxy-check", help="is short training a trustworthy proxy? (Kendall tau)",
+    p = sub.add_parser("rank-check", help="does short training rank networks as long training does? (Kendall tau)",
                        description="Train about 10 sampled configurations at the search fidelity and at a longer "
                                    "one and print Kendall's tau between the two rankings by validation accuracy.")
     p.add_argument("--dataset", default="digits", help="data set, as for search (default digits)")
@@ -58,7 +58,7 @@ def register(sub: Any) -> None:
     p.add_argument("--max-batches-per-epoch", type=int, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help="seed of the sample, split and training (default 0)")
     p.add_argument("--device", default="auto", help=f"where to train: {DEVICE_CHOICES} (default auto)")
-    p.set_defaults(func=cmd_proxy_check)
+    p.set_defaults(func=cmd_rank_check)
 
 
 def options_from_args(args: argparse.Namespace) -> SearchOptions:
@@ -152,9 +152,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_proxy_check(args: argparse.Namespace) -> int:
+def cmd_rank_check(args: argparse.Namespace) -> int:
     from igcnas.evaluators.device import resolve_device
-    from igcnas.nas.proxy import proxy_check
+    from igcnas.nas.rank_check import rank_check
 
     resolve_device(args.device)  # an unavailable device is bad input, before any training
 
@@ -164,10 +164,10 @@ def cmd_proxy_check(args: argparse.Namespace) -> int:
 
     print(f"training {args.n_configs} configurations for {args.short_epochs} and {args.long_epochs} epochs on "
           f"{args.dataset} (val acc short -> long):")
-    result = proxy_check(dataset=args.dataset, data_dir=args.data_dir, n_configs=args.n_configs,
-                         short_epochs=args.short_epochs, long_epochs=args.long_epochs, seed=args.seed,
-                         families=tuple(args.family) if args.family else None,
-                         max_batches_per_epoch=args.max_batches_per_epoch, device=args.device, on_row=row)
+    result = rank_check(dataset=args.dataset, data_dir=args.data_dir, n_configs=args.n_configs,
+                        short_epochs=args.short_epochs, long_epochs=args.long_epochs, seed=args.seed,
+                        families=tuple(args.family) if args.family else None,
+                        max_batches_per_epoch=args.max_batches_per_epoch, device=args.device, on_row=row)
     verdict = ("a trustworthy proxy" if result.tau >= 0.6 else "a rough proxy" if result.tau >= 0.3
                else "not a trustworthy proxy: search with more epochs")
     print(f"Kendall tau between the {result.short_epochs}-epoch and {result.long_epochs}-epoch rankings: "

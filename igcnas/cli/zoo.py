@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
 def _zoo_rows(measure: bool) -> list[dict[str, Any]]:
     from igcnas.search_space.costs import closed_form_costs
     from igcnas.search_space.enumerate import arch_id
-    from igcnas.search_space.zoo import ZOO, paper_ratios
+    from igcnas.search_space.paper_networks import ZOO, paper_ratios
 
     rows = []
     for entry in progress(list(ZOO.values()), "measuring zoo networks with fvcore", enabled=measure):
@@ -46,7 +46,7 @@ def _zoo_rows(measure: bool) -> list[dict[str, Any]]:
             "macs": costs.macs, "flops": costs.flops, "closed_form_fvcore_total": costs.fvcore_total,
         }
         if measure:
-            from igcnas.evaluators.cost import measure_config
+            from igcnas.evaluators.measured_costs import measure_config
 
             measured = measure_config(entry.config)
             row.update(fvcore_total=measured.fvcore_total, fvcore_by_operator=measured.by_operator,
@@ -96,7 +96,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 def config_or_zoo(text: str) -> Any:
     """A zoo network by name, or a configuration file."""
     from igcnas.search_space.config_io import load_config
-    from igcnas.search_space.zoo import ZOO
+    from igcnas.search_space.paper_networks import ZOO
 
     if text in ZOO:
         return ZOO[text].config
@@ -106,7 +106,7 @@ def config_or_zoo(text: str) -> Any:
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    from igcnas.evaluators.cost import measure_costs, measure_latency
+    from igcnas.evaluators.measured_costs import measure_costs, measure_latency
     from igcnas.models import build_model
     from igcnas.search_space.costs import closed_form_costs, uncounted_operations
     from igcnas.search_space.enumerate import arch_id

@@ -64,7 +64,7 @@ def zoo_references(shape: dict[str, int] | None, trials: pd.DataFrame) -> list[d
     """The paper's networks rebuilt for the study's input shape: closed-form costs, accuracy if evaluated."""
     from igcnas.search_space.costs import closed_form_costs
     from igcnas.search_space.enumerate import arch_id
-    from igcnas.search_space.zoo import ZOO
+    from igcnas.search_space.paper_networks import ZOO
 
     refs = []
     by_arch = {}

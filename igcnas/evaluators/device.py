@@ -6,7 +6,7 @@ gradient scaler so that small gradients do not flush to zero); left unset it is
 bf16 on CUDA devices that support it and fp32 everywhere else, the CPU included
 (the CPU fast path, composed kernels chosen by timing, is measured in fp32).
 Latency is not measured here: it stays a deployment measurement on the CPU
-(see :mod:`igcnas.evaluators.cost`).
+(see :mod:`igcnas.evaluators.measured_costs`).
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def measure_networks(configs: Sequence[NetworkConfig], fingerprint: Fingerprint,
                      models: Sequence[nn.Module] | None = None, *,
                      runner: Runner | None = None) -> list[Timing]:
     """Whole networks (deployed form, as designed) timed in turns on the fingerprint's runtime, threads, batch."""
-    from igcnas.evaluators.cost import as_designed
+    from igcnas.evaluators.measured_costs import as_designed
     from igcnas.models import build_model
 
     if models is None:

@@ -51,7 +51,7 @@ from igcnas.nas.optuna_adapter import set_trial_system_attr, storage_of, study_i
 from igcnas.nas.records import SystemKey
 from igcnas.nas.population import Member, StudyView, members_of
 from igcnas.nas.selection import constrained_ranks, hypervolume_gains
-from igcnas.nas.space import gene_distributions
+from igcnas.nas.gene_suggestions import gene_distributions
 from igcnas.search_space.genome import Genome
 
 __all__ = ["EvolutionarySampler", "population_size_for"]

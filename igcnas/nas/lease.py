@@ -174,7 +174,7 @@ class StaleTrialRecovery(StaleTrialHook):
         for trial_id in orphans:
             trial = self.get_trial(trial_id)  # type: ignore[attr-defined]
             if record_of(trial.user_attrs).get(TrialKey.BACKEND) == "ray":
-                continue  # Ray's recovery (backends/ray_parts.py) re-queues its own trials
+                continue  # Ray's recovery (backends/ray_trials.py) re-queues its own trials
             if trial.datetime_complete is None or trial.datetime_complete > cutoff:
                 continue  # failed moments ago: the worker that failed it may be re-queuing it now
             if len(trial.system_attrs.get(SystemKey.RETRY_HISTORY, [])) >= MAX_STALE_RETRIES:

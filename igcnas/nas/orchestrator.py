@@ -21,12 +21,13 @@ from typing import Any, Callable
 
 from igcnas.errors import BadInput, SearchFailed
 from igcnas.files import atomic_write_text
-from igcnas.nas.backends import Backend, BackendReport, Prepared, TrialCallback, get_backend
+from igcnas.nas.backends import Backend, BackendReport, PreparedSearch, TrialCallback, get_backend
 from igcnas.nas.options import BACKENDS, SearchOptions, flag_of
 from igcnas.nas.records import StudyKey, TrialStatus
 from igcnas.search_space.spec import SearchSpec, space_bounds
 
-__all__ = ["Prepared", "SearchOutcome", "SearchFailed", "prepare", "run_search", "finish", "check_backend_options"]
+__all__ = ["PreparedSearch", "SearchOutcome", "SearchFailed", "prepare", "run_search", "finish",
+           "check_backend_options"]
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,12 @@ def check_backend_options(options: SearchOptions, backend: Backend) -> None:
                        f"(it applies to --backend {', '.join(others)})")
 
 
-def prepare(options: SearchOptions, *, data: Any = None, evaluate: Callable[..., Any] | None = None) -> Prepared:
+def prepare(options: SearchOptions, *, data: Any = None, evaluate: Callable[..., Any] | None = None) -> PreparedSearch:
     """Load data, build the space, check budgets against it, open the study and record the search on it.
 
     Everything that can be wrong with the input fails here, before the study is touched. ``data``: the
     data set already loaded (the options' is not read); ``evaluate``: what trains and measures a trial
-    (default ``nas.objective.evaluate_config``), which then owns its device (``--device`` is not checked).
+    (default ``nas.trial_evaluation.evaluate_config``), which then owns its device (``--device`` is not checked).
     The scale benchmark passes both: a synthetic trial needs neither images nor a device.
     """
     import optuna
@@ -93,7 +94,7 @@ def prepare(options: SearchOptions, *, data: Any = None, evaluate: Callable[...,
         study.set_user_attr(StudyKey.ARTIFACTS, str(options.artifacts_path.resolve()))
     earlier = frozenset(t.number for t in study.get_trials(deepcopy=False)
                         if t.state != optuna.trial.TrialState.WAITING)
-    prepared = Prepared(options, spec, genome, data, storage, study, reference, earlier, latency_table)
+    prepared = PreparedSearch(options, spec, genome, data, storage, study, reference, earlier, latency_table)
     return prepared if evaluate is None else replace(prepared, evaluate=evaluate)
 
 
@@ -137,7 +138,7 @@ def _record_search(study: Any, attrs: dict[str, Any], options: SearchOptions, sp
                    genome: Any) -> Any:
     """The study's reference point; a new study also records its data set, space and objectives, and is seeded."""
     from igcnas.nas.pareto import ReferencePoint
-    from igcnas.nas.space import seed_trial_params
+    from igcnas.nas.gene_suggestions import seed_trial_params
 
     if StudyKey.REFERENCE_POINT in attrs:
         return ReferencePoint.from_dict(attrs[StudyKey.REFERENCE_POINT])
@@ -208,7 +209,7 @@ def record_latency_source(study: Any, options: SearchOptions, table: Any) -> Non
 
 
 def run_search(options: SearchOptions, *, callbacks: list[TrialCallback] | None = None,
-               on_ready: Callable[[Prepared], None] | None = None,
+               on_ready: Callable[[PreparedSearch], None] | None = None,
                evaluate: Callable[..., Any] | None = None) -> SearchOutcome:
     """Run (or continue) the search and write the trial table, front and summary into the run folder.
 
@@ -233,7 +234,7 @@ def run_search(options: SearchOptions, *, callbacks: list[TrialCallback] | None 
     return outcome
 
 
-def finish(prep: Prepared, report: BackendReport) -> SearchOutcome:
+def finish(prep: PreparedSearch, report: BackendReport) -> SearchOutcome:
     """Write trials.csv, pareto.csv and summary.json (each atomically) and return the outcome."""
     from igcnas.nas.pareto import export_trials, hypervolume, pareto_front, trials_frame
 

@@ -40,18 +40,23 @@ def config_to_dict(config: NetworkConfig) -> dict[str, Any]:
     return data
 
 
+def _check_fields(data: dict[str, Any], allowed: Any, required: tuple[str, ...], *, unknown: str, missing: str,
+                  quote_missing: bool = True) -> None:
+    """BadInput naming the first unknown field (with the allowed ones) or the first missing required one."""
+    extra = set(data) - set(allowed)
+    if extra:
+        raise BadInput(f"{unknown.format(repr(sorted(extra)[0]))}; allowed fields: {', '.join(sorted(allowed))}")
+    for name in required:
+        if name not in data:
+            raise BadInput(missing.format(repr(name) if quote_missing else name))
+
+
 def config_from_dict(data: Any) -> NetworkConfig:
     """Parse a dict (from JSON or TOML) into a :class:`NetworkConfig` whose network resolves."""
     if not isinstance(data, dict):
         raise BadInput(f"config must be a JSON object, got {type(data).__name__}")
-    unknown = set(data) - _NETWORK_FIELDS
-    if unknown:
-        raise BadInput(
-            f"unknown config field {sorted(unknown)[0]!r}; allowed fields: {', '.join(sorted(_NETWORK_FIELDS))}"
-        )
-    for required in ("family", "stages", "stem_width"):
-        if required not in data:
-            raise BadInput(f"config field {required!r} is missing")
+    _check_fields(data, _NETWORK_FIELDS, ("family", "stages", "stem_width"), unknown="unknown config field {}",
+                  missing="config field {} is missing")
     stages_raw = data["stages"]
     if not isinstance(stages_raw, list):
         raise BadInput("stages must be a list of stage objects")
@@ -59,15 +64,8 @@ def config_from_dict(data: Any) -> NetworkConfig:
     for index, stage in enumerate(stages_raw):
         if not isinstance(stage, dict):
             raise BadInput(f"stages[{index}] must be an object")
-        unknown = set(stage) - _STAGE_FIELDS
-        if unknown:
-            raise BadInput(
-                f"unknown field {sorted(unknown)[0]!r} in stages[{index}]; "
-                f"allowed fields: {', '.join(sorted(_STAGE_FIELDS))}"
-            )
-        for required in ("width", "blocks"):
-            if required not in stage:
-                raise BadInput(f"stages[{index}].{required} is missing")
+        _check_fields(stage, _STAGE_FIELDS, ("width", "blocks"), unknown=f"unknown field {{}} in stages[{index}]",
+                      missing=f"stages[{index}].{{}} is missing", quote_missing=False)
         stage = dict(stage)
         if isinstance(stage.get("chain"), list):
             stage["chain"] = tuple(stage["chain"])

@@ -1,7 +1,7 @@
 """What the gene encoding is made of, below both the genome and its moves.
 
 One gene's distribution (:class:`GeneSpec`), a decoded gene vector (:class:`Point`), the names of
-the genes (:class:`GeneNames`), L of a stage option (:func:`option_l`), and per (family, width) cell the stage
+the genes (:class:`GeneNames`), L of a stage option (:func:`l_of_option`), and per (family, width) cell the stage
 tables that the ``L`` and ``pos`` genes index (:func:`stage_tables`). The encoding as a whole, its
 repair rule and why it looks this way are documented in :mod:`igcnas.search_space.genome`; the moves
 (:mod:`igcnas.search_space.moves`) and the genome both build on this module, so neither imports the
@@ -20,7 +20,7 @@ from igcnas.search_space.families import Interleaved, get_family
 from igcnas.search_space.spec import SearchSpec, option_label
 
 __all__ = ["GeneSpec", "GeneNames", "StageTable", "Point", "FAMILY", "WIDTH", "BLOCKS", "INVERTED_L", "nearest",
-           "option_l", "stage_tables"]
+           "l_of_option", "stage_tables"]
 
 # Group convolutions of an IGC-V3 inverted residual block: group 1x1 expand, channel-wise 3x3, group 1x1 project.
 INVERTED_L = 3
@@ -33,26 +33,15 @@ class GeneNames:
     trial records, samplers and moves call them. A base of the genome, so that both the encoding and its
     moves read them from here."""
 
-    @staticmethod
-    def l_gene(i: int) -> str:
-        return f"s{i}.L"
-
-    @staticmethod
-    def pos_gene(i: int) -> str:
-        return f"s{i}.pos"
-
-    @staticmethod
-    def sk_gene(i: int) -> str:
-        return f"s{i}.sk"
-
-    @staticmethod
-    def cr_gene(i: int) -> str:
-        return f"s{i}.cr"
+    l_gene = staticmethod(lambda i: f"s{i}.L")  # the number of group convolutions of stage i
+    pos_gene = staticmethod(lambda i: f"s{i}.pos")  # the position among that L's factorisations, in cost order
+    sk_gene = staticmethod(lambda i: f"s{i}.sk")  # a structured stage's kernel
+    cr_gene = staticmethod(lambda i: f"s{i}.cr")  # a structured stage's channel reduction
 
 
 @dataclass(frozen=True, kw_only=True)
 class GeneSpec:
-    """One gene's distribution in plain terms (turned into an Optuna distribution by ``nas.space``).
+    """One gene's distribution in plain terms (turned into an Optuna distribution by ``nas.gene_suggestions``).
 
     ``kind`` is ``"categorical"`` (``choices``), ``"int"`` (``low``..``high`` inclusive) or ``"float"``
     (``low``..``high``).
@@ -115,7 +104,7 @@ def nearest(values: tuple[int, ...] | list[int], target: int) -> int:
     return min(values, key=lambda v: (abs(v - target), v))
 
 
-def option_l(family: str, option: Mapping[str, Any], width: int) -> int:
+def l_of_option(family: str, option: Mapping[str, Any], width: int) -> int:
     """L (group convolutions per block) of one stage option at ``width`` channels."""
     structure = get_family(family).structure(StageConfig(width=width, blocks=1, **option))
     return structure.num_convs if isinstance(structure, Interleaved) else INVERTED_L
@@ -141,7 +130,7 @@ def stage_tables(spec: SearchSpec, family: str, width: int) -> tuple[StageTable,
             choice = reference.copy()
             choice[i] = option
             cost = closed_form_costs(spec.build(family, width, blocks, choice))
-            grouped.setdefault(option_l(family, option, width * 2**i), []).append(
+            grouped.setdefault(l_of_option(family, option, width * 2**i), []).append(
                 (cost.params, cost.macs, option_label(option), option))
         by_l = {l_value: tuple(entry[3] for entry in sorted(entries, key=lambda e: e[:3]))
                 for l_value, entries in grouped.items()}

@@ -79,8 +79,8 @@ from igcnas.errors import BadInput
 from igcnas.search_space.config import NetworkConfig
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.enumerate import arch_id
-from igcnas.search_space.genes import (BLOCKS, FAMILY, INVERTED_L, WIDTH, GeneSpec, Point, StageTable, nearest,
-                                       option_l, stage_tables)
+from igcnas.search_space.genes import (BLOCKS, FAMILY, INVERTED_L, WIDTH, GeneSpec, Point, StageTable, l_of_option,
+                                       nearest, stage_tables)
 from igcnas.search_space.moves import GeneMoves
 from igcnas.search_space.spec import (CHANNEL_REDUCTIONS, STRUCTURED_KERNELS, SearchSpec, choices_of, option_label,
                                       structure_fields, structure_indices)
@@ -275,7 +275,7 @@ class Genome(GeneMoves):
             stage_width = width * 2**i
             if stage.width != stage_width:
                 raise BadInput(f"stage {i} has width {stage.width}; the template has {stage_width}")
-            l_value = option_l(config.family, choice, stage_width)
+            l_value = l_of_option(config.family, choice, stage_width)
             options = tables[i].by_l.get(l_value, ())
             if choice not in options:
                 raise BadInput(f"stage {i} option {option_label(choice)} is not in the space at width {stage_width}")

@@ -15,7 +15,7 @@ from igcnas.search_space.conditions import check_balance
 from igcnas.search_space.config import NetworkConfig, StageConfig
 from igcnas.search_space.families import get_family
 from igcnas.search_space.spec import SearchSpec, choices_of
-from igcnas.search_space.zoo import ZOO
+from igcnas.search_space.paper_networks import ZOO
 
 __all__ = ["seed_configs", "zoo_seed_configs"]
 

@@ -129,7 +129,7 @@ def test_trainer_trains_on_a_streamed_folder(folder, tmp_path):
     if "train_batches" not in inspect.getsource(trainer.train_model):
         pytest.skip("train_model still reads data.train_x; the trainer is being switched to train_batches")
     from igcnas.models import build_model
-    from igcnas.search_space.zoo import cifar_network
+    from igcnas.search_space.paper_networks import cifar_network
 
     data = load_dataset("imagefolder", data_dir=str(folder), image_size=16, cache_dir=tmp_path, memory_cap_mb=0.01)
     config = cifar_network("igcv2", 16, 5, [{"chain": (4, 4)}, {"chain": (4, 8)}, {"chain": (8, 8)}],

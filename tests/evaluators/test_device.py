@@ -1,6 +1,5 @@
 """Devices and precisions: resolution, clear errors, bf16 on the CPU, and the GPU paths (skipped without CUDA)."""
 
-import dataclasses
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from igcnas.evaluators.datasets import load_dataset
 from igcnas.evaluators.device import resolve_device, resolve_precision
 from igcnas.evaluators.train import TrainSettings, train_model
 from igcnas.models import build_model
-from igcnas.search_space.zoo import cifar_network
+from igcnas.search_space.paper_networks import cifar_network
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 

@@ -6,7 +6,7 @@ import torch
 from igcnas.evaluators.datasets import load_dataset
 from igcnas.evaluators.train import TrainSettings, TrialDiverged, train_model
 from igcnas.models import build_model
-from igcnas.search_space.zoo import cifar_network
+from igcnas.search_space.paper_networks import cifar_network
 from tests.conftest import plain_accuracy
 
 

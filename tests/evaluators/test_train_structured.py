@@ -9,7 +9,7 @@ from igcnas.evaluators.datasets import load_dataset
 from igcnas.evaluators.train import TrainSettings, train_model
 from igcnas.models import build_model
 from igcnas.models.structured import SumPoolConv2d, projected, structural_penalty
-from igcnas.search_space.zoo import cifar_network
+from igcnas.search_space.paper_networks import cifar_network
 from tests.conftest import plain_accuracy
 
 

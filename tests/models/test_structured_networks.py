@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from igcnas.evaluators.cost import measure_config
+from igcnas.evaluators.measured_costs import measure_config
 from igcnas.models import build_model
 from igcnas.models.decomposition import decompose
 from igcnas.models.structured import SumPoolConv2d, StructuredConv2d, projected
@@ -13,7 +13,7 @@ from igcnas.search_space.config import StageConfig
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.enumerate import arch_id
 from igcnas.search_space.families import FAMILIES
-from tests.evaluators.test_cost import assert_closed_form_matches_fvcore, sampled_configs
+from tests.evaluators.test_measured_costs import assert_closed_form_matches_fvcore, sampled_configs
 from tests.models.test_blocks import small_config
 
 

@@ -25,7 +25,7 @@ from igcnas.evaluators.latency_build import build_table
 from igcnas.evaluators.latency_table import LatencyTable
 from igcnas.nas.budget import Budget, is_feasible, violation
 from igcnas.nas.evolution import EvolutionarySampler
-from igcnas.nas.objective import precheck
+from igcnas.nas.trial_evaluation import precheck
 from igcnas.nas.options import SearchOptions
 from igcnas.nas.orchestrator import run_search
 from igcnas.nas.pareto import trials_frame
@@ -139,7 +139,7 @@ def test_every_pre_training_check_admits_a_network_on_the_budget(boundary_search
     over = precheck(config, just_under, table)
     assert over.status == TrialStatus.OVER_BUDGET and "predicted latency" in over.reason
     # Ray's define-by-run space (the driver's check, before a trial is handed to a worker).
-    from igcnas.nas.backends.ray_parts import DefineByRun
+    from igcnas.nas.backends.ray_trials import DefineByRun
 
     genome = genome_for(SPACE)
     for bound, expected in ((budget, "pending"), (just_under, TrialStatus.OVER_BUDGET)):

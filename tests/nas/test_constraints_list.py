@@ -83,7 +83,7 @@ def test_parents_violation_counts_each_constraint_once():
     import random
 
     from igcnas.nas.population import members_of
-    from igcnas.nas.space import gene_distributions
+    from igcnas.nas.gene_suggestions import gene_distributions
     from igcnas.search_space.genome import Genome
     from igcnas.search_space.spec import SearchSpec
 

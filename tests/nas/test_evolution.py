@@ -16,7 +16,7 @@ from igcnas.nas.evolution import (EvolutionarySampler,
 from igcnas.nas.records import SystemKey, TrialKey, TrialStatus, record_of
 from igcnas.nas.samplers import SAMPLERS, make_sampler
 from igcnas.nas.budget import Budget
-from igcnas.nas.space import gene_distributions, seed_trial_params, suggest_config
+from igcnas.nas.gene_suggestions import gene_distributions, seed_trial_params, suggest_config
 from igcnas.search_space.conditions import check_complementary
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.enumerate import arch_id

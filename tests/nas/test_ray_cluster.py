@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from igcnas.cli import main
-from igcnas.nas.backends.ray_parts import DriverLease, driver_identity, requeue_orphans
+from igcnas.nas.backends.ray_trials import DriverLease, driver_identity, requeue_orphans
 from igcnas.nas.records import SystemKey, TrialKey, record_of
 from igcnas.nas.study import load_weights, open_storage, open_study
 from tests.nas.conftest import LOOPBACK_ENV, LoopbackCluster

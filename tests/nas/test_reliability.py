@@ -221,7 +221,7 @@ def test_four_workers_share_one_postgres_study_exactly(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_trial_faults_fail_that_trial_with_a_reason_and_the_study_goes_on(tmp_path):
-    from igcnas.nas.objective import evaluate_config
+    from igcnas.nas.trial_evaluation import evaluate_config
 
     calls = {"n": 0}
 
@@ -270,7 +270,7 @@ def test_dead_workers_trials_are_failed_marked_stale_and_rerun(storage_url, tmp_
     beat, which Optuna alone never fails: with --total-trials it would hold its slot forever), one killed
     after beating. The next worker fails both, marks them stale and re-queues them; one retry runs."""
     from igcnas.nas.objectives import OBJECTIVES
-    from igcnas.nas.records import SystemKey, TrialKey
+    from igcnas.nas.records import SystemKey
 
     name = f"orphan-{uuid.uuid4().hex[:8]}"
     storage = open_storage(storage_url, heartbeat_interval=1, grace_period=3)
@@ -300,7 +300,7 @@ def test_stale_failure_whose_worker_died_before_requeuing_it_is_requeued_once(st
     """Optuna fails a stale trial, then re-queues it in a second step; a worker killed between the two
     (seen once in CI) must not lose the trial. An error failure is never re-queued by this repair."""
     from igcnas.nas.objectives import OBJECTIVES
-    from igcnas.nas.records import SystemKey, TrialKey
+    from igcnas.nas.records import SystemKey
 
     storage = open_storage(storage_url, heartbeat_interval=1, grace_period=1)
     study = optuna.create_study(study_name=f"r-{uuid.uuid4().hex[:8]}", storage=storage,

@@ -16,7 +16,7 @@ from igcnas.nas.early_stopping import RungEntry, RungIndex, fidelity_key, rung_p
 from igcnas.nas.evolution import EvolutionarySampler
 from igcnas.nas.objectives import objectives_for
 from igcnas.nas.population import StudyView, TrialFeed
-from igcnas.nas.space import gene_distributions
+from igcnas.nas.gene_suggestions import gene_distributions
 from igcnas.nas.study import open_storage, open_study
 from igcnas.search_space.genome import Genome
 from igcnas.search_space.spec import SearchSpec
@@ -238,11 +238,11 @@ def test_a_search_promotes_and_stops_the_same_trials_either_way(tmp_path):
         storage = open_storage(url, heartbeat=False)
         study = open_study(storage, "scale", create=False)
         spec = SearchSpec.for_data(in_channels=1, input_size=8, num_classes=10)
-        from igcnas.nas.backends import Prepared
+        from igcnas.nas.backends import PreparedSearch
         from igcnas.nas.pareto import ReferencePoint
         from igcnas.search_space.genome import genome_for
 
-        prep = Prepared(options, spec, genome_for(spec), None, storage, study, ReferencePoint(1e6, 1e7),
+        prep = PreparedSearch(options, spec, genome_for(spec), None, storage, study, ReferencePoint(1e6, 1e7),
                         frozenset(range(150)), evaluate=bench.SyntheticTraining(0.0))
         study.sampler = prep.sampler()
         check = None

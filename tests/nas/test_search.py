@@ -153,8 +153,8 @@ def test_every_objective_is_read_from_the_evaluation_by_its_name():
     name, in the table's order, latency included."""
     import dataclasses
 
-    from igcnas.nas.objective import Evaluation
-    from igcnas.search_space.zoo import cifar_network
+    from igcnas.nas.trial_evaluation import Evaluation
+    from igcnas.search_space.paper_networks import cifar_network
 
     everything = objectives_for(latency=True)
     fields = {f.name for f in dataclasses.fields(Evaluation)}

@@ -6,13 +6,13 @@ import pytest
 
 from igcnas.search_space.config import NetworkConfig, StageConfig
 from igcnas.search_space.config_io import config_from_dict, config_to_dict, load_config
-from igcnas.search_space.zoo import ZOO, cifar_network
+from igcnas.search_space.paper_networks import ZOO, cifar_network
 
 
 def test_importing_search_space_does_not_import_torch():
     code = (
         "import sys, igcnas.search_space, igcnas.search_space.enumerate, igcnas.search_space.conditions, "
-        "igcnas.search_space.zoo; print('torch' in sys.modules)"
+        "igcnas.search_space.paper_networks; print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -13,7 +13,7 @@ from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.design_space import DesignSpace
 from igcnas.search_space.enumerate import arch_id
 from igcnas.search_space.families import FAMILIES, Interleaved, get_family
-from igcnas.search_space.genes import option_l
+from igcnas.search_space.genes import l_of_option
 from igcnas.search_space.genome import Genome, genome_for
 from igcnas.search_space.seeds import seed_configs, zoo_seed_configs
 from igcnas.search_space.spec import SearchSpec, choices_of
@@ -53,13 +53,13 @@ def test_genes_are_fixed_and_documented():
 
 
 def test_l_is_the_number_of_group_convolutions_per_family():
-    assert option_l("dense", {}, 16) == 1
-    assert option_l("xception", {}, 16) == 2
-    assert option_l("deep_roots", {"k1": 4}, 16) == 2
-    assert option_l("igcv1", {"k1": 4}, 16) == 2
-    assert option_l("igcv2", {"chain": (4, 2, 2)}, 16) == 4
-    assert option_l("igcv2_star", {"k": 4, "l": 3}, 16) == 3
-    assert option_l("igcv3", {"expansion": 6, "groups": 2}, 16) == 3
+    assert l_of_option("dense", {}, 16) == 1
+    assert l_of_option("xception", {}, 16) == 2
+    assert l_of_option("deep_roots", {"k1": 4}, 16) == 2
+    assert l_of_option("igcv1", {"k1": 4}, 16) == 2
+    assert l_of_option("igcv2", {"chain": (4, 2, 2)}, 16) == 4
+    assert l_of_option("igcv2_star", {"k": 4, "l": 3}, 16) == 3
+    assert l_of_option("igcv3", {"expansion": 6, "groups": 2}, 16) == 3
 
 
 @pytest.mark.slow
@@ -303,7 +303,7 @@ def test_seeds_are_valid_encodable_and_balanced():
 
 
 def test_zoo_seeds_keep_the_papers_stage_structures():
-    from igcnas.search_space.zoo import ZOO
+    from igcnas.search_space.paper_networks import ZOO
 
     spec = SearchSpec(widths=(16, 24, 32, 48, 64))
     seeds = zoo_seed_configs(spec)

@@ -15,21 +15,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 from igcnas.errors import BadInput
-from igcnas.nas.objective import evaluate_config
+from igcnas.nas.trial_evaluation import evaluate_config
 from igcnas.nas.options import BACKENDS, SearchOptions
 from igcnas.search_space.spec import SearchSpec
 
 if TYPE_CHECKING:
     from igcnas.nas.refine import OnResult, RefineJob, RefineReport
 
-__all__ = ["Backend", "BackendReport", "Prepared", "TrialCallback", "get_backend", "run_limits"]
+__all__ = ["Backend", "BackendReport", "PreparedSearch", "TrialCallback", "get_backend", "run_limits"]
 
 TrialCallback = Callable[[Any, Any], None]  # (study, finished trial), called once per trial of this run
 
 
 
 @dataclass
-class Prepared:
+class PreparedSearch:
     """A validated search, ready for a backend: options, space, data and the opened study."""
 
     options: SearchOptions
@@ -42,7 +42,7 @@ class Prepared:
     # Trials that existed before this run, enqueued seeds (WAITING) left out: this run will train those.
     earlier: frozenset[int] = frozenset()
     latency_table: Any = None  # igcnas.evaluators.latency_table.LatencyTable (--latency-table), checked for this device
-    # Trains and measures one configuration (nas.objective.evaluate_config's signature): the Optuna backend's
+    # Trains and measures one configuration (nas.trial_evaluation.evaluate_config's signature): the Optuna backend's
     # trials call it; the scale benchmark passes a synthetic one.
     evaluate: Callable[..., Any] = evaluate_config
 
@@ -96,7 +96,7 @@ class Backend(Protocol):
     # Option names (fields of SearchOptions) this backend does not honour; they must keep their defaults.
     unsupported: frozenset[str]
 
-    def run(self, prepared: Prepared, *, callbacks: list[TrialCallback]) -> BackendReport:
+    def run(self, prepared: PreparedSearch, *, callbacks: list[TrialCallback]) -> BackendReport:
         """Train trials into ``prepared.study`` until the run's target is met; report what ran."""
         ...
 

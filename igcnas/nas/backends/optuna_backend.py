@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from igcnas.errors import BadInput
-from igcnas.nas.backends import BackendReport, Prepared, TrialCallback, run_limits
+from igcnas.nas.backends import BackendReport, PreparedSearch, TrialCallback, run_limits
 from igcnas.nas.records import TrialKey, TrialRecorder, TrialStatus, record_of
 
 __all__ = ["OptunaBackend", "BACKEND", "RungCheck", "incremental_rung_check", "make_objective"]
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 RungCheck = Callable[[Any, int, Any], tuple[bool, int, int, int]]
 
 
-def incremental_rung_check(prep: Prepared) -> RungCheck:
+def incremental_rung_check(prep: PreparedSearch) -> RungCheck:
     """The rung populations as this process has read them (shared by its n_jobs threads), brought up to
     date at each check from the trials that finished since the last one (population.TrialFeed)."""
     from igcnas.nas.early_stopping import RungIndex
@@ -53,13 +53,13 @@ def incremental_rung_check(prep: Prepared) -> RungCheck:
     return check
 
 
-def make_objective(prep: Prepared, *, rung_check: RungCheck | None = None) -> Callable[[Any], tuple[float, ...]]:
+def make_objective(prep: PreparedSearch, *, rung_check: RungCheck | None = None) -> Callable[[Any], tuple[float, ...]]:
     """The Optuna objective: suggest a valid config, check the budget, train (``prep.evaluate``), record
     everything. ``rung_check``: how a rung decides (default :func:`incremental_rung_check`)."""
     import optuna
 
     from igcnas.nas.early_stopping import RungEntry, StoppedAtRung
-    from igcnas.nas.objective import suggest_and_record
+    from igcnas.nas.trial_evaluation import suggest_and_record
 
     options = prep.options
     schedule = options.rung_schedule
@@ -107,7 +107,7 @@ def _device_pool(names: Any) -> queue.Queue[str] | None:
     return devices
 
 
-def _train(prep: Prepared, trial: Any, record: TrialRecorder, pre: Any, devices: queue.Queue[str] | None,
+def _train(prep: PreparedSearch, trial: Any, record: TrialRecorder, pre: Any, devices: queue.Queue[str] | None,
            on_epoch: Callable[[int, float], None]) -> Any:
     """Train the trial's network (on its own device from the pool, if any); a stop or failure is recorded."""
     import optuna
@@ -136,7 +136,7 @@ def _train(prep: Prepared, trial: Any, record: TrialRecorder, pre: Any, devices:
             devices.put(device)  # type: ignore[union-attr]
 
 
-def _record_trained(prep: Prepared, trial: Any, record: TrialRecorder, pre: Any, evaluation: Any) -> None:
+def _record_trained(prep: PreparedSearch, trial: Any, record: TrialRecorder, pre: Any, evaluation: Any) -> None:
     """A trained trial's record, constraints measured only now, and weights; written in one call."""
     import optuna
 
@@ -266,7 +266,7 @@ class OptunaBackend:
 
         return refine_here(job, on_result=on_result)
 
-    def run(self, prepared: Prepared, *, callbacks: list[TrialCallback]) -> BackendReport:
+    def run(self, prepared: PreparedSearch, *, callbacks: list[TrialCallback]) -> BackendReport:
         import optuna
         import torch
 

@@ -1,4 +1,4 @@
-"""The Ray Tune backend (with ``ray_parts``, the only modules that import ray).
+"""The Ray Tune backend (with ``ray_trials`` and ``ray_refine``, the only modules that import ray).
 
 The same genes, evaluation and records as the Optuna backend run as Ray Tune
 trials, with Ray Tune's ``OptunaSearch`` asking and telling the **same Optuna
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from igcnas.errors import BadInput
-from igcnas.nas.backends import BackendReport, Prepared, TrialCallback, run_limits
-from igcnas.nas.backends.ray_parts import (DefineByRun, DriverLease, check_nodes, driver_identity,
+from igcnas.nas.backends import BackendReport, PreparedSearch, TrialCallback, run_limits
+from igcnas.nas.backends.ray_trials import (DefineByRun, DriverLease, check_nodes, driver_identity,
                                            requeue_orphans, trainable)
 from igcnas.nas.budget import record_constraints
 from igcnas.nas.records import RayKey, TrialRecorder, TrialStatus, record_of
@@ -237,7 +237,7 @@ class RayBackend:
     name = "ray"
     unsupported = frozenset({"total_trials", "n_jobs", "devices"})
 
-    def run(self, prepared: Prepared, *, callbacks: list[TrialCallback]) -> BackendReport:
+    def run(self, prepared: PreparedSearch, *, callbacks: list[TrialCallback]) -> BackendReport:
         import ray
 
         prep, options = prepared, prepared.options
@@ -282,7 +282,7 @@ class RayBackend:
         return refine_on_ray(job, on_result=on_result, connect=_connect)
 
 
-def _tuner(prep: Prepared, run: dict[str, Any], driver: dict[str, Any], sampler: Any, *, n: int,
+def _tuner(prep: PreparedSearch, run: dict[str, Any], driver: dict[str, Any], sampler: Any, *, n: int,
            remaining: float | None) -> Any:
     """One Tune round of ``n`` trials: the recording searcher (over the study's sampler), scheduler and trainable."""
     from ray import tune
@@ -312,7 +312,7 @@ def _tuner(prep: Prepared, run: dict[str, Any], driver: dict[str, Any], sampler:
     )
 
 
-def _scheduler(prep: Prepared) -> Any:
+def _scheduler(prep: PreparedSearch) -> Any:
     """The multi-objective rung scheduler, fed the rungs the study's trials reached so far (None: no rungs)."""
     from igcnas.nas.early_stopping import rung_peers
 
@@ -323,7 +323,7 @@ def _scheduler(prep: Prepared) -> Any:
     return MultiObjectiveASHA(schedule, {e: rung_peers(trials, prep.options.fidelity, e) for e in schedule.rungs})
 
 
-def _run_round(tuner: Any, prep: Prepared, report: BackendReport, seen: set[int],
+def _run_round(tuner: Any, prep: PreparedSearch, report: BackendReport, seen: set[int],
                callbacks: list[TrialCallback]) -> bool:
     """Fit one round and count the trials it finished (not in ``seen``); False when no more rounds should run."""
     with warnings.catch_warnings(), _quiet(TUNE_RESULT_FILES_LOGGER):
@@ -343,7 +343,7 @@ def _run_round(tuner: Any, prep: Prepared, report: BackendReport, seen: set[int]
     return report.failed - failed_before != len(new)  # all failed: more rounds would fail the same way
 
 
-def _run_settings(prep: Prepared) -> dict[str, Any]:
+def _run_settings(prep: PreparedSearch) -> dict[str, Any]:
     """What every Ray trial needs to load the same data and train the same way (plain, picklable values)."""
     options = prep.options
     return {

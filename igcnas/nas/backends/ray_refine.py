@@ -1,6 +1,6 @@
 """The Ray backend's ``igc-nas refine``: refinement units (``igcnas.nas.refine``) as Ray tasks.
 
-One of the three modules that import ray (with ``ray_backend`` and ``ray_parts``). The driver claims the
+One of the three modules that import ray (with ``ray_backend`` and ``ray_trials``). The driver claims the
 units it sends (and beats the claims while they run, so other refine runs leave them alone), each unit is
 a task with the resources a search trial gets, and its result comes back as plain data: the node that
 trained it may share no disk with the driver, which records it on the study. A unit whose task raised or
@@ -13,7 +13,7 @@ import contextlib
 import logging
 from typing import Any, Callable
 
-from igcnas.nas.backends.ray_parts import check_nodes, load_cached
+from igcnas.nas.backends.ray_trials import check_nodes, load_cached
 
 __all__ = ["refine_on_ray", "refine_task"]
 

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from igcnas.cli import main
-from igcnas.nas.proxy import proxy_check
+from igcnas.nas.rank_check import rank_check
 
 
 def tau_b(a, b):
@@ -29,22 +29,22 @@ def tau_b(a, b):
 
 
 @pytest.mark.slow
-def test_proxy_check_ranks_configurations_at_two_fidelities(capsys):
-    result = proxy_check(n_configs=4, short_epochs=1, long_epochs=2, max_batches_per_epoch=4, seed=0)
+def test_rank_check_ranks_configurations_at_two_fidelities(capsys):
+    result = rank_check(n_configs=4, short_epochs=1, long_epochs=2, max_batches_per_epoch=4, seed=0)
     assert len(result.rows) == 4 and all(0 <= r["short"] <= 1 and 0 <= r["long"] <= 1 for r in result.rows)
     short = [r["short"] for r in result.rows]
     long = [r["long"] for r in result.rows]
     expected = tau_b(short, long)
     assert (math.isnan(result.tau) and math.isnan(expected)) or result.tau == pytest.approx(expected)
-    again = proxy_check(n_configs=4, short_epochs=1, long_epochs=2, max_batches_per_epoch=4, seed=0)
+    again = rank_check(n_configs=4, short_epochs=1, long_epochs=2, max_batches_per_epoch=4, seed=0)
     assert again.rows == result.rows  # seeded: the same configurations and accuracies
-    code = main(["proxy-check", "--n-configs", "3", "--short-epochs", "1", "--long-epochs", "2",
+    code = main(["rank-check", "--n-configs", "3", "--short-epochs", "1", "--long-epochs", "2",
                  "--max-batches-per-epoch", "3"])
     assert code == 0 and "Kendall tau" in capsys.readouterr()[0]
 
 
-def test_proxy_check_validates():
+def test_rank_check_validates():
     with pytest.raises(ValueError, match="n-configs"):
-        proxy_check(n_configs=2)
+        rank_check(n_configs=2)
     with pytest.raises(ValueError, match="short epochs < long epochs"):
-        proxy_check(short_epochs=3, long_epochs=3)
+        rank_check(short_epochs=3, long_epochs=3)

@@ -1,9 +1,10 @@
-"""Instantiate named zoo networks (the configurations live in :mod:`igcnas.search_space.zoo`)."""
+"""The papers' networks (the zoo) as PyTorch models, by name; their configurations and the papers' figures
+live in :mod:`igcnas.search_space.paper_networks`."""
 
 from __future__ import annotations
 
 from igcnas.models.network import IGCNet, build_model
-from igcnas.search_space.zoo import get_zoo_entry
+from igcnas.search_space.paper_networks import get_zoo_entry
 
 __all__ = ["create_zoo_model"]
 

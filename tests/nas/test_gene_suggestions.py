@@ -2,7 +2,7 @@ import optuna
 import pytest
 
 from igcnas.nas.budget import Budget, parse_count
-from igcnas.nas.space import genome_for, seed_trial_params, suggest_config
+from igcnas.nas.gene_suggestions import genome_for, seed_trial_params, suggest_config
 from igcnas.search_space.spec import SearchSpec, space_bounds
 from igcnas.search_space.conditions import check_complementary
 from igcnas.search_space.costs import closed_form_costs

@@ -118,7 +118,7 @@ def suggest_and_record(trial: Any, genome: Any, budget: Budget, recorder: TrialR
                        **more: Any) -> Evaluation:
     """Both backends' first step: a valid config from the trial, its closed-form costs (and ``more``) written
     as the trial's record in one call, over budget or not, and its budget slack as Optuna constraints."""
-    from igcnas.nas.space import suggest_config
+    from igcnas.nas.gene_suggestions import suggest_config
 
     pre = precheck(suggest_config(trial, genome), budget, latency_table)
     recorder.update(pre.attrs, **more)
@@ -133,7 +133,7 @@ def _time_before_training(config: NetworkConfig, model: Any, budget: Budget, eva
     """Latency without a table: the untrained deployed network on this process's CPU at a fixed thread count,
     before training touches any accelerator (a deployment figure, never the training device's speed); over
     the latency budget, the evaluation ends over budget."""
-    from igcnas.evaluators.cost import measure_latency as time_model
+    from igcnas.evaluators.measured_costs import measure_latency as time_model
 
     deployed = model
     if config.structured:
@@ -158,7 +158,7 @@ def _count_trained(model: Any, shape: tuple[int, int, int], evaluation: Evaluati
     The closed form decided the budget and the rungs, and the two agree exactly (tests check it); a
     disagreement is logged, and fvcore's figure kept: it is the design's required counter.
     """
-    from igcnas.evaluators.cost import measure_costs
+    from igcnas.evaluators.measured_costs import measure_costs
 
     measured = measure_costs(model, shape)
     evaluation.attrs.update({TrialKey.FVCORE_MACS: measured.macs, TrialKey.FVCORE_TOTAL: measured.fvcore_total,

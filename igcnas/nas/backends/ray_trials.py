@@ -48,7 +48,7 @@ class DefineByRun:
         self.latency_table = latency_table
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        from igcnas.nas.objective import suggest_and_record
+        from igcnas.nas.trial_evaluation import suggest_and_record
         from igcnas.search_space.config_io import config_to_dict
 
         # First: Optuna workers must not take it for an orphan; whose trial it is, and a fresh lease: a later
@@ -64,14 +64,14 @@ class DefineByRun:
 
 def trainable(config: dict[str, Any], evaluate: Any = None) -> None:
     """A Ray Tune function trainable: one configuration, trained (``evaluate``: the search's
-    ``Prepared.evaluate``, default ``nas.objective.evaluate_config``) and reported."""
+    ``PreparedSearch.evaluate``, default ``nas.trial_evaluation.evaluate_config``) and reported."""
     import ray
     from ray import tune
 
     from igcnas.evaluators.latency_runtime import Fingerprint
     from igcnas.evaluators.train import TrainSettings, TrialDiverged, TrialLimitExceeded
     from igcnas.nas.budget import Budget
-    from igcnas.nas.objective import evaluate_config
+    from igcnas.nas.trial_evaluation import evaluate_config
     from igcnas.search_space.config_io import config_from_dict
     from igcnas.search_space.costs import closed_form_costs
 

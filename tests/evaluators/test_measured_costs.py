@@ -2,12 +2,12 @@ import random
 
 import pytest
 
-from igcnas.evaluators.cost import measure_config, measure_costs, measure_latency
+from igcnas.evaluators.measured_costs import measure_config, measure_costs, measure_latency
 from igcnas.models import build_model
 from igcnas.search_space.costs import closed_form_costs
 from igcnas.search_space.design_space import DesignSpace
 from igcnas.search_space.spec import SearchSpec
-from igcnas.search_space.zoo import ZOO
+from igcnas.search_space.paper_networks import ZOO
 
 
 def sampled_configs(n: int, seed: int):

@@ -1,4 +1,4 @@
-"""Is short training a trustworthy proxy? Rank agreement between two fidelities.
+"""Does short training rank networks as long training does? Rank agreement between two fidelities.
 
 Samples configurations uniformly from the valid space, trains each from the
 same initial weights at the search fidelity and at a longer one, and reports
@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from igcnas.errors import BadInput
 
-__all__ = ["ProxyResult", "proxy_check"]
+__all__ = ["RankCheckResult", "rank_check"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class ProxyResult:
+class RankCheckResult:
     short_epochs: int
     long_epochs: int
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -28,10 +28,10 @@ class ProxyResult:
     p_value: float = float("nan")
 
 
-def proxy_check(*, dataset: str = "digits", data_dir: str | None = None, n_configs: int = 10, short_epochs: int = 2,
-                long_epochs: int = 8, seed: int = 0, families: tuple[str, ...] | None = None,
-                max_batches_per_epoch: int | None = None, device: str = "auto",
-                on_row: Callable[[dict[str, Any]], None] | None = None) -> ProxyResult:
+def rank_check(*, dataset: str = "digits", data_dir: str | None = None, n_configs: int = 10, short_epochs: int = 2,
+               long_epochs: int = 8, seed: int = 0, families: tuple[str, ...] | None = None,
+               max_batches_per_epoch: int | None = None, device: str = "auto",
+               on_row: Callable[[dict[str, Any]], None] | None = None) -> RankCheckResult:
     import optuna
     from scipy.stats import kendalltau
 
@@ -39,7 +39,7 @@ def proxy_check(*, dataset: str = "digits", data_dir: str | None = None, n_confi
     from igcnas.evaluators.train import TrainSettings, train_model
     from igcnas.models import build_model
     from igcnas.search_space.describe import describe_structure
-    from igcnas.nas.space import suggest_config
+    from igcnas.nas.gene_suggestions import suggest_config
     from igcnas.search_space.genome import genome_for
     from igcnas.search_space.spec import SearchSpec
     from igcnas.search_space.costs import closed_form_costs
@@ -53,7 +53,7 @@ def proxy_check(*, dataset: str = "digits", data_dir: str | None = None, n_confi
                                num_classes=data.num_classes, families=families)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # only a sampler here; its study is not news
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    result = ProxyResult(short_epochs, long_epochs)
+    result = RankCheckResult(short_epochs, long_epochs)
     for i in range(n_configs):
         config = suggest_config(study.ask(), genome_for(spec))
         accuracies = []

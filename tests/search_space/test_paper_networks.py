@@ -3,8 +3,7 @@
 import pytest
 
 from igcnas.search_space.costs import closed_form_costs
-from igcnas.search_space.plan import resolve
-from igcnas.search_space.zoo import ZOO, paper_ratios, register_zoo
+from igcnas.search_space.paper_networks import ZOO, paper_ratios, register_zoo
 
 def ratios(entry, figures):
     return paper_ratios(entry, figures)
