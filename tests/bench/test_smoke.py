@@ -330,3 +330,21 @@ def test_latency_noise(tmp_path):
     assert list(result["variants"]) == variants.split(",")
     for variant, r in result["variants"].items():
         assert len(r["per_network_ms"]) == 2 and all(len(v) == 2 and min(v) > 0 for v in r["per_network_ms"]), variant
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_optuna_floor(tmp_path):
+    """Optuna's own loop: each suggested gene costs its trial a SELECT and an INSERT, whatever the search does."""
+    from igcnas.nas.gene_suggestions import gene_distributions
+    from igcnas.nas.study import database_reachable
+    from igcnas.search_space.genome import genome_for
+    from igcnas.search_space.spec import SearchSpec
+
+    if not database_reachable(PG_URL):
+        pytest.skip("no PostgreSQL here (.ci/postgres-up starts one)")
+    out = tmp_path / "floor.json"
+    run_bench("optuna_floor.py", "--trials", "3", "--json", out, timeout=100)
+    figures = json.loads(out.read_text())
+    genes = len(gene_distributions(genome_for(SearchSpec.for_data(in_channels=1, input_size=8, num_classes=10))))
+    assert figures["nothing"] > 20 and figures["genes_only"] == figures["nothing"] + 2 * genes, figures
