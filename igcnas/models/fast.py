@@ -115,13 +115,17 @@ _CHOICES: dict[tuple, str] = {}
 
 def choose_strategies(model: nn.Module, input_shape: tuple[int, int, int], *, batch: int = 32,
                       training: bool = True, channels_last: bool = True, repeats: int = 3,
-                      device: torch.device | None = None) -> dict[str, int]:
+                      device: torch.device | None = None, time_each: Callable[..., dict[str, float]] | None = None,
+                      choices: dict[tuple, str] | None = None) -> dict[str, int]:
     """Time chain vs composed once per distinct block shape and keep the faster for each block.
 
     Only the blocks' own work is timed (random inputs of the block's input shape), so this costs a
     few milliseconds per distinct shape, once per process. Returns how many blocks got each strategy.
+    ``time_each`` (``{name: step}``, repeats) -> seconds by name, and ``choices``, the decisions kept by
+    shape, default to the one timer and this process's cache; tests pass their own.
     """
-    shapes = _CHOICES
+    shapes = _CHOICES if choices is None else choices
+    timer = time_each or _time_each
     device = device or next(model.parameters()).device
     sizes = _block_input_sizes(model, input_shape, device)
     counts = {s: 0 for s in STRATEGIES}
@@ -144,7 +148,7 @@ def choose_strategies(model: nn.Module, input_shape: tuple[int, int, int], *, ba
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)  # time the kernels, not their launch
 
-            results = _time_each({s: functools.partial(step, s) for s in STRATEGIES}, repeats)
+            results = timer({s: functools.partial(step, s) for s in STRATEGIES}, repeats)
             shapes[key] = min(results, key=results.get)
             log.debug("block %s at %dx%d: %s", key[0].pointwise, size, size, results)
         block.strategy = shapes[key]

@@ -1,10 +1,12 @@
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from igcnas.models import build_model
-from igcnas.models.fast import (choose_strategies, configure_allocator, fuse_batchnorm, optimize_for_inference,
+from igcnas.models.fast import (choose_strategies, fuse_batchnorm, optimize_for_inference,
                                 set_strategy)
 from igcnas.search_space.families import FAMILIES
 from tests.models.test_blocks import small_config
@@ -46,16 +48,54 @@ def test_fused_inference_equals_eval_outputs(family):
         assert torch.allclose(best(xin), expected, atol=1e-5)
 
 
-def test_strategy_choice_by_timing_sets_every_chain_block():
+def test_each_block_gets_the_strategy_its_timing_says_is_faster():
+    """The choice follows the timer, per distinct block shape: each strategy wins where it is timed faster,
+    and a block whose shape was decided before is not timed again."""
     model = build_model(small_config("igcv2"), seed=0)
-    counts = choose_strategies(model, (3, 32, 32), batch=8, repeats=1)
     blocks = [m for m in model.modules() if hasattr(m, "pointwise") and len(m.pointwise) > 0]
-    assert sum(counts.values()) == len(blocks)
-    assert all(b.strategy in ("chain", "composed") for b in blocks)
+    timed: list[dict] = []
+
+    def composed_faster_first(steps, repeats):  # composed wins the first shape timed, chain every other
+        for step in steps.values():
+            step()  # the steps run: a broken probe would raise here
+        timed.append(steps)
+        return {"chain": 1.0, "composed": 2.0} if len(timed) > 1 else {"chain": 2.0, "composed": 1.0}
+
+    counts = choose_strategies(model, (3, 32, 32), batch=4, repeats=1, time_each=composed_faster_first, choices={})
+    assert sum(counts.values()) == len(blocks) and 1 <= len(timed) < len(blocks)  # shapes repeat: timed once each
+    assert counts["composed"] >= 1 and counts["chain"] == len(blocks) - counts["composed"]
+    assert blocks[0].strategy == "composed"
+    for faster, slower in (("chain", "composed"), ("composed", "chain")):
+        choose_strategies(model, (3, 32, 32), batch=4, repeats=1, choices={},
+                          time_each=lambda steps, repeats, f=faster, s=slower: {f: 1.0, s: 2.0})
+        assert {b.strategy for b in blocks} == {faster}
     with pytest.raises(ValueError, match="strategy must be one of"):
         set_strategy(model, "magic")
 
 
-def test_allocator_configuration_is_idempotent():
-    assert configure_allocator() is True
-    assert configure_allocator() is True
+_MMAPPED_BLOCKS = """
+import ctypes, sys
+from igcnas.models.fast import configure_allocator
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype, libc.malloc.restype = MallInfo2, ctypes.c_void_p
+if sys.argv[1] == "configured":
+    assert configure_allocator() is True and configure_allocator() is True
+before = libc.mallinfo2().hblks
+block = libc.malloc(64 << 20)
+print(libc.mallinfo2().hblks - before)
+libc.free(ctypes.c_void_p(block))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc statistics")
+def test_allocator_configuration_keeps_large_blocks_in_the_heap():
+    """glibc maps a 64 MiB block of its own by default (one more mmapped block); configured, it comes from the
+    heap and stays there. Each case in a fresh process: the setting is process-wide."""
+    mapped = {}
+    for case in ("default", "configured"):
+        out = subprocess.run([sys.executable, "-c", _MMAPPED_BLOCKS, case], capture_output=True, text=True, check=True)
+        mapped[case] = int(out.stdout.strip())
+    assert mapped == {"default": 1, "configured": 0}
