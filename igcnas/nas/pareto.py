@@ -27,7 +27,7 @@ from igcnas.nas.budget import is_feasible, named_constraints
 from igcnas.nas.objectives import LATENCY, OBJECTIVES
 from igcnas.nas.optuna_adapter import compute_hypervolume, storage_of, study_id_of, trial_id_of
 from igcnas.nas.records import TrialKey, record_of
-from igcnas.nas.selection import dominates
+from igcnas.nas.selection import dominates, nondominated_mask
 
 _BASE = [o.name for o in OBJECTIVES]  # val_accuracy, params, macs: the columns every front is over
 from igcnas.errors import BadInput
@@ -194,8 +194,7 @@ def pareto_mask(df: pd.DataFrame, *, with_latency: bool = False) -> np.ndarray:
     candidates &= df[cols].notna().all(axis=1)
     idx = np.flatnonzero(candidates.to_numpy())
     if len(idx):
-        losses = _losses(df.iloc[idx], cols)
-        mask[idx] = ~dominates(losses, losses).any(axis=0)  # dominated by none of the others
+        mask[idx] = nondominated_mask(_losses(df.iloc[idx], cols))
     return mask
 
 

@@ -177,6 +177,14 @@ class TrialRecorder:
         self.values: dict[str, Any] = check_record(values or {})
         self._written = float("-inf")
 
+    @classmethod
+    def resume(cls, trial: Any) -> TrialRecorder:
+        """The record ``trial`` has in the storage, to be written again with more: taken as stored (it was
+        checked when written), so an old release's key of another kind does not stop the new write."""
+        recorder = cls(trial)
+        recorder.values.update(record_of(trial.user_attrs))
+        return recorder
+
     def update(self, values: Mapping[str, Any] | None = None, /, **more: Any) -> TrialRecorder:
         self.values.update(check_record({**(values or {}), **more}))
         return self

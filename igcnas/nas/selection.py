@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-__all__ = ["dominates", "dominance_matrix", "nondominated_ranks", "crowding_distance", "constrained_ranks", "hypervolume_gains"]
+__all__ = ["dominates", "nondominated_mask", "dominance_matrix", "nondominated_ranks", "crowding_distance",
+           "constrained_ranks", "hypervolume_gains"]
 
 
 def dominates(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -25,6 +26,22 @@ def dominates(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         no_worse &= column_a <= column_b
         better |= column_a < column_b
     return no_worse & better
+
+
+def nondominated_mask(points: np.ndarray) -> np.ndarray:
+    """True for each row no other row dominates (equal rows are all kept), in memory linear in the rows.
+
+    Rows are visited in lexicographic order: a later row is lexicographically no better, so it can never
+    dominate an earlier one, and each row is compared only with the front found so far (a whole study's
+    ``n x n`` matrix would take gigabytes at tens of thousands of trials).
+    """
+    mask = np.zeros(len(points), dtype=bool)
+    front: list[int] = []
+    for i in np.lexsort(points.T[::-1]) if len(points) else []:
+        if not front or not dominates(points[front], points[i][None, :]).any():
+            front.append(int(i))
+    mask[front] = True
+    return mask
 
 
 def dominance_matrix(points: np.ndarray) -> np.ndarray:

@@ -61,3 +61,19 @@ def test_export_csv_and_parquet(tmp_path):
         assert back["val_accuracy"].tolist() == [0.5]
     with pytest.raises(ValueError, match=".csv or .parquet"):
         export_trials(df, tmp_path / "t.xlsx")
+
+
+def test_the_front_is_the_brute_force_front_and_optunas_with_ties_and_without_a_square_matrix():
+    """nondominated_mask keeps exactly the rows no other row dominates (equal rows all kept), as the full
+    dominance matrix and Optuna's own front say, on small integer grids full of ties."""
+    from optuna.study._multi_objective import _is_pareto_front
+
+    from igcnas.nas.selection import dominance_matrix, nondominated_mask
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        points = rng.integers(0, 4, size=(int(rng.integers(1, 40)), int(rng.integers(1, 4)))).astype(float)
+        mask = nondominated_mask(points)
+        assert (mask == ~dominance_matrix(points).any(axis=0)).all()
+        assert (mask == _is_pareto_front(points, assume_unique_lexsorted=False)).all()
+    assert nondominated_mask(np.empty((0, 3))).shape == (0,)

@@ -33,7 +33,7 @@ from igcnas.nas.backends import BackendReport, PreparedSearch, TrialCallback, ru
 from igcnas.nas.backends.ray_trials import (DefineByRun, DriverLease, check_nodes, driver_identity,
                                            requeue_orphans, trainable)
 from igcnas.nas.budget import record_constraints
-from igcnas.nas.records import RayKey, TrialRecorder, TrialStatus, record_of
+from igcnas.nas.records import RayKey, TrialRecorder, TrialStatus
 
 __all__ = ["RayBackend", "BACKEND", "RecordingOptunaSearch", "MultiObjectiveASHA"]
 
@@ -64,8 +64,9 @@ def _make_searcher_class() -> type:
             metrics = self.metric if isinstance(self.metric, list) else [self.metric]
             finished = bool(result) and all(result.get(m) is not None for m in metrics)
             if ot_trial is not None:
-                record = TrialRecorder(ot_trial, record_of(ot_trial.user_attrs)).update(backend="ray")
+                record = TrialRecorder(ot_trial)
                 try:
+                    record = TrialRecorder.resume(ot_trial).update(backend="ray")
                     if result and not finished and RayKey.STATUS not in result and RayKey.EPOCH in result:
                         _record_stopped(record, result)
                     elif result:
