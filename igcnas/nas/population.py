@@ -15,7 +15,7 @@ import bisect
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Container, Sequence
+from typing import Any, Container, Mapping, Sequence
 
 import optuna
 from optuna.study import StudyDirection
@@ -79,15 +79,15 @@ class ParentValues:
         if not has_genes(self.genome, t.params):
             return None
         n = len(self.signs)
+        record = record_of(t.user_attrs) if t.state == TrialState.PRUNED else {}
         if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == n:
             values: Sequence[float] | None = t.values
-        elif (t.state == TrialState.PRUNED
-              and record_of(t.user_attrs).get(TrialKey.STATUS) == TrialStatus.STOPPED_EARLY):
+        elif record.get(TrialKey.STATUS) == TrialStatus.STOPPED_EARLY:
             if self._objectives is None:
                 study = self.study
                 self._objectives = (study.metric_names or study.user_attrs.get(StudyKey.OBJECTIVES)
                                     or _DEFAULT_OBJECTIVES)
-            values = rung_values(t, self._objectives[:n])
+            values = rung_values(record, self._objectives[:n])
         else:
             return None  # running, failed, over budget, no slot
         if values is None or len(values) != n or not all(math.isfinite(v) for v in values):
@@ -108,10 +108,10 @@ def members_of(genome: Genome, finished: Sequence[tuple[FrozenTrial, tuple[float
     return out
 
 
-def rung_values(t: FrozenTrial, objectives: Sequence[str]) -> list[float] | None:
-    """A stopped-early trial's result at its last rung, in the study's objective order: the accuracy
-    is the last of its per-epoch curve (the rung where it stopped), the costs its recorded ones."""
-    record = record_of(t.user_attrs)
+def rung_values(record: Mapping[str, Any], objectives: Sequence[str]) -> list[float] | None:
+    """A stopped-early trial's result at its last rung (from its record, ``record_of``), in the study's
+    objective order: the accuracy is the last of its per-epoch curve (the rung where it stopped), the costs
+    its recorded ones."""
     curve = record.get(TrialKey.CURVE) or []
     out = []
     for name in objectives:

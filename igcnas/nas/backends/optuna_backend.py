@@ -39,7 +39,9 @@ def incremental_rung_check(prep: PreparedSearch) -> RungCheck:
     from igcnas.nas.population import TrialFeed
 
     schedule = prep.options.rung_schedule
-    index = RungIndex(prep.options.fidelity, schedule.eta if schedule is not None else 1)
+    if schedule is None:
+        raise ValueError("a rung check needs a rung schedule (early stopping on)")
+    index = RungIndex(prep.options.fidelity, schedule.eta)
     feed: list[TrialFeed] = []
     lock = threading.Lock()
 
@@ -64,7 +66,7 @@ def make_objective(prep: PreparedSearch, *, rung_check: RungCheck | None = None)
     options = prep.options
     schedule = options.rung_schedule
     devices = _device_pool(options.devices)
-    decide = rung_check or incremental_rung_check(prep)
+    decide = rung_check or (incremental_rung_check(prep) if schedule is not None else None)
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
         record = TrialRecorder(trial)
@@ -81,7 +83,7 @@ def make_objective(prep: PreparedSearch, *, rung_check: RungCheck | None = None)
         def on_epoch(epoch: int, accuracy: float) -> None:
             curve.append(accuracy)
             record.update(curve=list(curve))
-            if schedule is None or epoch not in schedule.rungs:
+            if decide is None or schedule is None or epoch not in schedule.rungs:
                 record.write_progress()
                 return
             rungs[str(epoch)] = accuracy
