@@ -41,7 +41,7 @@ class TrainSettings:
     threads: int | None = None  # torch.set_num_threads for the run; None leaves it alone
     progress: bool = False
     max_batches_per_epoch: int | None = None  # cap for tiny test budgets
-    fast: bool = True  # channels_last, chain/composed chosen by timing, heap-kept buffers (same function)
+    fast: bool = True  # heap-kept buffers, and the training path (plain or a faster variant) chosen by timing here
     time_limit_s: float | None = None  # wall time of training before the trial is failed
     memory_limit_mb: float | None = None  # resident-memory growth during training before the trial is failed
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps (evaluators/device.py resolves it)

@@ -246,12 +246,21 @@ def time_calls(calls: Sequence[Callable[[], Any]], *, threads: int | None = None
         return []
     steady_memory()
     limit = min(MAX_SECONDS * len(calls), MAX_GROUP_SECONDS) if max_seconds is None else max_seconds
-    kwargs = {"num_threads": threads} if threads is not None else {}
-    timers = [Timer(stmt="call()", globals={"call": call}, **kwargs) for call in calls]
-    for call in calls:
-        for _ in range(warmup):
-            call()
-    numbers = [_calls_per_block(call) for call in calls]
+    import torch
+
+    # torch.utils.benchmark's Timer runs on ONE thread unless told otherwise: "as set" must be said explicitly
+    # (without it, the fast path's choices were timed on one thread and then run on two).
+    num_threads = torch.get_num_threads() if threads is None else threads
+    timers = [Timer(stmt="call()", globals={"call": call}, num_threads=num_threads) for call in calls]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)  # warm-ups and block sizing on the threads the blocks run on
+    try:
+        for call in calls:
+            for _ in range(warmup):
+                call()
+        numbers = [_calls_per_block(call) for call in calls]
+    finally:
+        torch.set_num_threads(previous)
     samples: list[list[tuple[float, float]]] = [[] for _ in calls]  # (ms per call, the slower of its probes)
     pending = list(range(len(calls)))
     deadline = time.perf_counter() + limit

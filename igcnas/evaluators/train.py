@@ -162,6 +162,7 @@ class _Run:
     """
 
     model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # what a training step calls: the model, or its chosen path
     data: DataSplits
     settings: TrainSettings
     device: torch.device
@@ -201,24 +202,24 @@ def _set_up(model: nn.Module, data: DataSplits, settings: TrainSettings) -> _Run
     generator = torch.Generator().manual_seed(settings.seed)  # on the CPU: the same draws on every device
     model.to(device)
     data = data.to(device)  # in-memory images move once, as uint8
-    memory_format = torch.contiguous_format
-    if settings.fast:
-        from igcnas.models.fast import prepare_for_training
-
-        prepare_for_training(model, data.input_shape,
-                             batch=min(settings.batch_size, data.n_train), device=device)
-        memory_format = torch.channels_last
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay, nesterov=settings.nesterov)
-    scaler = grad_scaler(device, precision)
     steps_per_epoch = math.ceil(data.n_train / settings.batch_size)
     if settings.max_batches_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, settings.max_batches_per_epoch)
     total_steps = max(steps_per_epoch * settings.epochs, 1)
+    memory_format, forward = torch.contiguous_format, model
+    if settings.fast:  # the path chosen by timing here for a training of this length (plain when short)
+        from igcnas.models.training_path import prepare_for_training
+
+        prepared = prepare_for_training(model, data.input_shape, batch=min(settings.batch_size, data.n_train),
+                                        expected_steps=total_steps, device=device)
+        memory_format, forward = prepared.memory_format, prepared
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay, nesterov=settings.nesterov)
+    scaler = grad_scaler(device, precision)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
-    return _Run(model=model, data=data, settings=settings, device=device, precision=precision,
+    return _Run(model=model, forward=forward, data=data, settings=settings, device=device, precision=precision,
                 memory_format=memory_format, generator=generator, optimizer=optimizer, scaler=scaler,
                 scheduler=scheduler, steps_per_epoch=steps_per_epoch, total_steps=total_steps, structured=structured,
                 re_estimated=deployed_structure or settings.recalibrate_plain, previous_threads=previous_threads)
@@ -265,7 +266,7 @@ def _train_epoch(run: _Run, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
             break
         xb = xb.contiguous(memory_format=run.memory_format)
         with autocast(run.device, run.precision):
-            loss = F.cross_entropy(run.model(xb), yb)
+            loss = F.cross_entropy(run.forward(xb), yb)
         if run.structured and settings.structure_lambda > 0:
             loss = loss + settings.structure_lambda * structural_penalty(run.model)
         value = loss.item()  # one sync per step: the divergence check needs it

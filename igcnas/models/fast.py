@@ -13,9 +13,10 @@ per interleaved block, exactly the same function computed differently:
 
 ``choose_strategies`` times both once per distinct block shape (forward +
 backward, or forward only for inference) and keeps the faster; users can force
-one with ``set_strategy``. For training, ``channels_last`` memory format and
-keeping large activation buffers in the heap (``configure_allocator``) matter
-as much; for inference ``fuse_batchnorm`` folds BatchNorm into the
+one with ``set_strategy``. Which of these a training uses (with memory format
+and ``torch.compile``, plain PyTorch among the candidates) is decided by timing
+whole steps in :mod:`igcnas.models.training_path`; keeping large activation
+buffers in the heap (``configure_allocator``) is process-wide; for inference ``fuse_batchnorm`` folds BatchNorm into the
 convolutions and ``optimize_for_inference`` picks the fastest of the
 reference and the fused variants by timing them on the real input shape, so
 it is never slower than the reference beyond timing noise.
@@ -42,7 +43,7 @@ __all__ = [
     "configure_allocator",
     "fuse_batchnorm",
     "optimize_for_inference",
-    "prepare_for_training",
+    "time_in_turns",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _chain_blocks(model: nn.Module) -> Iterable[InterleavedBlock]:
     return (m for m in model.modules() if isinstance(m, InterleavedBlock) and len(m.pointwise) > 0 and m.composable)
 
 
-def _time_each(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def time_in_turns(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Seconds per call of each function by the project's one timer (:mod:`igcnas.evaluators.timing`).
 
     In turns, not one function after the other: a machine's speed drifts over seconds (clock, other load,
@@ -125,7 +126,7 @@ def choose_strategies(model: nn.Module, input_shape: tuple[int, int, int], *, ba
     shape, default to the one timer and this process's cache; tests pass their own.
     """
     shapes = _CHOICES if choices is None else choices
-    timer = time_each or _time_each
+    timer = time_each or time_in_turns
     device = device or next(model.parameters()).device
     sizes = _block_input_sizes(model, input_shape, device)
     counts = {s: 0 for s in STRATEGIES}
@@ -173,22 +174,6 @@ def _block_input_sizes(model: nn.Module, input_shape: tuple[int, int, int],
             h.remove()
         model.train(was_training)
     return sizes
-
-
-def prepare_for_training(model: nn.Module, input_shape: tuple[int, int, int], *, batch: int = 64,
-                         channels_last: bool = True, device: torch.device | None = None) -> nn.Module:
-    """The fast training configuration: allocator (CPU), channels_last, per-block strategy by timing.
-
-    The chain/composed choice is timed on ``device`` (the model's device): what is faster on a CPU
-    says nothing about a GPU, so decisions are kept per device.
-    """
-    device = device or next(model.parameters()).device
-    if device.type == "cpu":
-        configure_allocator()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    choose_strategies(model, input_shape, batch=batch, training=True, channels_last=channels_last, device=device)
-    return model
 
 
 def _fold(conv_weight: torch.Tensor, conv_bias: torch.Tensor | None, bn: nn.BatchNorm2d
@@ -286,7 +271,7 @@ def optimize_for_inference(model: nn.Module, input_shape: tuple[int, int, int], 
     inputs = {name: x.to(memory_format=torch.channels_last) if name.endswith("channels_last") else x
               for name in candidates}
     with torch.no_grad():
-        timings = _time_each({name: functools.partial(candidates[name], inputs[name]) for name in candidates},
+        timings = time_in_turns({name: functools.partial(candidates[name], inputs[name]) for name in candidates},
                              repeats)
     best = min(timings, key=timings.get)
     log.info("inference variants (batch %d): %s -> %s", batch, {k: round(v * 1e3, 2) for k, v in timings.items()},

@@ -121,3 +121,20 @@ def test_timing_keeps_freed_memory_in_the_heap_unless_told_not_to(keep):
     assert heap["kept"] is keep
     if keep:
         assert not heap["mapped"] and heap["free_in_heap"] >= 16 << 20
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_calls_are_timed_on_the_threads_asked_for_or_as_set(machine, threads):
+    """torch.utils.benchmark's Timer would run a call on one thread unless told: None must mean "as set"."""
+    import torch
+
+    machine(0)
+    seen: set[int] = set()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        timing.time_call(lambda: seen.add(torch.get_num_threads()), threads=threads, max_seconds=0.2)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {3 if threads is None else threads}

@@ -1,0 +1,330 @@
+"""How a network trains fastest here: plain PyTorch or a fast variant, chosen by timing whole training steps.
+
+Why whole steps, and why plain PyTorch is a candidate. The fast path's parts (``channels_last``, chain or
+composed pointwise kernels per block, ``torch.compile``) each win on some CPUs and networks and lose on
+others: on a 2-core Intel Xeon with AVX-512, ``channels_last`` with the per-block choice trained Xception C35
+D20 17% slower than plain PyTorch, while on an AMD EPYC it was faster. A choice made on one machine and
+applied everywhere can only be right by luck, so every candidate, plain included, is timed as one forward
+and backward pass of the whole network on the batch the training will use, in turns (the project's one
+timer, :mod:`igcnas.evaluators.timing`), and a fast variant is kept only when it beats plain by more than
+:data:`MARGIN`.
+
+Why not always. Timing the four eager candidates costs about :data:`CHOICE_STEPS` training steps; a
+training shorter than ``CHOICE_STEPS / CHOICE_SHARE`` steps (a search's trial on digits: a few hundred
+steps of milliseconds) trains plain rather than spend a noticeable share of its time choosing.
+
+``torch.compile`` is a candidate only where it can pay for itself: compiling a 20-block CIFAR network took
+47-92 s on a 2-core CPU (per network, per process) and sped its steps up by 0.97-1.27x. It is tried only
+when the expected training (steps x the best eager step) is at least :data:`COMPILE_PAYBACK` times the
+expected compile time, so that a compile that gains nothing costs at most 1/COMPILE_PAYBACK of the
+training; once tried, its measured compile time and step are kept, and later trainings of the same
+network compile only when the measured gain over their length exceeds the measured compile time.
+
+Decisions are kept in a file per user (``$XDG_CACHE_HOME/igcnas/training-paths.json``) under a key of
+the machine (CPU model, PyTorch version, device, threads) and the network (its module structure, input
+shape, batch and dtype): a decision made on one machine is never applied on another.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from igcnas.models.decision_cache import DecisionCache, decision_key, default_cache
+from igcnas.models.fast import choose_strategies, configure_allocator, set_strategy, time_in_turns
+
+__all__ = ["TrainingPath", "PLAIN", "EAGER_PATHS", "PathDecision", "DecisionCache", "PreparedModel",
+           "decide_training_path", "apply_path", "prepare_for_training", "MARGIN", "CHOICE_STEPS",
+           "CHOICE_SHARE", "COMPILE_PAYBACK", "compile_estimate_seconds", "decision_key", "StepTimer", "Compiler"]
+
+log = logging.getLogger(__name__)
+
+MARGIN = 0.03  # a variant must beat plain (and compile the best eager path) by this share to be kept
+CHOICE_STEPS = 40  # about what timing the eager candidates costs, in training steps (warm-ups included)
+CHOICE_SHARE = 0.05  # the most of a training's expected time spent choosing its path
+COMPILE_PAYBACK = 20  # compile only when the training is at least this many times the compile's time
+# What a first compile of a training step costs before one was measured for the network here, per leaf module
+# (convolutions, norms, activations), with a floor. Measured at batch 128 on 2-core CPUs: IGC-V2 C64 D20 (125
+# modules) 50 s on an AMD EPYC and 92 s on an Intel Xeon, Xception C35 D20 (107) 32 s and 47 s: 0.30-0.74 s
+# per module. The estimate takes the slowest, so that a compile is tried for fewer trainings, not more.
+COMPILE_SECONDS_PER_MODULE = 0.75
+COMPILE_SECONDS_FLOOR = 20.0
+
+Layout = Literal["contiguous", "channels_last"]
+Blocks = Literal["chain", "timed"]
+
+
+@dataclass(frozen=True)
+class TrainingPath:
+    """One way to run the same network: memory format, pointwise kernels, compiled or not.
+
+    ``blocks``: ``chain`` runs every group convolution as its own ``nn.Conv2d`` (plain PyTorch); ``timed``
+    lets :func:`igcnas.models.fast.choose_strategies` pick chain or composed per block shape.
+    """
+
+    layout: Layout = "contiguous"
+    blocks: Blocks = "chain"
+    compiled: bool = False
+
+    @property
+    def name(self) -> str:
+        parts = [p for p in (self.layout if self.layout != "contiguous" else "",
+                             "timed-blocks" if self.blocks == "timed" else "", "compiled" if self.compiled else "") if p]
+        return "+".join(parts) or "plain"
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.layout == "channels_last" else torch.contiguous_format
+
+    @classmethod
+    def from_name(cls, name: str) -> "TrainingPath":
+        parts = set() if name == "plain" else set(name.split("+"))
+        known = {"channels_last", "timed-blocks", "compiled"}
+        if not parts <= known:
+            raise ValueError(f"training path {name!r}: parts must be among plain, {', '.join(sorted(known))}")
+        return cls("channels_last" if "channels_last" in parts else "contiguous",
+                   "timed" if "timed-blocks" in parts else "chain", "compiled" in parts)
+
+
+PLAIN = TrainingPath()
+EAGER_PATHS = (PLAIN, TrainingPath(blocks="timed"), TrainingPath("channels_last"), TrainingPath("channels_last", "timed"))
+
+
+@dataclass(frozen=True)
+class PathDecision:
+    """The path a training runs with, why, and the step times (ms, by path name) it was judged on."""
+
+    path: TrainingPath
+    reason: str
+    step_ms: dict[str, float] = field(default_factory=dict)
+    compile_seconds: float | None = None  # measured here or earlier for this network; None: never compiled
+    decide_seconds: float = 0.0  # what timing the candidates (and compiling) cost when the decision was made
+    from_cache: bool = False
+
+    def to_json(self) -> dict:
+        return {"path": self.path.name, "reason": self.reason, "step_ms": self.step_ms,
+                "compile_seconds": self.compile_seconds, "decide_seconds": self.decide_seconds}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PathDecision":
+        return cls(TrainingPath.from_name(data["path"]), str(data["reason"]),
+                   {str(k): float(v) for k, v in data.get("step_ms", {}).items()},
+                   None if data.get("compile_seconds") is None else float(data["compile_seconds"]),
+                   float(data.get("decide_seconds", 0.0)), True)
+
+
+def _read(cache: DecisionCache, key: str) -> PathDecision | None:
+    entry = cache.get(key)
+    try:
+        return None if entry is None else PathDecision.from_json(entry)
+    except (KeyError, TypeError, ValueError):
+        log.debug("ignoring an unreadable training-path decision for %s", key)
+        return None
+
+
+def compile_estimate_seconds(model: nn.Module) -> float:
+    """The expected time of a first compile of ``model``'s training step (see COMPILE_SECONDS_PER_MODULE)."""
+    modules = sum(1 for m in model.modules() if not list(m.children()))
+    return max(COMPILE_SECONDS_FLOOR, COMPILE_SECONDS_PER_MODULE * modules)
+
+
+class StepTimer(Protocol):
+    """``{name: step}`` and a number of rounds -> seconds per step by name (in turns; see fast.time_in_turns)."""
+
+    def __call__(self, steps: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]: ...
+
+
+Compiler = Callable[[nn.Module, torch.device], nn.Module]
+
+
+def _compile(module: nn.Module, device: torch.device) -> nn.Module:
+    """``torch.compile`` for a training step; on CUDA with CUDA graphs ("reduce-overhead"): small networks
+    there are bound by kernel launches. Shapes are static: the trainer sends other batch sizes to the eager
+    module instead of compiling again."""
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    return torch.compile(module, mode=mode, dynamic=False)
+
+
+def apply_path(model: nn.Module, path: TrainingPath, input_shape: tuple[int, int, int], *, batch: int,
+               device: torch.device, compiler: Compiler = _compile) -> nn.Module:
+    """Set ``model`` (in place) to ``path``'s layout and kernels; returns what training steps should call
+    (a compiled wrapper sharing ``model``'s parameters, or ``model`` itself)."""
+    model.to(memory_format=path.memory_format)
+    if path.blocks == "timed":
+        choose_strategies(model, input_shape, batch=batch, training=True,
+                          channels_last=path.layout == "channels_last", device=device)
+    else:
+        set_strategy(model, "chain")
+    return compiler(model, device) if path.compiled else model
+
+
+def _step(module: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Callable[[], None]:
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        F.cross_entropy(module(x), y).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # time the kernels, not their launch
+    return step
+
+
+def _batch(input_shape: tuple[int, int, int], batch: int, classes: int, device: torch.device,
+           seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, *input_shape, generator=g).to(device)
+    return x, torch.randint(0, max(classes, 1), (batch,), generator=g).to(device)
+
+
+def _classes(model: nn.Module, input_shape: tuple[int, int, int], device: torch.device) -> int:
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        classes = int(model(torch.zeros(1, *input_shape, device=device)).shape[-1])
+    model.train(was)
+    return classes
+
+
+def decide_training_path(model: nn.Module, input_shape: tuple[int, int, int], *, batch: int,
+                         expected_steps: int, device: torch.device | None = None,
+                         time_steps: StepTimer | None = None, cache: DecisionCache | None = None,
+                         compiler: Compiler = _compile, allow_compile: bool = True) -> PathDecision:
+    """The fastest path for training ``model`` for about ``expected_steps`` steps of ``batch`` images here.
+
+    ``model`` is not changed (candidates are timed on copies). ``time_steps`` and ``compiler`` default to
+    the project's timer and ``torch.compile``; tests inject their own. See the module docstring for the rules.
+    """
+    if expected_steps < 0 or batch < 1:
+        raise ValueError(f"expected_steps must be >= 0 and batch >= 1, got {expected_steps} and {batch}")
+    device = device or next(model.parameters()).device
+    cache = default_cache() if cache is None else cache
+    timer = time_steps or time_in_turns
+    key = decision_key(model, input_shape, batch, device)
+    known = _read(cache, key)
+    if known is None and expected_steps < CHOICE_STEPS / CHOICE_SHARE:
+        return PathDecision(PLAIN, f"short training ({expected_steps} steps < {CHOICE_STEPS / CHOICE_SHARE:.0f}): "
+                                   "plain, not worth timing")
+    began = time.perf_counter()
+    x, y = _batch(input_shape, batch, _classes(model, input_shape, device), device)
+    decision = known or _time_eager(model, input_shape, batch, device, x, y, timer)
+    best_s = decision.step_ms.get(decision.path.name, 0.0) / 1e3
+    estimate = compile_estimate_seconds(model)
+    if allow_compile and decision.compile_seconds is None:  # never compiled for this network here
+        if expected_steps * best_s >= COMPILE_PAYBACK * estimate:
+            decision = _try_compile(decision, model, input_shape, batch, device, x, y, timer, compiler)
+        elif known is None:
+            decision = replace(decision, reason=decision.reason + f"; not compiled: {expected_steps} steps of "
+                               f"{best_s * 1e3:.0f} ms < {COMPILE_PAYBACK} x a ~{estimate:.0f} s compile")
+    if decision is not known:
+        decision = replace(decision, decide_seconds=decision.decide_seconds + time.perf_counter() - began)
+        cache.put(key, decision.to_json())
+        log.info("training path for a %s network, batch %d: %s (%s)", tuple(input_shape), batch,
+                 decision.path.name, decision.reason)
+    return decision if known is None else _revisit(decision, expected_steps, allow_compile)
+
+
+def _time_eager(model: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device,
+                x: torch.Tensor, y: torch.Tensor, timer: StepTimer) -> PathDecision:
+    """Every eager candidate timed in turns on a copy of ``model``; plain unless one beats it by MARGIN."""
+    steps: dict[str, Callable[[], None]] = {}
+    for path in EAGER_PATHS:
+        candidate = apply_path(copy.deepcopy(model).train(), path, input_shape, batch=batch, device=device)
+        steps[path.name] = _step(candidate, x.contiguous(memory_format=path.memory_format), y, device)
+    seconds = timer(steps, 3)
+    step_ms = {name: s * 1e3 for name, s in seconds.items()}
+    best_name = min(seconds, key=seconds.get)
+    if seconds[best_name] > seconds[PLAIN.name] * (1.0 - MARGIN):
+        return PathDecision(PLAIN, f"no variant beat plain by {MARGIN:.0%}", step_ms)
+    return PathDecision(TrainingPath.from_name(best_name),
+                        f"{best_name} {seconds[PLAIN.name] / seconds[best_name]:.2f}x plain", step_ms)
+
+
+def _try_compile(decision: PathDecision, model: nn.Module, input_shape: tuple[int, int, int], batch: int,
+                 device: torch.device, x: torch.Tensor, y: torch.Tensor, timer: StepTimer,
+                 compiler: Compiler) -> PathDecision:
+    """Compile the best eager path, time it against that path in turns, keep it if it beats it by MARGIN."""
+    eager = decision.path
+    compiled_path = replace(eager, compiled=True)
+    candidate = copy.deepcopy(model).train()
+    module = apply_path(candidate, compiled_path, input_shape, batch=batch, device=device, compiler=compiler)
+    xin = x.contiguous(memory_format=eager.memory_format)
+    step = _step(module, xin, y, device)
+    start = time.perf_counter()
+    step()  # the compile happens here (forward and backward graphs)
+    compile_seconds = time.perf_counter() - start
+    reference = copy.deepcopy(model).train()
+    eager_step = _step(apply_path(reference, eager, input_shape, batch=batch, device=device), xin, y, device)
+    seconds = timer({eager.name: eager_step, compiled_path.name: step}, 3)
+    # on the scale of the eager candidates' timing (the machine's speed moves between timings): their ratio
+    ratio = seconds[compiled_path.name] / seconds[eager.name]
+    step_ms = {**decision.step_ms, compiled_path.name: decision.step_ms[eager.name] * ratio}
+    if seconds[compiled_path.name] < seconds[eager.name] * (1.0 - MARGIN):
+        return PathDecision(compiled_path, decision.reason + f"; compiled in {compile_seconds:.0f} s, "
+                            f"{seconds[eager.name] / seconds[compiled_path.name]:.2f}x {eager.name}",
+                            step_ms, compile_seconds)
+    return replace(decision, step_ms=step_ms, compile_seconds=compile_seconds,
+                   reason=decision.reason + f"; compile ({compile_seconds:.0f} s) gained "
+                   f"{seconds[eager.name] / seconds[compiled_path.name]:.2f}x, under {MARGIN:.0%}: eager")
+
+
+def _revisit(known: PathDecision, expected_steps: int, allow_compile: bool) -> PathDecision:
+    """A decision made before for this network and machine, judged again for this training's length.
+
+    The eager choice holds for any length. Compiling holds only where the measured gain over this
+    training pays for the measured compile (a network never compiled here is tried first, by
+    :func:`decide_training_path`, when a training is long enough).
+    """
+    eager = replace(known.path, compiled=False)
+    compiled = replace(eager, compiled=True)
+    ms = known.step_ms
+    pays = (allow_compile and known.compile_seconds is not None and compiled.name in ms and eager.name in ms
+            and ms[compiled.name] < ms[eager.name] * (1.0 - MARGIN)
+            and expected_steps * (ms[eager.name] - ms[compiled.name]) / 1e3 > known.compile_seconds)
+    path = compiled if pays else eager
+    return replace(known, path=path, reason=known.reason + ("" if path == known.path else
+                   f"; {'compiled' if pays else 'eager'} for {expected_steps} steps"), from_cache=True)
+
+
+@dataclass
+class PreparedModel:
+    """A model set up to train on its chosen path: call it like the model.
+
+    A compiled forward is compiled for one batch size; other sizes (an epoch's last, smaller batch) run
+    through the eager model, which shares its parameters, instead of compiling again.
+    """
+
+    model: nn.Module
+    forward: nn.Module
+    decision: PathDecision
+    batch: int
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return self.decision.path.memory_format
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.forward is not self.model and x.shape[0] != self.batch:
+            return self.model(x)
+        return self.forward(x)
+
+
+def prepare_for_training(model: nn.Module, input_shape: tuple[int, int, int], *, batch: int = 64,
+                         expected_steps: int = 0, device: torch.device | None = None,
+                         decide: Callable[..., PathDecision] = decide_training_path, **kwargs: object
+                         ) -> PreparedModel:
+    """The fast training configuration for this machine: the allocator (CPU), then the path chosen by
+    :func:`decide_training_path` (``expected_steps``: about how many steps the training will take) applied
+    to ``model`` in place."""
+    device = device or next(model.parameters()).device
+    if device.type == "cpu":
+        configure_allocator()
+    decision = decide(model, input_shape, batch=batch, expected_steps=expected_steps, device=device, **kwargs)
+    forward = apply_path(model, decision.path, input_shape, batch=batch, device=device,
+                         **({"compiler": kwargs["compiler"]} if "compiler" in kwargs else {}))
+    return PreparedModel(model=model, forward=forward, decision=decision, batch=batch)
+
