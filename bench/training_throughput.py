@@ -252,6 +252,15 @@ def measure_inference(names: list[str], repeats: int, large_batch: int = 128) ->
     return out
 
 
+def merge_round(results: dict, mode: str, part: dict) -> None:
+    """Add one worker's rates (and decisions, where the side makes any) to ``results[mode]``."""
+    side = results.setdefault(mode, {**part, "train": {}, "decisions": {}})
+    for name, rates in part["train"].items():
+        side["train"].setdefault(name, []).extend(rates)
+    for name, decision in part.get("decisions", {}).items():
+        side["decisions"].setdefault(name, []).append(decision)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -329,8 +338,8 @@ def main() -> int:
     common += ["--epochs", str(args.epochs)]
     for round_ in range(args.rounds):
         order = ("reference", "fast") if round_ % 2 == 0 else ("fast", "reference")
-        modes = order + (("compiled",) if round_ < args.compile_rounds else ()) + (
-            ("infer",) if round_ < args.infer_rounds else ())
+        modes = (order + (("compiled",) if round_ < args.compile_rounds else ())) if args.only != "infer" else ()
+        modes += ("infer",) if round_ < args.infer_rounds and args.only in ("all", "infer") else ()
         for mode in modes:
             print(f"round {round_ + 1}/{args.rounds}: measuring {mode} ...", file=sys.stderr, flush=True)
             done = subprocess.run([sys.executable, __file__, "--worker", mode, *common], capture_output=True,
@@ -338,25 +347,31 @@ def main() -> int:
             part = json.loads(done.stdout.strip().splitlines()[-1])
             if mode == "infer":
                 infer_runs.append(part)
-            elif mode not in results:
-                results[mode] = part
-                results[mode]["decisions"] = {name: [d] for name, d in part["decisions"].items()}
             else:
-                for name, rates in part["train"].items():
-                    results[mode]["train"][name] += rates
-                    results[mode]["decisions"][name].append(part["decisions"][name])
+                merge_round(results, mode, part)
 
-    def med(v):
-        return statistics.median(v)
+    if results:
+        print_training(summary, results, names, args)
+    if infer_runs:
+        print_inference(summary, infer_runs, infer, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 0
 
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def print_training(summary: dict, results: dict, names: list[str], args: argparse.Namespace) -> None:
+    """The reference/fast table, why each path was chosen, the compile table, and the targets' line."""
     ref, fast = results["reference"], results["fast"]
-    summary.update({"threads": fast["threads"], "train": {}, "infer": {}})
+    summary.update({"threads": fast["threads"], "train": {}})
     print(f"training images/s (batch {args.batch}, {fast['threads']} threads; median [min-max] of "
           f"{args.rounds} rounds x {args.repeats} repeats x {args.steps} steps)")
     print(f"{'network':<24}{'reference':>22}{'fast':>22}{'speedup':>9}{'vs xception fast':>18}  fast path chosen "
           "(per round)")
     x_fast = med(fast["train"]["xception_c35_d20"])
-    compiled = results.get("compiled")
     for name in names:
         r, f = ref["train"][name], fast["train"][name]
         chosen = [d["path"] for d in fast["decisions"][name]]
@@ -369,25 +384,44 @@ def main() -> int:
         print(f"{name:<24}{med(r):>8.1f} [{min(r):5.1f}-{max(r):5.1f}]{med(f):>8.1f} [{min(f):5.1f}-{max(f):5.1f}]"
               f"{row['train_speedup_vs_reference']:>8.2f}x{row['train_ratio_vs_xception_c35_d20']:>17.2f}x  "
               f"{', '.join(chosen)}")
-    print("\nwhy (first round; step = forward + backward, ms, the candidates timed in turns in the fast process):")
+    print("\nwhy (first round; step = forward + backward, ms, the candidates timed in turns in the fast process; "
+          "seconds spent deciding):")
     for name in names:
         d = fast["decisions"][name][0]
         steps = ", ".join(f"{k} {v:.0f}" for k, v in d["step_ms"].items())
-        print(f"  {name}: {d['path']}: {d['reason']} [{steps}]")
-    if compiled is not None:
-        print(f"\ntorch.compile ({len(compiled['train'][names[0]]) // args.repeats} round(s); the decision is the "
-              f"library's own for {args.epochs} epochs of 50,000 images, then the best eager path compiled and "
-              "trained whatever was decided)")
-        print(f"{'network':<24}{'compiled img/s':>16}{'vs fast':>9}{'compile s':>11}{'again s':>9}  decision")
-        for name in names:
-            c = compiled["train"][name]
-            d = compiled["decisions"][name][0]
-            summary["train"][name]["compiled"] = {"median": med(c), "min": min(c), "max": max(c),
-                                                  "vs_fast": med(c) / med(fast["train"][name]),
-                                                  "decisions": compiled["decisions"][name]}
-            first = "-" if d["compile_seconds"] is None else f"{d['compile_seconds']:.0f}"
-            print(f"{name:<24}{med(c):>16.1f}{med(c) / med(fast['train'][name]):>8.2f}x{first:>11}"
-                  f"{d['compile_again_seconds']:>9.0f}  {d['path']}: {d['reason']}")
+        print(f"  {name}: {d['path']}: {d['reason']} [{steps}] {d['decide_seconds']:.0f} s")
+    if "compiled" in results:
+        print_compiled(summary, results, names, args)
+    key = summary["train"]["igcv2_c64_d20"]
+    summary["igcv2_c64_d20"] = {"train_speedup_vs_reference": key["train_speedup_vs_reference"],
+                                "train_ratio_vs_xception_c35_d20": key["train_ratio_vs_xception_c35_d20"]}
+    slower = [n for n in names if summary["train"][n]["fast"]["max"] < summary["train"][n]["reference"]["min"]]
+    summary["train_slower_than_reference"] = slower
+    print(f"\nigcv2_c64_d20: train speedup vs reference {key['train_speedup_vs_reference']:.2f}x (target >= 1.7), "
+          f"vs Xception C35 d20 fast {key['train_ratio_vs_xception_c35_d20']:.2f}x (moonshot >= 1.0); "
+          f"fast slower than reference beyond the spread (every fast round below every reference round): "
+          f"{slower or 'none'}")
+
+
+def print_compiled(summary: dict, results: dict, names: list[str], args: argparse.Namespace) -> None:
+    compiled, fast = results["compiled"], results["fast"]
+    print(f"\ntorch.compile ({len(compiled['decisions'][names[0]])} round(s); the decision is the library's own for "
+          f"{args.epochs} epochs of 50,000 images, then the best eager path compiled and trained whatever was "
+          "decided)")
+    print(f"{'network':<24}{'compiled img/s':>16}{'vs fast':>9}{'compile s':>11}{'again s':>9}  decision")
+    for name in names:
+        c = compiled["train"][name]
+        d = compiled["decisions"][name][0]
+        summary["train"][name]["compiled"] = {"median": med(c), "min": min(c), "max": max(c),
+                                              "vs_fast": med(c) / med(fast["train"][name]),
+                                              "decisions": compiled["decisions"][name]}
+        first = "-" if d["compile_seconds"] is None else f"{d['compile_seconds']:.0f}"
+        print(f"{name:<24}{med(c):>16.1f}{med(c) / med(fast['train'][name]):>8.2f}x{first:>11}"
+              f"{d['compile_again_seconds']:>9.0f}  {d['path']}: {d['reason']}")
+
+
+def print_inference(summary: dict, infer_runs: list[dict], infer: list[str], args: argparse.Namespace) -> None:
+    summary["infer"] = {}
     print(f"\ninference images/s, fast / reference (median of {len(infer_runs)} rounds x {args.repeats} "
           "alternating repeats; variant chosen by timing, most frequent shown)")
     print(f"{'network':<26}{'batch 1':>28}{f'batch {args.infer_batch}':>28}")
@@ -408,18 +442,7 @@ def main() -> int:
             cells.append(f"{ratio:5.2f}x {variant:>20}")
         print(f"{name:<26}{cells[0]:>28}{cells[1]:>28}")
     summary["inference_slower_than_reference"] = slower
-    key = summary["train"]["igcv2_c64_d20"]
-    summary["igcv2_c64_d20"] = {"train_speedup_vs_reference": key["train_speedup_vs_reference"],
-                                "train_ratio_vs_xception_c35_d20": key["train_ratio_vs_xception_c35_d20"]}
-    slower_train = [n for n in names if summary["train"][n]["fast"]["max"] < summary["train"][n]["reference"]["min"]]
-    summary["train_slower_than_reference"] = slower_train
-    print(f"\nigcv2_c64_d20: train speedup vs reference {key['train_speedup_vs_reference']:.2f}x (target >= 1.7), "
-          f"vs Xception C35 d20 fast {key['train_ratio_vs_xception_c35_d20']:.2f}x (moonshot >= 1.0); "
-          f"fast slower than reference beyond the spread (every fast round below every reference round): "
-          f"{slower_train or 'none'}; inference slower than reference (>5%): {slower or 'none'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2))
-    return 0
+    print(f"inference slower than reference (>5%): {slower or 'none'}")
 
 
 if __name__ == "__main__":

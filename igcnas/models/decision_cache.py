@@ -3,7 +3,8 @@
 A decision timed on one machine says nothing about another (the fast path's choices flipped between an AMD
 EPYC and an Intel Xeon), so every key starts with the machine: the CPU model (or the GPU's name), the
 PyTorch version, the device type and the thread count. The network part is the module structure (not the
-weights), the input shape, the batch and the dtype.
+weights), the input shape, the batch and the dtype; or, for decisions short trainings share, the network's
+family in place of its structure (:func:`kind_key`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from igcnas.files import atomic_write_text
 
-__all__ = ["DecisionCache", "decision_key", "default_cache", "machine_key"]
+__all__ = ["DecisionCache", "decision_key", "default_cache", "kind_key", "machine_key"]
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +95,11 @@ def decision_key(model: nn.Module, input_shape: tuple[int, int, int], batch: int
     dtype = next(model.parameters()).dtype
     structure = hashlib.sha256(repr(model).encode("utf-8")).hexdigest()[:16]
     return f"{machine_key(device)} | {structure} | {tuple(input_shape)} x {batch} | {dtype}"
+
+
+def kind_key(model: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device) -> str:
+    """The machine and the kind of network (its family, input shape, batch, dtype), for decisions that short
+    trainings share: a search's networks of one family differ in widths and depths, not in what runs fastest."""
+    dtype = next(model.parameters()).dtype
+    family = getattr(getattr(model, "config", None), "family", None) or type(model).__name__
+    return f"{machine_key(device)} | kind {family} | {tuple(input_shape)} x {batch} | {dtype}"

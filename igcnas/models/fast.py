@@ -29,12 +29,15 @@ import ctypes
 import functools
 import logging
 import time
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 from torch import nn
 
 from igcnas.models.blocks._interleaved import InterleavedBlock
+
+if TYPE_CHECKING:
+    from igcnas.models.decision_cache import DecisionCache
 
 __all__ = [
     "composed_pointwise_weight",
@@ -257,25 +260,48 @@ def fuse_batchnorm(model: nn.Module, *, compose: bool | str = "auto") -> nn.Modu
 
 
 def optimize_for_inference(model: nn.Module, input_shape: tuple[int, int, int], *, batch: int = 1,
-                           repeats: int = 5) -> nn.Module:
-    """The fastest of the reference and fused variants for this batch size, chosen by timing."""
+                           repeats: int = 5, cache: "DecisionCache | None" = None) -> nn.Module:
+    """The fastest of the reference and fused variants for this batch size, chosen by timing.
+
+    The choice is kept per machine and network (:mod:`igcnas.models.decision_cache`; ``cache`` defaults
+    to the user's file): a later call for the same network here builds the chosen variant without timing.
+    """
+    from igcnas.models.decision_cache import decision_key, default_cache
+
+    cache = default_cache() if cache is None else cache
+    key = "inference | " + decision_key(model, input_shape, batch, torch.device("cpu"))
+    known = (cache.get(key) or {}).get("variant")
     reference = copy.deepcopy(model).eval()
-    candidates: dict[str, nn.Module] = {"reference": reference}
-    choose_strategies(reference, input_shape, batch=batch, training=False, channels_last=False)
-    candidates["fused"] = fuse_batchnorm(reference, compose="auto")
-    cl = copy.deepcopy(reference).to(memory_format=torch.channels_last)
-    choose_strategies(cl, input_shape, batch=batch, training=False, channels_last=True)
-    candidates["fused_channels_last"] = fuse_batchnorm(cl, compose="auto").to(memory_format=torch.channels_last)
+    candidates: dict[str, Callable[[], nn.Module]] = {
+        "reference": lambda: reference,
+        "fused": lambda: _fused(reference, input_shape, batch, channels_last=False),
+        "fused_channels_last": lambda: _fused(reference, input_shape, batch, channels_last=True),
+    }
+    if known in candidates:
+        chosen = candidates[known]()
+        set_strategy(reference, "chain")
+        chosen.igcnas_variant = known  # type: ignore[attr-defined]
+        return chosen
+    built = {name: make() for name, make in candidates.items()}
     set_strategy(reference, "chain")  # the reference candidate is the plain implementation
     x = torch.randn(batch, *input_shape)
     inputs = {name: x.to(memory_format=torch.channels_last) if name.endswith("channels_last") else x
-              for name in candidates}
+              for name in built}
     with torch.no_grad():
-        timings = time_in_turns({name: functools.partial(candidates[name], inputs[name]) for name in candidates},
-                             repeats)
+        timings = time_in_turns({name: functools.partial(built[name], inputs[name]) for name in built}, repeats)
     best = min(timings, key=timings.get)
     log.info("inference variants (batch %d): %s -> %s", batch, {k: round(v * 1e3, 2) for k, v in timings.items()},
              best)
-    chosen = candidates[best]
+    cache.put(key, {"variant": best, "ms": {k: v * 1e3 for k, v in timings.items()}})
+    chosen = built[best]
     chosen.igcnas_variant = best  # type: ignore[attr-defined]
     return chosen
+
+
+def _fused(reference: nn.Module, input_shape: tuple[int, int, int], batch: int, *, channels_last: bool
+           ) -> nn.Module:
+    """``reference`` with BN folded, each block's chain or composed kernel chosen by timing in that layout."""
+    source = copy.deepcopy(reference).to(memory_format=torch.channels_last) if channels_last else reference
+    choose_strategies(source, input_shape, batch=batch, training=False, channels_last=channels_last)
+    fused = fuse_batchnorm(source, compose="auto")
+    return fused.to(memory_format=torch.channels_last) if channels_last else fused

@@ -9,12 +9,17 @@ and backward pass of the whole network on the batch the training will use, in tu
 timer, :mod:`igcnas.evaluators.timing`), and a fast variant is kept only when it beats plain by more than
 :data:`MARGIN`.
 
-Why not always. Timing the four eager candidates costs about :data:`CHOICE_STEPS` training steps; a
-training shorter than ``CHOICE_STEPS / CHOICE_SHARE`` steps (a search's trial on digits: a few hundred
-steps of milliseconds) trains plain rather than spend a noticeable share of its time choosing.
+Why not always per network. Timing the four eager candidates costs about :data:`CHOICE_STEPS` training
+steps. A training of at least ``CHOICE_STEPS / CHOICE_SHARE`` steps times its own network. A shorter one (a
+search's trial on digits: tens of steps of milliseconds) takes the decision made for its *kind* here (the
+network's family, input shape and batch), timed once on the first network of that kind with at least
+:data:`MIN_TIMED_STEPS` steps and kept: on digits (2-core AMD EPYC, 12 IGC-V2 networks of the space, 4
+epochs) plain took 25.2 s, the per-block choice alone 16.0 s and ``channels_last`` with it 10.7 s, so
+plain for every short training would have made searches 2.3x slower.
 
-``torch.compile`` is a candidate only where it can pay for itself: compiling a 20-block CIFAR network took
-47-92 s on a 2-core CPU (per network, per process) and sped its steps up by 0.97-1.27x. It is tried only
+``torch.compile`` is a candidate only where it can pay for itself: compiling the training step of a
+20-block CIFAR network took 19-50 s on a 2-core AMD EPYC and 47-92 s on a 2-core Intel Xeon, and made the
+steps 0.76-1.26x and 0.97-1.27x as fast (IGC-V2 C64 D20 lost on both, Xception C35 D20 gained on both). It is tried only
 when the expected training (steps x the best eager step) is at least :data:`COMPILE_PAYBACK` times the
 expected compile time, so that a compile that gains nothing costs at most 1/COMPILE_PAYBACK of the
 training; once tried, its measured compile time and step are kept, and later trainings of the same
@@ -37,18 +42,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from igcnas.models.decision_cache import DecisionCache, decision_key, default_cache
+from igcnas.models.decision_cache import DecisionCache, decision_key, default_cache, kind_key
 from igcnas.models.fast import choose_strategies, configure_allocator, set_strategy, time_in_turns
 
 __all__ = ["TrainingPath", "PLAIN", "EAGER_PATHS", "PathDecision", "DecisionCache", "PreparedModel",
            "decide_training_path", "apply_path", "prepare_for_training", "MARGIN", "CHOICE_STEPS",
-           "CHOICE_SHARE", "COMPILE_PAYBACK", "compile_estimate_seconds", "decision_key", "StepTimer", "Compiler"]
+           "CHOICE_SHARE", "MIN_TIMED_STEPS", "COMPILE_PAYBACK", "compile_estimate_seconds", "decision_key", "StepTimer", "Compiler"]
 
 log = logging.getLogger(__name__)
 
 MARGIN = 0.03  # a variant must beat plain (and compile the best eager path) by this share to be kept
-CHOICE_STEPS = 40  # about what timing the eager candidates costs, in training steps (warm-ups included)
-CHOICE_SHARE = 0.05  # the most of a training's expected time spent choosing its path
+# What timing the eager candidates costs, in training steps (warm-ups, block sizing, the per-block choice and
+# the blocks the timer rejects included): measured 39-62 s for CIFAR networks of 0.66-0.67 s steps, 60-92 steps.
+CHOICE_STEPS = 90
+CHOICE_SHARE = 0.05  # the most of a training's expected time spent timing its own network
+MIN_TIMED_STEPS = 20  # below this (a few batches: smoke runs, tests) a training without a decision trains plain
 COMPILE_PAYBACK = 20  # compile only when the training is at least this many times the compile's time
 # What a first compile of a training step costs before one was measured for the network here, per leaf module
 # (convolutions, norms, activations), with a floor. Measured at batch 128 on 2-core CPUs: IGC-V2 C64 D20 (125
@@ -206,9 +214,14 @@ def decide_training_path(model: nn.Module, input_shape: tuple[int, int, int], *,
     timer = time_steps or time_in_turns
     key = decision_key(model, input_shape, batch, device)
     known = _read(cache, key)
+    kind = kind_key(model, input_shape, batch, device)
     if known is None and expected_steps < CHOICE_STEPS / CHOICE_SHARE:
-        return PathDecision(PLAIN, f"short training ({expected_steps} steps < {CHOICE_STEPS / CHOICE_SHARE:.0f}): "
-                                   "plain, not worth timing")
+        similar = _read(cache, kind)
+        if similar is not None:  # a short training takes what was timed for its family here
+            return replace(similar, path=replace(similar.path, compiled=False), from_cache=True,
+                           reason=f"short training, as timed for this family: {similar.reason}")
+        if expected_steps < MIN_TIMED_STEPS:
+            return PathDecision(PLAIN, f"{expected_steps} steps: plain, not worth timing")
     began = time.perf_counter()
     x, y = _batch(input_shape, batch, _classes(model, input_shape, device), device)
     decision = known or _time_eager(model, input_shape, batch, device, x, y, timer)
@@ -223,6 +236,8 @@ def decide_training_path(model: nn.Module, input_shape: tuple[int, int, int], *,
     if decision is not known:
         decision = replace(decision, decide_seconds=decision.decide_seconds + time.perf_counter() - began)
         cache.put(key, decision.to_json())
+        if known is None:
+            cache.put(kind, decision.to_json())
         log.info("training path for a %s network, batch %d: %s (%s)", tuple(input_shape), batch,
                  decision.path.name, decision.reason)
     return decision if known is None else _revisit(decision, expected_steps, allow_compile)

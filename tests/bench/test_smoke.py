@@ -297,13 +297,14 @@ def test_search_efficiency(tmp_path, run):
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_training_throughput(tmp_path):
-    """The two headline networks (``--quick``), every part (trainer vs bare loop, reference vs fast training,
-    inference at batch 1 and 8), one round of one step at batch 8."""
+    """The two headline networks (``--quick``), every part (trainer vs bare loop, reference vs fast training
+    with the path each chose, inference at batch 1 and 8), one round of one step at batch 8. Compiling is left
+    out (a minute per network here); tests/models/test_training_path.py compiles for real."""
     from training_throughput import TRAINER_NETWORKS, TRAIN_NETWORKS
 
     out = tmp_path / "throughput.json"
     run_bench("training_throughput.py", "--quick", "--repeats", "1", "--rounds", "1", "--steps", "1", "--batch", "8",
-              "--trainer-steps", "2", "--infer-batch", "8", "--json", out, timeout=210)
+              "--trainer-steps", "2", "--infer-batch", "8", "--compile-rounds", "0", "--json", out, timeout=210)
     result = read_json(out)
     headline = TRAIN_NETWORKS[:2]
     assert set(result["trainer_vs_bare_loop"]["networks"]) == set(TRAINER_NETWORKS)
@@ -312,6 +313,8 @@ def test_training_throughput(tmp_path):
     assert set(result["train"]) == set(headline)
     for name, row in result["train"].items():
         assert row["reference"]["median"] > 0 and row["fast"]["median"] > 0, name
+        decision = row["fast_decisions"][0]
+        assert row["fast_path"] == [decision["path"]] and set(decision["step_ms"]) >= {"plain"}, name
     assert set(result["infer"]) == set(headline)
     for name, by_batch in result["infer"].items():
         assert set(by_batch) == {"1", "8"}, name

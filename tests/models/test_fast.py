@@ -99,3 +99,31 @@ def test_allocator_configuration_keeps_large_blocks_in_the_heap():
         out = subprocess.run([sys.executable, "-c", _MMAPPED_BLOCKS, case], capture_output=True, text=True, check=True)
         mapped[case] = int(out.stdout.strip())
     assert mapped == {"default": 1, "configured": 0}
+
+
+def test_the_inference_variant_is_timed_once_per_machine_and_network(tmp_path, monkeypatch):
+    from igcnas.models import fast
+    from igcnas.models.decision_cache import DecisionCache
+
+    model = build_model(small_config("igcv2"), seed=0).eval()
+    timed: list[set] = []
+
+    def fused_fastest(calls, repeats):  # also times chain vs composed per block: those are not counted
+        for call in calls.values():
+            call()
+        if "reference" not in calls:
+            return {name: 1.0 for name in calls}
+        timed.append(set(calls))
+        return {name: (1.0 if name == "fused" else 2.0) for name in calls}
+
+    monkeypatch.setattr(fast, "time_in_turns", fused_fastest)
+    file = tmp_path / "decisions.json"
+    first = optimize_for_inference(model, (3, 32, 32), batch=2, cache=DecisionCache(path=file))
+    assert first.igcnas_variant == "fused" and timed == [{"reference", "fused", "fused_channels_last"}]
+    second = optimize_for_inference(model, (3, 32, 32), batch=2, cache=DecisionCache(path=file))
+    assert second.igcnas_variant == "fused" and len(timed) == 1  # read back from the file, not timed again
+    optimize_for_inference(model, (3, 32, 32), batch=3, cache=DecisionCache(path=file))
+    assert len(timed) == 2  # another batch size is another decision
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(second(x), model(x), atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 
@@ -11,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from igcnas.models import build_model
-from igcnas.models.training_path import (CHOICE_SHARE, CHOICE_STEPS, COMPILE_PAYBACK, EAGER_PATHS, PLAIN,
+from igcnas.models.training_path import (CHOICE_SHARE, CHOICE_STEPS, COMPILE_PAYBACK, EAGER_PATHS, MIN_TIMED_STEPS, PLAIN,
                                          DecisionCache, TrainingPath, apply_path, compile_estimate_seconds,
                                          decide_training_path, decision_key, prepare_for_training)
+from igcnas.models.decision_cache import kind_key
 from tests.models.test_blocks import small_config
 
 SHAPE = (3, 32, 32)
@@ -82,17 +84,35 @@ def test_a_variant_within_the_margin_of_plain_loses_to_plain(model):
     assert decision.path == PLAIN and "beat plain" in decision.reason
 
 
-def test_a_short_training_is_neither_timed_nor_compiled(model):
+def test_a_training_of_a_few_steps_is_neither_timed_nor_compiled(model):
     def never(steps, repeats):
         raise AssertionError("timed a training too short to be worth it")
 
-    short = int(CHOICE_STEPS / CHOICE_SHARE) - 1
-    decision = decide_training_path(model, SHAPE, batch=4, expected_steps=short, time_steps=never,
+    few = MIN_TIMED_STEPS - 1
+    decision = decide_training_path(model, SHAPE, batch=4, expected_steps=few, time_steps=never,
                                     compiler=no_compile, cache=DecisionCache(path=None))
-    assert decision.path == PLAIN and "short training" in decision.reason
-    prepared = prepare_for_training(model, SHAPE, batch=4, expected_steps=short, time_steps=never,
+    assert decision.path == PLAIN and "not worth timing" in decision.reason
+    prepared = prepare_for_training(model, SHAPE, batch=4, expected_steps=few, time_steps=never,
                                     compiler=no_compile, cache=DecisionCache(path=None))
     assert prepared.forward is model and prepared.memory_format == torch.contiguous_format
+
+
+def test_short_trainings_share_one_timing_per_family_and_never_compile():
+    """A search's short trials: the first network of a family is timed, later ones of that family take its
+    decision without timing, another family is timed afresh; none compiles."""
+    cache = DecisionCache(path=None)
+    seen: list[dict] = []
+    times = {p.name: 10.0 for p in EAGER_PATHS} | {"channels_last": 4.0}
+    short = int(CHOICE_STEPS / CHOICE_SHARE) - 1
+    decisions = []
+    for family, blocks in (("igcv2", 1), ("igcv2", 2), ("igcv1", 1)):  # the second: another igcv2 network
+        config = small_config(family)
+        config = config.replace(stages=tuple(dataclasses.replace(s, blocks=blocks) for s in config.stages))
+        decisions.append(decide_training_path(build_model(config, seed=0), SHAPE, batch=4, expected_steps=short,
+                                              time_steps=timer_from(times, seen), compiler=no_compile, cache=cache))
+    assert [d.path for d in decisions] == [TrainingPath("channels_last")] * 3
+    assert [d.from_cache for d in decisions] == [False, True, False] and len(seen) == 2
+    assert "as timed for this family" in decisions[1].reason
 
 
 def test_a_training_shorter_than_the_compile_payback_is_timed_but_not_compiled(model):
@@ -129,7 +149,8 @@ def test_a_decision_is_kept_per_machine_and_network_and_not_timed_again(model, t
                                  time_steps=timer_from(times, seen), cache=DecisionCache(path=file))
     assert not first.from_cache and len(seen) == 1
     stored = json.loads(file.read_text())
-    assert list(stored) == [decision_key(model, SHAPE, 4, torch.device("cpu"))]
+    cpu = torch.device("cpu")
+    assert set(stored) == {decision_key(model, SHAPE, 4, cpu), kind_key(model, SHAPE, 4, cpu)}
     again = decide_training_path(model, SHAPE, batch=4, expected_steps=LONG, allow_compile=False,
                                  time_steps=timer_from(times, seen), cache=DecisionCache(path=file))
     assert again.from_cache and again.path == first.path and len(seen) == 1
@@ -146,7 +167,7 @@ def test_a_decision_is_kept_per_machine_and_network_and_not_timed_again(model, t
                              time_steps=timer_from(times, seen), cache=DecisionCache(path=file))
     finally:
         torch.set_num_threads(threads)
-    assert len(seen) == 4 and len(json.loads(file.read_text())) == 4
+    assert len(seen) == 4 and len(json.loads(file.read_text())) == 8  # each network and each kind
 
 
 def test_a_measured_compile_is_reused_only_where_its_gain_pays_for_it(model):
@@ -236,3 +257,17 @@ def test_a_network_decided_without_compiling_is_compiled_by_its_first_long_train
                                     compiler=lambda m, d: m, cache=cache)
     assert compiled.path == TrainingPath(compiled=True) and compiled.compile_seconds is not None
     assert [set(steps) for steps in seen] == [{p.name for p in EAGER_PATHS}, {"plain", "compiled"}]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_on_cuda_every_candidate_is_timed_on_the_device_and_trains_there(model):
+    device = torch.device("cuda")
+    model = model.to(device)
+    decision = decide_training_path(model, SHAPE, batch=8, expected_steps=LONG, allow_compile=False, device=device,
+                                    cache=DecisionCache(path=None))
+    assert set(decision.step_ms) == {p.name for p in EAGER_PATHS} and decision.path in EAGER_PATHS
+    prepared = prepare_for_training(model, SHAPE, batch=8, expected_steps=LONG, allow_compile=False, device=device,
+                                    cache=DecisionCache(path=None))
+    x = torch.randn(8, *SHAPE, device=device).contiguous(memory_format=prepared.memory_format)
+    F.cross_entropy(prepared(x), torch.zeros(8, dtype=torch.long, device=device)).backward()
+    assert all(p.grad is not None and p.grad.device.type == "cuda" for p in model.parameters() if p.requires_grad)
