@@ -165,7 +165,7 @@ def measure_trainer(names: list[str], device_name: str, rounds: int, steps: int,
         model = build_model(config, seed=0).to(device)
         # the path the trainer takes for these steps (it decides the same way and finds this decision kept)
         prepared = prepare_for_training(model, (3, 32, 32), batch=batch, device=device, expected_steps=10**9,
-                                        allow_compile=False)
+                                        allow_compile=False, precision=precision)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
         x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=prepared.memory_format)
         y = torch.randint(0, 10, (batch,), device=device)

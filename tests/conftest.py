@@ -8,6 +8,9 @@ import os
 # tests need figures, not good ones (the timer's own tests set their limits). Set before igcnas is imported:
 # child processes (the CLI, benchmarks) inherit it.
 os.environ.setdefault("IGCNAS_TIMER_MAX_SECONDS", "0.3")
+# Training-path and inference decisions stay in each process's memory: tests must not read what earlier runs
+# decided on this machine, nor leave decisions in the user's cache (tests of the file pass their own).
+os.environ.setdefault("IGCNAS_TRAINING_PATH_CACHE", "0")
 
 import random  # noqa: E402
 from pathlib import Path

@@ -65,7 +65,7 @@ class TrainResult:
     val_accuracy: float
     curve: list[float] = field(default_factory=list)  # validation accuracy after each epoch
     train_loss: list[float] = field(default_factory=list)
-    seconds: float = 0.0  # the whole call: training, evaluation, recalibration
+    seconds: float = 0.0  # the whole call: set-up (deciding the training path), training, evaluation
     train_seconds: float = 0.0  # the training batches only
     images_per_second: float = 0.0  # training images per second of train_seconds
     # Structured stages trained with the regulariser: the accuracies above are the projected (deployable)
@@ -211,7 +211,7 @@ def _set_up(model: nn.Module, data: DataSplits, settings: TrainSettings) -> _Run
         from igcnas.models.training_path import prepare_for_training
 
         prepared = prepare_for_training(model, data.input_shape, batch=min(settings.batch_size, data.n_train),
-                                        expected_steps=total_steps, device=device)
+                                        expected_steps=total_steps, device=device, precision=precision)
         memory_format, forward = prepared.memory_format, prepared
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay, nesterov=settings.nesterov)
@@ -339,10 +339,10 @@ def train_model(
     so every early-stopping rung, and the end) is measured on its projected weights: the network
     that decomposition deploys, not the one the optimiser holds.
     """
+    start = time.perf_counter()  # deciding the training path (seconds to a minute for a long training) counts
     run = _set_up(model, data, settings)
     result = TrainResult(val_accuracy=0.0, device=str(run.device), precision=run.precision)
     bar = _progress_bar(settings, run.total_steps)
-    start = time.perf_counter()
     baseline_mb = current_rss_mb()  # the limit is on what this trial adds (threads of --n-jobs share it)
     images, loop_seconds = 0, 0.0
     try:

@@ -90,16 +90,22 @@ def machine_key(device: torch.device) -> str:
     return f"{where} | torch {torch.__version__} | {device.type} | {torch.get_num_threads()} threads"
 
 
-def decision_key(model: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device) -> str:
+def decision_key(model: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device,
+                 precision: str = "fp32") -> str:
     """The machine and the network a decision belongs to (the structure, not the weights)."""
     dtype = next(model.parameters()).dtype
     structure = hashlib.sha256(repr(model).encode("utf-8")).hexdigest()[:16]
-    return f"{machine_key(device)} | {structure} | {tuple(input_shape)} x {batch} | {dtype}"
+    return f"{machine_key(device)} | {structure} | {tuple(input_shape)} x {batch} | {dtype} {precision}"
 
 
-def kind_key(model: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device) -> str:
-    """The machine and the kind of network (its family, input shape, batch, dtype), for decisions that short
-    trainings share: a search's networks of one family differ in widths and depths, not in what runs fastest."""
+def kind_key(model: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device,
+             precision: str = "fp32") -> str:
+    """The machine and the kind of network, for decisions that short trainings share: its family and the
+    kinds of convolution it is built of (a structured network in training form, or deployed, is another kind
+    than a plain one of the family), input shape, batch, dtype and precision. A search's networks of one kind
+    differ in widths and depths, not in what runs fastest."""
     dtype = next(model.parameters()).dtype
     family = getattr(getattr(model, "config", None), "family", None) or type(model).__name__
-    return f"{machine_key(device)} | kind {family} | {tuple(input_shape)} x {batch} | {dtype}"
+    parts = ",".join(sorted({type(m).__name__ for m in model.modules() if "Conv" in type(m).__name__}))
+    modules = hashlib.sha256(parts.encode("utf-8")).hexdigest()[:8]
+    return f"{machine_key(device)} | kind {family} {modules} | {tuple(input_shape)} x {batch} | {dtype} {precision}"

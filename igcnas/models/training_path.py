@@ -19,20 +19,23 @@ plain for every short training would have made searches 2.3x slower.
 
 ``torch.compile`` is a candidate only where it can pay for itself: compiling the training step of a
 20-block CIFAR network took 19-50 s on a 2-core AMD EPYC and 47-92 s on a 2-core Intel Xeon, and made the
-steps 0.76-1.26x and 0.97-1.27x as fast (IGC-V2 C64 D20 lost on both, Xception C35 D20 gained on both). It is tried only
-when the expected training (steps x the best eager step) is at least :data:`COMPILE_PAYBACK` times the
-expected compile time, so that a compile that gains nothing costs at most 1/COMPILE_PAYBACK of the
-training; once tried, its measured compile time and step are kept, and later trainings of the same
-network compile only when the measured gain over their length exceeds the measured compile time.
+steps 0.76-1.26x and 0.97-1.27x as fast (IGC-V2 C64 D20 lost on both, Xception C35 D20 gained on both). It
+is tried only for a training long enough to time its own network, lasting at least
+:data:`COMPILE_PAYBACK` times the expected compile (steps x the best eager step), so that a compile that
+gains nothing costs about 1/COMPILE_PAYBACK of the training (the model is then compiled a second time
+when kept, from PyTorch's warm caches: about 1 s). Once tried, the measured compile time and step are
+kept, and later trainings of the same network compile only when the measured gain over their length
+exceeds the measured compile time.
 
-Decisions are kept in a file per user (``$XDG_CACHE_HOME/igcnas/training-paths.json``) under a key of
-the machine (CPU model, PyTorch version, device, threads) and the network (its module structure, input
-shape, batch and dtype): a decision made on one machine is never applied on another.
+Decisions are kept in a file per user (:mod:`igcnas.models.decision_cache`) under a key of the machine
+(CPU model or GPU, PyTorch version, device, threads) and the network (its module structure, input shape,
+batch, dtype and precision): a decision made on one machine is never applied on another.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -47,7 +50,8 @@ from igcnas.models.fast import choose_strategies, configure_allocator, set_strat
 
 __all__ = ["TrainingPath", "PLAIN", "EAGER_PATHS", "PathDecision", "DecisionCache", "PreparedModel",
            "decide_training_path", "apply_path", "prepare_for_training", "MARGIN", "CHOICE_STEPS",
-           "CHOICE_SHARE", "MIN_TIMED_STEPS", "COMPILE_PAYBACK", "compile_estimate_seconds", "decision_key", "StepTimer", "Compiler"]
+           "CHOICE_SHARE", "MIN_TIMED_STEPS", "COMPILE_PAYBACK", "compile_estimate_seconds", "decision_key",
+           "StepTimer", "Compiler"]
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +64,8 @@ MIN_TIMED_STEPS = 20  # below this (a few batches: smoke runs, tests) a training
 COMPILE_PAYBACK = 20  # compile only when the training is at least this many times the compile's time
 # What a first compile of a training step costs before one was measured for the network here, per leaf module
 # (convolutions, norms, activations), with a floor. Measured at batch 128 on 2-core CPUs: IGC-V2 C64 D20 (125
-# modules) 50 s on an AMD EPYC and 92 s on an Intel Xeon, Xception C35 D20 (107) 32 s and 47 s: 0.30-0.74 s
-# per module. The estimate takes the slowest, so that a compile is tried for fewer trainings, not more.
+# modules) 43-50 s on an AMD EPYC and 92 s on an Intel Xeon, Xception C35 D20 (107) 19-32 s and 47 s:
+# 0.18-0.74 s per module. The estimate takes the slowest, so that a compile is tried for fewer trainings.
 COMPILE_SECONDS_PER_MODULE = 0.75
 COMPILE_SECONDS_FLOOR = 20.0
 
@@ -83,9 +87,9 @@ class TrainingPath:
 
     @property
     def name(self) -> str:
-        parts = [p for p in (self.layout if self.layout != "contiguous" else "",
-                             "timed-blocks" if self.blocks == "timed" else "", "compiled" if self.compiled else "") if p]
-        return "+".join(parts) or "plain"
+        parts = ("channels_last" if self.layout == "channels_last" else "",
+                 "timed-blocks" if self.blocks == "timed" else "", "compiled" if self.compiled else "")
+        return "+".join(p for p in parts if p) or "plain"
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -102,7 +106,8 @@ class TrainingPath:
 
 
 PLAIN = TrainingPath()
-EAGER_PATHS = (PLAIN, TrainingPath(blocks="timed"), TrainingPath("channels_last"), TrainingPath("channels_last", "timed"))
+EAGER_PATHS = (PLAIN, TrainingPath(blocks="timed"), TrainingPath("channels_last"),
+               TrainingPath("channels_last", "timed"))
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ class PathDecision:
 
 
 def _read(cache: DecisionCache, key: str) -> PathDecision | None:
+    """The decision kept under ``key``, or None (also for an entry an older release wrote differently)."""
     entry = cache.get(key)
     try:
         return None if entry is None else PathDecision.from_json(entry)
@@ -173,83 +179,94 @@ def apply_path(model: nn.Module, path: TrainingPath, input_shape: tuple[int, int
     return compiler(model, device) if path.compiled else model
 
 
-def _step(module: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Callable[[], None]:
+def _step(module: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+          precision: str) -> Callable[[], None]:
+    """One training step's work (forward under the training's precision, loss, backward) as a timed call."""
+    from igcnas.evaluators.device import autocast
+
     def step() -> None:
         module.zero_grad(set_to_none=True)
-        F.cross_entropy(module(x), y).backward()
+        with autocast(device, precision):
+            loss = F.cross_entropy(module(x), y)
+        loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # time the kernels, not their launch
     return step
 
 
-def _batch(input_shape: tuple[int, int, int], batch: int, classes: int, device: torch.device,
-           seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, *input_shape, generator=g).to(device)
-    return x, torch.randint(0, max(classes, 1), (batch,), generator=g).to(device)
-
-
-def _classes(model: nn.Module, input_shape: tuple[int, int, int], device: torch.device) -> int:
+def _sample_batch(model: nn.Module, input_shape: tuple[int, int, int], batch: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random batch and labels for the model's number of classes (found with one tiny forward pass)."""
     was = model.training
     model.eval()
     with torch.no_grad():
         classes = int(model(torch.zeros(1, *input_shape, device=device)).shape[-1])
     model.train(was)
-    return classes
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, *input_shape, generator=g).to(device)
+    return x, torch.randint(0, max(classes, 1), (batch,), generator=g).to(device)
 
 
 def decide_training_path(model: nn.Module, input_shape: tuple[int, int, int], *, batch: int,
-                         expected_steps: int, device: torch.device | None = None,
+                         expected_steps: int, device: torch.device | None = None, precision: str = "fp32",
                          time_steps: StepTimer | None = None, cache: DecisionCache | None = None,
                          compiler: Compiler = _compile, allow_compile: bool = True) -> PathDecision:
     """The fastest path for training ``model`` for about ``expected_steps`` steps of ``batch`` images here.
 
-    ``model`` is not changed (candidates are timed on copies). ``time_steps`` and ``compiler`` default to
-    the project's timer and ``torch.compile``; tests inject their own. See the module docstring for the rules.
+    ``model`` is not changed (candidates are timed on copies). ``precision``: what the training runs its
+    forward passes in (fp32, bf16, fp16), timed so and part of the key. ``time_steps`` and ``compiler``
+    default to the project's timer and ``torch.compile``; tests inject their own. See the module docstring.
     """
     if expected_steps < 0 or batch < 1:
         raise ValueError(f"expected_steps must be >= 0 and batch >= 1, got {expected_steps} and {batch}")
     device = device or next(model.parameters()).device
     cache = default_cache() if cache is None else cache
-    timer = time_steps or time_in_turns
-    key = decision_key(model, input_shape, batch, device)
+    key = decision_key(model, input_shape, batch, device, precision)
+    kind = kind_key(model, input_shape, batch, device, precision)
     known = _read(cache, key)
-    kind = kind_key(model, input_shape, batch, device)
-    if known is None and expected_steps < CHOICE_STEPS / CHOICE_SHARE:
+    short = expected_steps < CHOICE_STEPS / CHOICE_SHARE
+    if known is None and short:
         similar = _read(cache, kind)
-        if similar is not None:  # a short training takes what was timed for its family here
+        if similar is not None:  # a short training takes what was timed for its kind here
             return replace(similar, path=replace(similar.path, compiled=False), from_cache=True,
-                           reason=f"short training, as timed for this family: {similar.reason}")
+                           reason=f"short training, as timed for this kind of network: {similar.reason}")
         if expected_steps < MIN_TIMED_STEPS:
             return PathDecision(PLAIN, f"{expected_steps} steps: plain, not worth timing")
     began = time.perf_counter()
-    x, y = _batch(input_shape, batch, _classes(model, input_shape, device), device)
-    decision = known or _time_eager(model, input_shape, batch, device, x, y, timer)
+    sample = functools.cache(lambda: _sample_batch(model, input_shape, batch, device))
+    bind = functools.partial(_step, device=device, precision=precision)
+    timer = time_steps or time_in_turns
+    decision = known or _time_eager(model, input_shape, batch, device, sample, bind, timer)
     best_s = decision.step_ms.get(decision.path.name, 0.0) / 1e3
     estimate = compile_estimate_seconds(model)
     if allow_compile and decision.compile_seconds is None:  # never compiled for this network here
-        if expected_steps * best_s >= COMPILE_PAYBACK * estimate:
-            decision = _try_compile(decision, model, input_shape, batch, device, x, y, timer, compiler)
+        if not short and expected_steps * best_s >= COMPILE_PAYBACK * estimate:
+            decision = _try_compile(decision, model, input_shape, batch, device, sample, bind, timer, compiler)
         elif known is None:
             decision = replace(decision, reason=decision.reason + f"; not compiled: {expected_steps} steps of "
                                f"{best_s * 1e3:.0f} ms < {COMPILE_PAYBACK} x a ~{estimate:.0f} s compile")
     if decision is not known:
         decision = replace(decision, decide_seconds=decision.decide_seconds + time.perf_counter() - began)
         cache.put(key, decision.to_json())
-        if known is None:
+        if cache.get(kind) is None:  # the first network of its kind decides for the kind's short trainings
             cache.put(kind, decision.to_json())
         log.info("training path for a %s network, batch %d: %s (%s)", tuple(input_shape), batch,
                  decision.path.name, decision.reason)
     return decision if known is None else _revisit(decision, expected_steps, allow_compile)
 
 
+Sample = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+StepMaker = Callable[[nn.Module, torch.Tensor, torch.Tensor], Callable[[], None]]
+
+
 def _time_eager(model: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device,
-                x: torch.Tensor, y: torch.Tensor, timer: StepTimer) -> PathDecision:
+                sample: Sample, make_step: StepMaker, timer: StepTimer) -> PathDecision:
     """Every eager candidate timed in turns on a copy of ``model``; plain unless one beats it by MARGIN."""
+    x, y = sample()
     steps: dict[str, Callable[[], None]] = {}
     for path in EAGER_PATHS:
         candidate = apply_path(copy.deepcopy(model).train(), path, input_shape, batch=batch, device=device)
-        steps[path.name] = _step(candidate, x.contiguous(memory_format=path.memory_format), y, device)
+        steps[path.name] = make_step(candidate, x.contiguous(memory_format=path.memory_format), y)
     seconds = timer(steps, 3)
     step_ms = {name: s * 1e3 for name, s in seconds.items()}
     best_name = min(seconds, key=seconds.get)
@@ -260,20 +277,25 @@ def _time_eager(model: nn.Module, input_shape: tuple[int, int, int], batch: int,
 
 
 def _try_compile(decision: PathDecision, model: nn.Module, input_shape: tuple[int, int, int], batch: int,
-                 device: torch.device, x: torch.Tensor, y: torch.Tensor, timer: StepTimer,
+                 device: torch.device, sample: Sample, make_step: StepMaker, timer: StepTimer,
                  compiler: Compiler) -> PathDecision:
-    """Compile the best eager path, time it against that path in turns, keep it if it beats it by MARGIN."""
+    """Compile the best eager path, time it against that path in turns, keep it if it beats it by MARGIN.
+
+    The trial compiles a copy; the model itself is compiled again when the path is applied, which reuses
+    what this compile left in PyTorch's caches (measured: about 1 s, against 19-50 s for the first).
+    """
+    x, y = sample()
     eager = decision.path
     compiled_path = replace(eager, compiled=True)
     candidate = copy.deepcopy(model).train()
     module = apply_path(candidate, compiled_path, input_shape, batch=batch, device=device, compiler=compiler)
     xin = x.contiguous(memory_format=eager.memory_format)
-    step = _step(module, xin, y, device)
+    step = make_step(module, xin, y)
     start = time.perf_counter()
     step()  # the compile happens here (forward and backward graphs)
     compile_seconds = time.perf_counter() - start
     reference = copy.deepcopy(model).train()
-    eager_step = _step(apply_path(reference, eager, input_shape, batch=batch, device=device), xin, y, device)
+    eager_step = make_step(apply_path(reference, eager, input_shape, batch=batch, device=device), xin, y)
     seconds = timer({eager.name: eager_step, compiled_path.name: step}, 3)
     # on the scale of the eager candidates' timing (the machine's speed moves between timings): their ratio
     ratio = seconds[compiled_path.name] / seconds[eager.name]

@@ -112,7 +112,47 @@ def test_short_trainings_share_one_timing_per_family_and_never_compile():
                                               time_steps=timer_from(times, seen), compiler=no_compile, cache=cache))
     assert [d.path for d in decisions] == [TrainingPath("channels_last")] * 3
     assert [d.from_cache for d in decisions] == [False, True, False] and len(seen) == 2
-    assert "as timed for this family" in decisions[1].reason
+    assert "as timed for this kind" in decisions[1].reason
+
+
+def test_a_short_training_never_compiles_however_slow_its_steps():
+    """Short by its steps, long by its seconds (10 s steps): the compile rule alone would try it."""
+    model = build_model(small_config("igcv2"), seed=0)
+    short = int(CHOICE_STEPS / CHOICE_SHARE) - 1
+    assert short * 10.0 >= COMPILE_PAYBACK * compile_estimate_seconds(model)
+    times = {p.name: 10_000.0 for p in EAGER_PATHS}
+    decision = decide_training_path(model, SHAPE, batch=4, expected_steps=short, time_steps=timer_from(times),
+                                    compiler=no_compile, cache=DecisionCache(path=None))
+    assert decision.path == PLAIN and decision.compile_seconds is None
+
+
+def test_plain_structured_and_deployed_networks_of_a_family_are_different_kinds():
+    from tests.models.test_structured_networks import structured
+
+    config = small_config("igcv2")
+    plain = build_model(config, seed=0)
+    training = build_model(structured(config, ((2, 2), (1, 2))), seed=0)
+    deployed = build_model(structured(config, ((2, 2), (1, 2))), seed=0, form="deployed")
+    cpu = torch.device("cpu")
+    kinds = {kind_key(m, SHAPE, 4, cpu) for m in (plain, training, deployed)}
+    assert len(kinds) == 3
+    wider = build_model(config.replace(stages=tuple(dataclasses.replace(s, blocks=1) for s in config.stages)), seed=0)
+    assert kind_key(wider, SHAPE, 4, cpu) == kind_key(plain, SHAPE, 4, cpu)
+    assert kind_key(plain, SHAPE, 4, cpu, "bf16") != kind_key(plain, SHAPE, 4, cpu)
+
+
+def test_the_kind_keeps_the_decision_of_its_first_network(model):
+    cache = DecisionCache(path=None)
+    cpu = torch.device("cpu")
+    first = {p.name: 10.0 for p in EAGER_PATHS} | {"channels_last": 4.0}
+    later = {p.name: 10.0 for p in EAGER_PATHS} | {"timed-blocks": 4.0}
+    decide_training_path(model, SHAPE, batch=4, expected_steps=LONG, allow_compile=False,
+                         time_steps=timer_from(first), cache=cache)
+    other = build_model(small_config("igcv2").replace(
+        stages=tuple(dataclasses.replace(s, blocks=1) for s in small_config("igcv2").stages)), seed=0)
+    decide_training_path(other, SHAPE, batch=4, expected_steps=LONG, allow_compile=False,
+                         time_steps=timer_from(later), cache=cache)
+    assert cache.get(kind_key(model, SHAPE, 4, cpu))["path"] == "channels_last"
 
 
 def test_a_training_shorter_than_the_compile_payback_is_timed_but_not_compiled(model):
