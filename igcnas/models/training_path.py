@@ -57,7 +57,8 @@ log = logging.getLogger(__name__)
 
 MARGIN = 0.03  # a variant must beat plain (and compile the best eager path) by this share to be kept
 # What timing the eager candidates costs, in training steps (warm-ups, block sizing, the per-block choice and
-# the blocks the timer rejects included): measured 39-62 s for CIFAR networks of 0.66-0.67 s steps, 60-92 steps.
+# the blocks the timer rejects included): 58-130 steps (11-245 s) over the benchmark's 8 CIFAR networks at batch
+# 128 on a 2-core AMD EPYC, small networks at the top (fixed costs); about the middle is taken.
 CHOICE_STEPS = 90
 CHOICE_SHARE = 0.05  # the most of a training's expected time spent timing its own network
 MIN_TIMED_STEPS = 20  # below this (a few batches: smoke runs, tests) a training without a decision trains plain
