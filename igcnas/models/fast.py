@@ -16,8 +16,8 @@ backward, or forward only for inference) and keeps the faster; users can force
 one with ``set_strategy``. Which of these a training uses (with memory format
 and ``torch.compile``, plain PyTorch among the candidates) is decided by timing
 whole steps in :mod:`igcnas.models.training_path`; keeping large activation
-buffers in the heap (``configure_allocator``) is process-wide; for inference ``fuse_batchnorm`` folds BatchNorm into the
-convolutions and ``optimize_for_inference`` picks the fastest of the
+buffers in the heap (``configure_allocator``) is process-wide. For inference
+``fuse_batchnorm`` folds BatchNorm into the convolutions and ``optimize_for_inference`` picks the fastest of the
 reference and the fused variants by timing them on the real input shape, so
 it is never slower than the reference beyond timing noise.
 """
@@ -277,13 +277,11 @@ def optimize_for_inference(model: nn.Module, input_shape: tuple[int, int, int], 
         "fused": lambda: _fused(reference, input_shape, batch, channels_last=False),
         "fused_channels_last": lambda: _fused(reference, input_shape, batch, channels_last=True),
     }
-    if known in candidates:
-        chosen = candidates[known]()
-        set_strategy(reference, "chain")
-        chosen.igcnas_variant = known  # type: ignore[attr-defined]
-        return chosen
-    built = {name: make() for name, make in candidates.items()}
+    built = {name: make() for name, make in candidates.items() if known not in candidates or name == known}
     set_strategy(reference, "chain")  # the reference candidate is the plain implementation
+    if known in built:
+        built[known].igcnas_variant = known  # type: ignore[attr-defined]
+        return built[known]
     x = torch.randn(batch, *input_shape)
     inputs = {name: x.to(memory_format=torch.channels_last) if name.endswith("channels_last") else x
               for name in built}
